@@ -1,0 +1,1 @@
+"""Card layer: image catalogue and cache, the writer, boot-partition provisioning."""

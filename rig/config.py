@@ -1,0 +1,347 @@
+"""rig.yaml: where it is found, what it may say, and the virtual rig it defaults to.
+
+Resources are data: the loader turns the file into frozen dataclasses that say
+*what* and *where* (a device's power port, its mux); drivers are built from them
+later and own all I/O. Every problem is reported with the file and the key path.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rig.errors import ConfigError, ValidationErrors
+from rig.schema import validate
+
+CONFIG_ENV = "RIG_CONFIG"
+SECRET_ENV_PREFIX = "RIG_SECRET_"
+
+
+class Secret:
+    """A string that never shows itself in logs, reprs or tracebacks."""
+
+    __slots__ = ("_value", "name")
+
+    def __init__(self, value: str, name: str = "") -> None:
+        self._value = value
+        self.name = name
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.name or '***'})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class PowerConfig:
+    driver: str  # usb-hub | ykush | command
+    port: int | None = None
+    location: str | None = None  # usb-hub
+    serial: str | None = None  # ykush
+    on: str | None = None  # command
+    off: str | None = None
+    status: str | None = None
+    timeout: float = 30.0
+    off_time: float = 3.0  # long enough to drain a Pi 3's capacitors
+
+
+@dataclass(frozen=True)
+class MuxConfig:
+    driver: str  # usb-sd-mux | sdwire
+    serial: str
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    name: str
+    power: PowerConfig
+    mux: MuxConfig
+    model: str = "pi3"
+    host: str | None = None
+    ssh_port: int = 22
+    http_port: int = 80
+    profile: str = "octoprint"
+
+
+@dataclass(frozen=True)
+class WifiConfig:
+    ssid: str
+    psk: Secret
+    country: str
+    hidden: bool = False
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    name: str
+    password: Secret
+    ssh_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Paths:
+    images: Path
+    state: Path
+    reports: Path
+    cache_limit_gb: float = 20.0
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    """The whole rig: devices plus what every device gets."""
+
+    source: Path | None  # None: the built-in virtual rig
+    devices: dict[str, DeviceConfig]
+    wifi: WifiConfig
+    user: UserConfig
+    paths: Paths
+    virtual: bool
+    ssh: dict[str, Any] = field(default_factory=dict)
+    provision: dict[str, Any] = field(default_factory=dict)
+    sections: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # run, daemon, mail, github, virtual
+
+    @property
+    def where(self) -> str:
+        return str(self.source) if self.source else "<built-in virtual rig>"
+
+    def device(self, name: str) -> DeviceConfig:
+        try:
+            return self.devices[name]
+        except KeyError:
+            known = ", ".join(sorted(self.devices)) or "none"
+            raise ConfigError(
+                f"no device {name!r} (configured: {known})", where=self.where
+            ) from None
+
+
+def _xdg(var: str, default: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / default)
+
+
+def user_config_path() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "rig" / "rig.yaml"
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """--config FILE, else $RIG_CONFIG, else ./rig.yaml, else the user's config dir."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist", where="--config")
+        return path
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist", where=f"${CONFIG_ENV}")
+        return path
+    for candidate in (Path("rig.yaml"), user_config_path()):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# The virtual rig: three Pi 3s whose hub and muxes are emulated at the USB /
+# SCSI level, so the production drivers below run unchanged against them.
+VIRTUAL_CONFIG: dict[str, Any] = {
+    "devices": {
+        f"pi3-{letter}": {
+            "model": "pi3",
+            "power": {"driver": "usb-hub", "location": "1-1", "port": n, "off_time": 0.2},
+            "mux": {"driver": "usb-sd-mux", "serial": f"00000000004{n}"},
+            "host": f"127.0.42.{10 + n}",
+            "ssh_port": 2222,
+            "http_port": 8080,
+        }
+        for n, letter in ((1, "a"), (2, "b"), (3, "c"))
+    },
+    "wifi": {"ssid": "rig-virtual-ap", "psk": "virtual-rig-psk", "country": "DE"},
+    "user": {"name": "pi", "password": "raspberry-rig"},
+    "virtual": {},
+}
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, search: bool = True) -> RigConfig:
+    """Load and validate rig.yaml; no file anywhere means the virtual rig."""
+    source = find_config(path) if search or path else None
+    if source is None:
+        return _build(VIRTUAL_CONFIG, None)
+    try:
+        text = source.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", where=str(source)) from e
+    data = parse_yaml(text, str(source))
+    if data is None:
+        data = {}
+    return _build(data, source)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML with syntax errors located as file:line:column."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        raise ConfigError(f"invalid YAML: {e.problem}", where=loc) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML: {e}", where=where) from None
+
+
+def _build(data: Any, source: Path | None) -> RigConfig:
+    where = str(source) if source else "<built-in virtual rig>"
+    if not isinstance(data, dict):
+        raise ConfigError("must be a mapping of sections (devices, wifi, user, ...)", where=where)
+    problems = validate(data, "config")
+    if problems:
+        raise ValidationErrors(where, problems)
+
+    if "devices" not in data:
+        # no hardware configured: the virtual rig's devices, with this file's other settings
+        data = {**VIRTUAL_CONFIG, **data, "devices": VIRTUAL_CONFIG["devices"]}
+        data.setdefault("virtual", {})
+    base = source.parent if source else Path.cwd()
+    secrets = _load_secrets(data.get("secrets"), base, where)
+
+    def secret(value: Any, key: str) -> Secret:
+        if isinstance(value, dict):
+            name = value["secret"]
+            env = os.environ.get(SECRET_ENV_PREFIX + name.upper())
+            if env is not None:
+                return Secret(env, name)
+            if name in secrets:
+                return Secret(str(secrets[name]), name)
+            raise ConfigError(
+                f"secret {name!r} not found",
+                where=f"{where}: {key}",
+                hint=f"add it to the secrets file or set ${SECRET_ENV_PREFIX}{name.upper()}",
+            )
+        return Secret(str(value), key)
+
+    devices = {name: _device(name, d) for name, d in data["devices"].items()}
+    _check_unique_hardware(devices, where)
+
+    wifi_raw = data.get("wifi") or VIRTUAL_CONFIG["wifi"]
+    user_raw = data.get("user") or VIRTUAL_CONFIG["user"]
+    wifi = WifiConfig(
+        ssid=wifi_raw["ssid"],
+        psk=secret(wifi_raw["psk"], "wifi.psk"),
+        country=wifi_raw["country"],
+        hidden=wifi_raw.get("hidden", False),
+    )
+    user = UserConfig(
+        name=user_raw["name"],
+        password=secret(user_raw["password"], "user.password"),
+        ssh_keys=tuple(user_raw.get("ssh_keys", ())),
+    )
+    raw_paths = data.get("paths", {})
+
+    def path(key: str, default: Path) -> Path:
+        value = raw_paths.get(key)
+        return (base / Path(value).expanduser()) if value else default
+
+    state = path("state", _xdg("XDG_STATE_HOME", ".local/state") / "rig")
+    paths = Paths(
+        images=path("images", _xdg("XDG_CACHE_HOME", ".cache") / "rig" / "images"),
+        state=state,
+        reports=path("reports", Path.cwd() / "reports"),
+        cache_limit_gb=float(raw_paths.get("cache_limit_gb", 20.0)),
+    )
+    sections = {k: data.get(k) or {} for k in ("run", "daemon", "mail", "github", "virtual")}
+    sections["_secrets"] = {k: Secret(str(v), k) for k, v in secrets.items()}
+    return RigConfig(
+        source=source,
+        devices=devices,
+        wifi=wifi,
+        user=user,
+        paths=paths,
+        virtual="virtual" in data,
+        ssh=data.get("ssh", {}),
+        provision=data.get("provision", {}),
+        sections=sections,
+    )
+
+
+def _device(name: str, d: dict[str, Any]) -> DeviceConfig:
+    p = d["power"]
+    power = PowerConfig(
+        driver=p["driver"],
+        port=p.get("port"),
+        location=p.get("location"),
+        serial=p.get("serial"),
+        on=p.get("on"),
+        off=p.get("off"),
+        status=p.get("status"),
+        timeout=float(p.get("timeout", 30.0)),
+        off_time=float(p.get("off_time", 3.0)),
+    )
+    mux = MuxConfig(driver=d["mux"]["driver"], serial=d["mux"]["serial"])
+    return DeviceConfig(
+        name=name,
+        power=power,
+        mux=mux,
+        model=d.get("model", "pi3"),
+        host=d.get("host"),
+        ssh_port=d.get("ssh_port", 22),
+        http_port=d.get("http_port", 80),
+        profile=d.get("profile", "octoprint"),
+    )
+
+
+def _check_unique_hardware(devices: dict[str, DeviceConfig], where: str) -> None:
+    """Two devices on one power port or one mux would switch each other's cards."""
+    problems: list[tuple[str, str]] = []
+    seen_power: dict[tuple[Any, ...], str] = {}
+    seen_mux: dict[tuple[str, str], str] = {}
+    for name, dev in devices.items():
+        p = dev.power
+        if p.driver != "command":
+            key = (p.driver, p.location or p.serial, p.port)
+            if key in seen_power:
+                problems.append(
+                    (f"devices.{name}.power", f"same port as device {seen_power[key]!r}")
+                )
+            seen_power.setdefault(key, name)
+        mkey = (dev.mux.driver, dev.mux.serial)
+        if mkey in seen_mux:
+            problems.append((f"devices.{name}.mux", f"same mux as device {seen_mux[mkey]!r}"))
+        seen_mux.setdefault(mkey, name)
+    if problems:
+        raise ValidationErrors(where, problems)
+
+
+def _load_secrets(ref: str | None, base: Path, where: str) -> dict[str, Any]:
+    if not ref:
+        return {}
+    path = (base / Path(ref).expanduser()).resolve()
+    if not path.is_file():
+        raise ConfigError(f"secrets file {path} does not exist", where=f"{where}: secrets")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"secrets file {path} is readable by others (mode {mode:o})",
+            where=f"{where}: secrets",
+            hint=f"chmod 600 {path}",
+        )
+    data = parse_yaml(path.read_text(), str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("must be a mapping NAME: value", where=str(path))
+    return data

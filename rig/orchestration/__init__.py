@@ -1,0 +1,1 @@
+"""Orchestration layer: matrix -> scheduler -> scenario pipeline -> report and store."""
