@@ -1,0 +1,1 @@
+"""Product profiles: everything that knows what the software under test is."""

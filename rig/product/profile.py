@@ -1,0 +1,68 @@
+"""The small interface between the scenario pipeline and a product.
+
+Only a profile knows what OctoPrint (or MainsailOS, Home Assistant...) is; the
+pipeline hands it a ScenarioContext of plain facts and calls the five steps.
+Profiles raise ProductError for a misbehaving product and InfraError when the
+device or network failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from rig.events import StepLog
+
+
+@dataclass
+class DeviceAddress:
+    name: str
+    host: str
+    ssh_port: int = 22
+    http_port: int = 80
+    user: str = "pi"
+    password: str = ""
+    host_keys: str = "accept-new"  # accept-new | strict | ignore
+
+    @property
+    def base_url(self) -> str:
+        port = "" if self.http_port == 80 else f":{self.http_port}"
+        return f"http://{self.host}{port}"
+
+
+@dataclass
+class ScenarioContext:
+    device: DeviceAddress
+    scenario_id: str
+    channel: str  # stable | maintenance | devel | next
+    target_version: str  # the release under test
+    release_channel: str  # the channel the release is published on
+    expect: str  # updated | not-offered
+    checks: tuple[str, ...]
+    results: Path  # this scenario's results directory
+    log: StepLog
+    start_version: str | None = None  # None: keep what the image ships
+    pip: str | None = None  # where the release installs from ({target_version})
+    feed_url: str | None = None  # the rig's release feed, as the device reaches it
+    interactive: bool = False
+    facts: dict[str, Any] = field(default_factory=dict)  # versions read by prepare, etc.
+
+
+class Profile(Protocol):
+    name: str
+
+    def prepare(self, ctx: ScenarioContext) -> None:
+        """Bring the freshly booted device to the scenario's starting state."""
+
+    def update(self, ctx: ScenarioContext) -> None:
+        """Update through the product's regular mechanism (or check it is not offered)."""
+
+    def verify(self, ctx: ScenarioContext) -> None:
+        """The device runs the target version, healthy."""
+
+    def check(self, ctx: ScenarioContext, name: str) -> None:
+        """One of the scenario's checks (e.g. smoke)."""
+
+    def collect(self, ctx: ScenarioContext) -> None:
+        """Logs and facts into ctx.results; must not raise for a missing file."""
