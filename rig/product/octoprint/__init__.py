@@ -1,0 +1,1 @@
+"""The OctoPrint product profile."""
