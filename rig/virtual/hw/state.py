@@ -1,0 +1,313 @@
+"""The virtual rig's hardware state: hub port power, mux sides, card images.
+
+Several processes share it (the CLI, the scheduler, the virtual Pi supervisor),
+so it lives in one JSON file guarded by ``flock`` and replaced atomically. The
+emulated hub and muxes read and write it; the virtual Pis poll ``version()``
+and boot from a card only while their port is powered and the card is on the
+DUT side.
+
+A card switched to the host appears as a block device: a loop device when we
+are root and ``/dev/loop-control`` works, else the image file itself. A
+``write_error_at`` fault puts a device-mapper ``error`` target behind that
+offset so writes there really fail with EIO.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rig.errors import ConfigError, InfraError
+
+log = logging.getLogger(__name__)
+
+SIDES = ("host", "dut", "off")
+DEFAULT_CARD_SIZE = 2 * 1024**3
+SECTOR = 512
+
+
+def _run(*cmd: str, timeout: float = 30.0) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise InfraError(f"{cmd[0]} failed: {e}", where="virtual hardware") from e
+    if proc.returncode != 0:
+        raise InfraError(
+            f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.stdout.strip()}",
+            where="virtual hardware",
+        )
+    return proc.stdout.strip()
+
+
+def loop_available() -> bool:
+    """Loop devices need root and a working /dev/loop-control."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        fd = os.open("/dev/loop-control", os.O_RDWR)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def dm_available() -> bool:
+    """device-mapper needs root and the dm driver behind /dev/mapper/control."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        fd = os.open("/dev/mapper/control", os.O_RDWR)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _loop_backing(loop: str) -> str | None:
+    name = Path(loop).name
+    try:
+        return Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
+    except OSError:
+        return None
+
+
+def _flush(dev: str) -> None:
+    try:
+        fd = os.open(dev, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class VirtualHardware:
+    """Persistent, process-shared state of the virtual hub ports and muxes."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        faults: dict[str, dict[str, Any]] | None = None,
+        card_size: int = DEFAULT_CARD_SIZE,
+        use_loop: bool | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.file = self.state_dir / "hardware.json"
+        self._lockfile = self.state_dir / "hardware.lock"
+        self.faults = faults or {}  # keyed by mux serial
+        self.card_size = card_size
+        self.use_loop = loop_available() if use_loop is None else use_loop
+        # dm names are global to the machine: tie them to this state dir
+        self._tag = hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:8]
+
+    @classmethod
+    def from_config(cls, config: Any) -> VirtualHardware:
+        """Built from a RigConfig: faults are configured per device, stored per mux serial."""
+        section = config.sections.get("virtual", {}) or {}
+        by_device = section.get("faults", {}) or {}
+        faults: dict[str, dict[str, Any]] = {}
+        for name, fault in by_device.items():
+            if name in config.devices and isinstance(fault, dict):
+                faults[config.devices[name].mux.serial] = fault
+        size = int(section.get("card_size", DEFAULT_CARD_SIZE))
+        return cls(config.paths.state / "virtual", faults=faults, card_size=size)
+
+    # -- the shared JSON file -------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self, write: bool) -> Iterator[dict[str, Any]]:
+        with open(self._lockfile, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+            data = self._read()
+            before = json.dumps(data, sort_keys=True)
+            yield data
+            if write and json.dumps(data, sort_keys=True) != before:
+                data["version"] = int(data.get("version", 0)) + 1
+                tmp = self.file.with_name(f".hardware.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+                os.replace(tmp, self.file)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.file.read_text())
+        except FileNotFoundError:
+            data = {}
+        except (OSError, ValueError) as e:
+            raise InfraError(
+                f"virtual hardware state is unreadable: {e}",
+                where=str(self.file),
+                hint="run `rig doctor`; deleting the file resets the virtual rig",
+            ) from e
+        data.setdefault("version", 0)
+        data.setdefault("ports", {})
+        data.setdefault("muxes", {})
+        return data
+
+    def version(self) -> int:
+        with self._locked(write=False) as data:
+            return int(data["version"])
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state (for `rig devices`, the virtual Pi supervisor and tests)."""
+        with self._locked(write=False) as data:
+            return data
+
+    # -- hub ports --------------------------------------------------------------
+
+    def port_power(self, location: str, port: int) -> bool:
+        with self._locked(write=False) as data:
+            return bool(data["ports"].get(location, {}).get(str(port), False))
+
+    def set_port_power(self, location: str, port: int, on: bool) -> None:
+        with self._locked(write=True) as data:
+            data["ports"].setdefault(location, {})[str(port)] = bool(on)
+
+    # -- muxes ------------------------------------------------------------------
+
+    def mux_side(self, serial: str) -> str:
+        with self._locked(write=False) as data:
+            return str(data["muxes"].get(serial, {}).get("side", "off"))
+
+    def set_mux_side(self, serial: str, side: str) -> None:
+        if side not in SIDES:
+            raise ConfigError(f"mux side must be one of {SIDES}, not {side!r}", where=serial)
+        with self._locked(write=True) as data:
+            mux = data["muxes"].setdefault(serial, {"side": "off"})
+            if mux.get("side") == side and (side != "host" or self._attached_ok(serial, mux)):
+                return
+            self._detach(mux)
+            if side == "host":
+                self._attach(serial, mux)
+            mux["side"] = side
+
+    def card_path(self, serial: str) -> Path:
+        path = self.state_dir / "cards" / f"{serial}.img"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "ab") as f:  # sparse: costs nothing until written
+                if f.tell() == 0:
+                    f.truncate(self.card_size)
+        return path
+
+    def host_disk(self, serial: str) -> Path | None:
+        with self._locked(write=False) as data:
+            mux = data["muxes"].get(serial, {})
+            if mux.get("side") != "host":
+                return None
+            return Path(mux.get("dm") or mux.get("loop") or self.card_path(serial))
+
+    # -- loop / device-mapper plumbing -------------------------------------------
+
+    def _attached_ok(self, serial: str, mux: dict[str, Any]) -> bool:
+        loop = mux.get("loop")
+        if not loop:
+            return True
+        return _loop_backing(loop) == str(self.card_path(serial).resolve())
+
+    def _dm_name(self, serial: str) -> str:
+        return f"rigv-{self._tag}-{serial}"
+
+    def _attach(self, serial: str, mux: dict[str, Any]) -> None:
+        card = self.card_path(serial)
+        mux.pop("loop", None)
+        mux.pop("dm", None)
+        if not self.use_loop:
+            return
+        loop = _run("losetup", "--find", "--show", str(card))
+        mux["loop"] = loop
+        error_at = self.faults.get(serial, {}).get("write_error_at")
+        if error_at is None:
+            return
+        if not dm_available():
+            self._detach(mux)
+            raise InfraError(
+                "the write_error_at fault needs device-mapper, which this machine lacks",
+                where=f"virtual mux {serial}",
+                hint="drop virtual.faults.*.write_error_at, or run where /dev/mapper/control works",
+            )
+        sectors = os.path.getsize(card) // SECTOR
+        good = max(0, min(int(error_at) // SECTOR, sectors))
+        table = ""
+        if good:
+            table += f"0 {good} linear {loop} 0\n"
+        if sectors > good:
+            table += f"{good} {sectors - good} error\n"
+        name = self._dm_name(serial)
+        try:
+            subprocess.run(
+                ["dmsetup", "create", name],
+                input=table,
+                text=True,
+                capture_output=True,
+                timeout=30,
+                check=True,
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            self._detach(mux)
+            raise InfraError(f"dmsetup create {name} failed: {e}", where=serial) from e
+        mux["dm"] = f"/dev/mapper/{name}"
+
+    def _detach(self, mux: dict[str, Any]) -> None:
+        dm = mux.pop("dm", None)
+        loop = mux.pop("loop", None)
+        if dm:
+            _flush(dm)
+            with contextlib.suppress(InfraError):
+                _run("dmsetup", "remove", "--retry", Path(dm).name)
+        if loop:
+            _flush(loop)
+            if _loop_backing(loop) is not None:
+                with contextlib.suppress(InfraError):
+                    _run("losetup", "-d", loop)
+
+
+def cleanup(state_dir: Path) -> list[str]:
+    """Detach every loop and dm device the virtual hardware made under ``state_dir``.
+
+    Returns what was detached. Also catches orphans the state file forgot
+    (a process killed between losetup and the state write).
+    """
+    hw = VirtualHardware(state_dir, use_loop=False)
+    removed: list[str] = []
+    with hw._locked(write=True) as data:
+        for mux in data["muxes"].values():
+            for key in ("dm", "loop"):
+                if mux.get(key):
+                    removed.append(mux[key])
+            hw._detach(mux)
+            if mux.get("side") == "host":
+                mux["side"] = "off"
+    if os.geteuid() == 0:
+        prefix = f"rigv-{hw._tag}-"
+        with contextlib.suppress(InfraError, FileNotFoundError):
+            if dm_available():
+                out = _run("dmsetup", "ls")
+                for line in out.splitlines():
+                    name = line.split()[0] if line.split() else ""
+                    if name.startswith(prefix):
+                        _run("dmsetup", "remove", "--retry", name)
+                        removed.append(f"/dev/mapper/{name}")
+        cards = hw.state_dir / "cards"
+        if cards.is_dir():
+            for card in cards.glob("*.img"):
+                with contextlib.suppress(InfraError):
+                    out = _run("losetup", "-j", str(card.resolve()))
+                    for line in out.splitlines():
+                        loop = line.split(":", 1)[0]
+                        _flush(loop)
+                        _run("losetup", "-d", loop)
+                        removed.append(loop)
+    return removed
