@@ -8,6 +8,7 @@ later and own all I/O. Every problem is reported with the file and the key path.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,10 +193,26 @@ def load_config(path: str | os.PathLike[str] | None = None, *, search: bool = Tr
     return _build(data, source)
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 would read the `on:`/`off:`
+    keys of a command power switch (and an SSID called "yes") as booleans."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
 def parse_yaml(text: str, where: str) -> Any:
     """YAML with syntax errors located as file:line:column."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
