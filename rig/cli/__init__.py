@@ -18,6 +18,7 @@ from rig.errors import EXIT_INFRA, EXIT_USAGE, RigError
 # command group -> module in rig.cli that registers it
 COMMANDS = {
     "matrix": "rig.cli.matrix",
+    "run": "rig.cli.run",
 }
 
 

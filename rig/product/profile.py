@@ -66,3 +66,9 @@ class Profile(Protocol):
 
     def collect(self, ctx: ScenarioContext) -> None:
         """Logs and facts into ctx.results; must not raise for a missing file."""
+
+    def release_feed(self, version: str, channel: str) -> Any:
+        """An ASGI app that offers the release under test to the devices, or None.
+
+        The runner serves it for the length of a run (and passes its URL to the
+        steps as ``ctx.feed_url``); the daemon mounts it as a route."""

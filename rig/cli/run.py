@@ -1,0 +1,88 @@
+"""`rig run FILE [--scenario ID]... [--device NAME]... [--interactive]`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from rig.config import load_config
+from rig.events import EventBus
+from rig.orchestration.live import LiveView
+from rig.orchestration.matrix import load_matrix
+from rig.orchestration.runner import Runner, RunOptions
+
+COLOURS = {"passed": "green", "failed": "red", "error": "yellow", "interrupted": "magenta"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a test matrix (all scenarios, in parallel)")
+    p.add_argument("file", help="the matrix (JSON)")
+    p.add_argument("--scenario", action="append", default=[], metavar="ID", help="only these")
+    p.add_argument("--device", action="append", default=[], metavar="NAME", help="only these")
+    p.add_argument(
+        "--interactive", action="store_true", help="stop before the update in a visible browser"
+    )
+    p.add_argument(
+        "--candidate", type=Path, metavar="IMAGE", help="the image for @candidate scenarios"
+    )
+    p.add_argument("--report-dir", type=Path, metavar="DIR", help="where to write the report")
+    p.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for busy devices"
+    )
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    matrix = load_matrix(args.file)
+    options = RunOptions(
+        scenario_ids=tuple(args.scenario),
+        devices=tuple(args.device),
+        candidate=args.candidate,
+        report_dir=args.report_dir,
+        interactive=args.interactive,
+        wait=args.wait,
+        command=shlex.join(["rig", *sys.argv[1:]]),
+    )
+    cancel = threading.Event()
+    bus = EventBus()
+    runner = Runner(config, matrix, options, bus=bus, cancel=cancel)
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+
+    def stop(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        console.print(
+            "[bold]stopping: powering devices off, writing a partial report[/] (again to force)"
+        )
+        cancel.set()
+
+    old_int = signal.signal(signal.SIGINT, stop)
+    old_term = signal.signal(signal.SIGTERM, stop)
+    try:
+        devices = list(options.devices) or list(config.devices)
+        with LiveView(devices, console) as view:
+            bus.subscribe(view.on_event)
+            outcome = runner.run()
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+    report = outcome.report
+    table = Table(title=f"release {matrix.release.version}: {report.outcome}", title_justify="left")
+    for col in ("scenario", "outcome", "device", "time", "message"):
+        table.add_column(col, overflow="fold")
+    for s in report.scenarios:
+        colour = COLOURS.get(s.outcome, "white")
+        table.add_row(
+            s.id, f"[{colour}]{s.outcome}[/]", s.device, f"{s.duration:.0f}s", s.message[:160]
+        )
+    console.print(table)
+    console.print(f"report: {outcome.directory / 'report.html'}", highlight=False, soft_wrap=True)
+    return outcome.exit_code

@@ -1,0 +1,286 @@
+"""One scenario on one device: an explicit state machine of timed phases.
+
+The phases are an enum and the runner is a loop over them, so the current phase
+is always known to the live view, the report and the dashboard. Every phase has
+a timeout and says what it waited for; nothing sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import enum
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rig.errors import InfraError, ProductError, RigError
+from rig.events import Event, EventBus, StepLog
+from rig.product.profile import Profile, ScenarioContext
+
+
+class Phase(enum.Enum):
+    TO_HOST = "to-host"
+    WRITE = "write"
+    PROVISION = "provision"
+    TO_DUT = "to-dut"
+    BOOT = "boot"
+    PREPARE = "prepare"
+    UPDATE = "update"
+    VERIFY = "verify"
+    CHECKS = "checks"
+    COLLECT = "collect"
+    POWER_OFF = "power-off"
+
+
+# seconds; overridable in rig.yaml under run.timeouts.<phase>
+DEFAULT_TIMEOUTS: dict[Phase, float] = {
+    Phase.TO_HOST: 120,
+    Phase.WRITE: 1800,
+    Phase.PROVISION: 120,
+    Phase.TO_DUT: 60,
+    Phase.BOOT: 600,
+    Phase.PREPARE: 900,
+    Phase.UPDATE: 900,
+    Phase.VERIFY: 300,
+    Phase.CHECKS: 900,
+    Phase.COLLECT: 120,
+    Phase.POWER_OFF: 60,
+}
+
+# the phases that are the devices' own work (the rest is the rig's overhead)
+DEVICE_PHASES = {Phase.WRITE, Phase.BOOT, Phase.PREPARE, Phase.UPDATE, Phase.VERIFY, Phase.CHECKS}
+
+
+@dataclass
+class PhaseRecord:
+    phase: str
+    device: str
+    start: float
+    end: float = 0.0
+    outcome: str = "running"  # ok | failed | error | skipped | interrupted
+    message: str = ""
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, (self.end or time.time()) - self.start)
+
+
+@dataclass
+class DeviceKit:
+    """Everything the pipeline needs of one device, built by the runner."""
+
+    name: str
+    power: Any  # rig.hardware.protocols.PowerSwitch
+    mux: Any  # CardMux: Mux + disk(timeout) + card_identity()
+    host: str
+    ssh_port: int
+    to_host: Callable[[StepLog], Path]
+    to_dut: Callable[[StepLog], None]
+    write: Callable[[Path, StepLog], dict[str, Any]]  # (disk, log) -> write facts
+    provision: Callable[[Path, StepLog], dict[str, Any]]
+
+
+class Cancelled(RigError):
+    """The run was interrupted (Ctrl-C / SIGTERM)."""
+
+
+@dataclass
+class Attempt:
+    device: str
+    outcome: str = "running"  # passed | failed | error | interrupted
+    message: str = ""
+    phases: list[PhaseRecord] = field(default_factory=list)
+
+
+def wait_reachable(host: str, port: int, timeout: float, cancel: threading.Event) -> float:
+    """Poll a TCP port until it accepts; returns the seconds it took."""
+    start = time.monotonic()
+    delay = 0.05
+    last = "no answer"
+    while True:
+        if cancel.is_set():
+            raise Cancelled("interrupted while waiting for the device")
+        try:
+            with socket.create_connection((host, port), timeout=min(2.0, timeout)):
+                return time.monotonic() - start
+        except OSError as e:
+            last = e.strerror or str(e)
+        if time.monotonic() - start > timeout:
+            raise InfraError(
+                f"{host}:{port} not reachable after {timeout:.0f}s (last: {last})",
+                hint="check Wi-Fi credentials and country in rig.yaml, and the device's power",
+            )
+        cancel.wait(delay)
+        delay = min(delay * 1.5, 1.0)
+
+
+class ScenarioPipeline:
+    """Runs the phases of one scenario attempt on one device."""
+
+    def __init__(
+        self,
+        kit: DeviceKit,
+        ctx: ScenarioContext,
+        profile: Profile,
+        bus: EventBus,
+        *,
+        timeouts: dict[Phase, float] | None = None,
+        write_slots: threading.Semaphore | None = None,
+        cancel: threading.Event | None = None,
+        on_prepared: Callable[[ScenarioContext], None] | None = None,
+    ) -> None:
+        self.kit = kit
+        self.ctx = ctx
+        self.profile = profile
+        self.bus = bus
+        self.timeouts = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
+        self.write_slots = write_slots or threading.Semaphore(8)
+        self.cancel = cancel or threading.Event()
+        self.on_prepared = on_prepared
+        self.attempt = Attempt(kit.name)
+        self.log = ctx.log
+        self.phase: Phase | None = None
+
+    # --- one phase -------------------------------------------------------------
+
+    def _run_phase(self, phase: Phase, fn: Callable[[], Any]) -> Any:
+        if self.cancel.is_set():
+            raise Cancelled("interrupted")
+        self.phase = phase
+        self.log.phase = phase.value
+        record = PhaseRecord(phase.value, self.kit.name, time.time())
+        self.attempt.phases.append(record)
+        self.bus.emit(
+            Event("phase-start", phase.value, self.kit.name, self.ctx.scenario_id, phase.value)
+        )
+        timeout = self.timeouts[phase]
+        pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=f"{self.kit.name}-{phase.value}"
+        )
+        try:
+            future = pool.submit(fn)
+            try:
+                result = future.result(timeout=timeout)
+            except concurrent.futures.TimeoutError:
+                raise InfraError(
+                    f"phase {phase.value} did not finish within {timeout:.0f}s",
+                    where=f"{self.kit.name}: {phase.value}",
+                ) from None
+        except BaseException as e:
+            record.end = time.time()
+            record.outcome = (
+                "failed"
+                if isinstance(e, ProductError)
+                else "interrupted"
+                if isinstance(e, Cancelled | KeyboardInterrupt)
+                else "error"
+            )
+            record.message = str(e)
+            self.bus.emit(
+                Event(
+                    "phase-end",
+                    f"{phase.value} {record.outcome}: {e}",
+                    self.kit.name,
+                    self.ctx.scenario_id,
+                    phase.value,
+                    data={"outcome": record.outcome, "duration": record.duration},
+                )
+            )
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        record.end = time.time()
+        record.outcome = "ok"
+        self.bus.emit(
+            Event(
+                "phase-end",
+                f"{phase.value} ok",
+                self.kit.name,
+                self.ctx.scenario_id,
+                phase.value,
+                data={"outcome": "ok", "duration": record.duration},
+            )
+        )
+        return result
+
+    # --- the whole scenario ----------------------------------------------------
+
+    def run(self) -> Attempt:
+        ctx, kit, log = self.ctx, self.kit, self.log
+        try:
+            disk = self._run_phase(Phase.TO_HOST, lambda: kit.to_host(log))
+
+            def write() -> None:
+                with self.write_slots:
+                    ctx.facts["write"] = kit.write(disk, log)
+
+            self._run_phase(Phase.WRITE, write)
+            self._run_phase(
+                Phase.PROVISION,
+                lambda: ctx.facts.__setitem__("provision", kit.provision(disk, log)),
+            )
+            self._run_phase(Phase.TO_DUT, lambda: kit.to_dut(log))
+            self._run_phase(Phase.BOOT, self._boot)
+            self._run_phase(Phase.PREPARE, lambda: self.profile.prepare(ctx))
+            if self.on_prepared is not None:
+                self.on_prepared(ctx)
+            self._run_phase(Phase.UPDATE, lambda: self.profile.update(ctx))
+            if ctx.expect == "updated":
+                self._run_phase(Phase.VERIFY, lambda: self.profile.verify(ctx))
+            checks = [c for c in ctx.checks if c not in ("update", "update-api")]
+            if checks and ctx.expect == "updated":
+                self._run_phase(Phase.CHECKS, lambda: self._checks(checks))
+            self.attempt.outcome = "passed"
+        except ProductError as e:
+            self.attempt.outcome, self.attempt.message = "failed", str(e)
+        except (Cancelled, KeyboardInterrupt) as e:
+            self.attempt.outcome, self.attempt.message = "interrupted", str(e) or "interrupted"
+        except RigError as e:
+            self.attempt.outcome, self.attempt.message = "error", str(e)
+        except Exception as e:  # a bug in the rig is an infrastructure error, with its type
+            self.attempt.outcome, self.attempt.message = "error", f"{type(e).__name__}: {e}"
+        finally:
+            self._finish()
+        return self.attempt
+
+    def _boot(self) -> None:
+        timeout = self.timeouts[Phase.BOOT]
+        try:
+            took = wait_reachable(self.kit.host, self.kit.ssh_port, timeout / 2, self.cancel)
+        except InfraError as first:
+            self.log(f"device not reachable ({first.message}); power cycling once")
+            self.kit.power.cycle()
+            took = wait_reachable(self.kit.host, self.kit.ssh_port, timeout / 2, self.cancel)
+        self.ctx.facts["boot_seconds"] = round(took, 2)
+        self.log(f"{self.kit.host}:{self.kit.ssh_port} reachable after {took:.1f}s")
+
+    def _checks(self, checks: list[str]) -> None:
+        failures = []
+        for name in checks:
+            try:
+                with self.log.step(f"check {name}"):
+                    self.profile.check(self.ctx, name)
+            except ProductError as e:
+                failures.append(f"{name}: {e.message}")
+        if failures:
+            raise ProductError("; ".join(failures), where=f"{self.kit.name}: checks")
+
+    def _finish(self) -> None:
+        """Collect what there is and power the device off, whatever happened."""
+        if self.phase not in (None, Phase.TO_HOST, Phase.WRITE, Phase.PROVISION, Phase.TO_DUT):
+            try:
+                self._run_phase(Phase.COLLECT, lambda: self.profile.collect(self.ctx))
+            except Exception as e:
+                self.log(f"collect failed: {e}")
+        try:
+            cancel, self.cancel = self.cancel, threading.Event()  # power off even when cancelled
+            self._run_phase(Phase.POWER_OFF, self.kit.power.off)
+            self.cancel = cancel
+        except Exception as e:
+            self.log(f"power off failed: {e}")
+            if self.attempt.outcome == "passed":
+                self.attempt.outcome, self.attempt.message = "error", f"power off failed: {e}"

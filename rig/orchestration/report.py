@@ -1,0 +1,289 @@
+"""A run's report directory: results.json, junit.xml and report.html.
+
+Written from the same result objects at the end of a run (and on Ctrl-C, as a
+partial report). The HTML is one self-contained file: results table, per-phase
+timings, a timeline of what each device did when, screenshots, logs and the
+exact command line that re-runs each scenario.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+OUTCOME_COLOURS = {
+    "passed": "#2e7d32",
+    "failed": "#c62828",
+    "error": "#ef6c00",
+    "interrupted": "#6d4c41",
+    "not-run": "#757575",
+}
+PHASE_COLOURS = {
+    "to-host": "#90a4ae",
+    "write": "#42a5f5",
+    "provision": "#26c6da",
+    "to-dut": "#90a4ae",
+    "boot": "#ab47bc",
+    "prepare": "#ffca28",
+    "update": "#66bb6a",
+    "verify": "#9ccc65",
+    "checks": "#ff7043",
+    "collect": "#bdbdbd",
+    "power-off": "#78909c",
+}
+
+
+@dataclass
+class ScenarioReport:
+    id: str
+    description: str
+    image: str
+    channel: str
+    start_version: str | None
+    expect: str
+    checks: list[str]
+    outcome: str
+    message: str
+    device: str
+    duration: float
+    command: str
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)  # relative to the report directory
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    matrix: str
+    release: dict[str, Any]
+    command: str
+    started: float
+    finished: float
+    outcome: str  # passed | failed | error | interrupted
+    exit_code: int
+    devices: list[str]
+    scenarios: list[ScenarioReport]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.scenarios:
+            out[s.outcome] = out.get(s.outcome, 0) + 1
+        return out
+
+
+def write_report(report: RunReport, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    data = asdict(report)
+    data["passed"] = report.outcome == "passed"
+    data["counts"] = report.counts
+    _atomic_write(directory / "results.json", json.dumps(data, indent=2, default=str))
+    _atomic_write(directory / "junit.xml", junit_xml(report))
+    _atomic_write(directory / "report.html", render_html(report, directory))
+    return directory / "report.html"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def junit_xml(report: RunReport) -> str:
+    """Product failures are <failure>, infrastructure problems <error>: CI tells them apart."""
+    counts = report.counts
+    suite = ET.Element(
+        "testsuite",
+        name=f"rig {Path(report.matrix).name}",
+        tests=str(len(report.scenarios)),
+        failures=str(counts.get("failed", 0)),
+        errors=str(counts.get("error", 0) + counts.get("interrupted", 0)),
+        skipped=str(counts.get("not-run", 0)),
+        time=f"{report.finished - report.started:.1f}",
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(report.started)),
+    )
+    for s in report.scenarios:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"release-{report.release.get('version')}",
+            name=s.id,
+            time=f"{s.duration:.1f}",
+        )
+        if s.outcome == "failed":
+            ET.SubElement(case, "failure", message=s.message[:500]).text = s.message
+        elif s.outcome in ("error", "interrupted"):
+            ET.SubElement(case, "error", message=s.message[:500], type=s.outcome).text = s.message
+        elif s.outcome == "not-run":
+            ET.SubElement(case, "skipped", message=s.message[:500])
+        ET.SubElement(case, "system-out").text = f"device: {s.device}\nre-run: {s.command}\n"
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
+
+
+def _fmt(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def timeline_svg(report: RunReport) -> str:
+    """One lane per device, one bar per phase, coloured by phase, outlined by outcome."""
+    lanes = sorted({p["device"] for s in report.scenarios for a in s.attempts for p in a["phases"]})
+    if not lanes:
+        return "<p>No device did anything.</p>"
+    t0 = report.started
+    span = max(1.0, report.finished - t0)
+    width, left, lane_h = 1000, 90, 28
+    height = lane_h * len(lanes) + 40
+    scale = (width - left - 10) / span
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'class="timeline" role="img" aria-label="timeline of the devices">'
+    ]
+    for i, lane in enumerate(lanes):
+        y = 10 + i * lane_h
+        parts.append(f'<text x="4" y="{y + 17}" font-size="13">{html.escape(lane)}</text>')
+    for s in report.scenarios:
+        for a in s.attempts:
+            for p in a["phases"]:
+                if p["device"] not in lanes:
+                    continue
+                y = 10 + lanes.index(p["device"]) * lane_h
+                x = left + (p["start"] - t0) * scale
+                w = max(1.5, ((p["end"] or report.finished) - p["start"]) * scale)
+                colour = PHASE_COLOURS.get(p["phase"], "#999")
+                stroke = "#c62828" if p["outcome"] in ("failed", "error") else "none"
+                tip = html.escape(
+                    f"{s.id} · {p['phase']} · {_fmt((p['end'] or report.finished) - p['start'])}"
+                    f" · {p['outcome']}" + (f": {p['message']}" if p["message"] else "")
+                )
+                parts.append(
+                    f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{lane_h - 8}" '
+                    f'fill="{colour}" stroke="{stroke}" stroke-width="2">'
+                    f"<title>{tip}</title></rect>"
+                )
+    ticks = 6
+    for k in range(ticks + 1):
+        x = left + (width - left - 10) * k / ticks
+        parts.append(
+            f'<text x="{x:.0f}" y="{height - 8}" font-size="11" text-anchor="middle">'
+            f"{_fmt(span * k / ticks)}</text>"
+        )
+    parts.append("</svg>")
+    legend = " ".join(
+        f'<span class="chip" style="background:{c}">{html.escape(n)}</span>'
+        for n, c in PHASE_COLOURS.items()
+    )
+    return "".join(parts) + f'<p class="legend">{legend}</p>'
+
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px;color:#222}
+h1{margin-bottom:.2rem} .sub{color:#555;margin-top:0}
+table{border-collapse:collapse;width:100%;margin:1rem 0}
+th,td{border-bottom:1px solid #ddd;padding:.35rem .5rem;text-align:left;vertical-align:top}
+th{background:#f5f5f5} code{background:#f3f3f3;padding:0 .25rem;border-radius:3px}
+.badge{color:#fff;border-radius:4px;padding:.1rem .5rem;font-weight:600}
+.chip{color:#000;border-radius:3px;padding:0 .4rem;margin-right:.2rem;font-size:.8rem}
+.timeline{width:100%;border:1px solid #eee} details{margin:.5rem 0 1rem}
+pre{background:#111;color:#eee;padding:.75rem;overflow:auto;max-height:30rem;font-size:.8rem}
+img.shot{max-width:420px;border:1px solid #ccc;margin:.25rem}
+"""
+
+
+def _badge(outcome: str) -> str:
+    colour = OUTCOME_COLOURS.get(outcome, "#555")
+    return f'<span class="badge" style="background:{colour}">{html.escape(outcome)}</span>'
+
+
+def _log_tail(directory: Path | None, name: str, lines: int = 300) -> str:
+    if directory is None:
+        return ""
+    try:
+        text = (directory / name).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def render_html(report: RunReport, directory: Path | None = None) -> str:
+    e = html.escape
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts.items()))
+    rel = report.release
+    rows = []
+    for s in report.scenarios:
+        rows.append(
+            "<tr>"
+            f'<td><a href="#{e(s.id)}">{e(s.id)}</a></td><td>{_badge(s.outcome)}</td>'
+            f"<td>{e(s.device)}</td><td>{e(s.image)}</td><td>{e(s.start_version or '-')}</td>"
+            f"<td>{e(s.channel)}</td><td>{e(s.expect)}</td><td>{_fmt(s.duration)}</td>"
+            f"<td>{e(s.message[:200])}</td></tr>"
+        )
+    phase_names = list(PHASE_COLOURS)
+    timing_rows = []
+    for s in report.scenarios:
+        totals: dict[str, float] = {}
+        for a in s.attempts:
+            for p in a["phases"]:
+                totals[p["phase"]] = totals.get(p["phase"], 0.0) + max(
+                    0.0, (p["end"] or report.finished) - p["start"]
+                )
+        cells = "".join(f"<td>{_fmt(totals[n]) if n in totals else ''}</td>" for n in phase_names)
+        timing_rows.append(f"<tr><td>{e(s.id)}</td>{cells}</tr>")
+    details = []
+    for s in report.scenarios:
+        shots = "".join(
+            f'<a href="{e(f)}"><img class="shot" src="{e(f)}" alt="{e(f)}"></a>'
+            for f in s.files
+            if f.endswith(".png")
+        )
+        files = "".join(
+            f'<li><a href="{e(f)}">{e(f)}</a></li>' for f in s.files if not f.endswith(".png")
+        )
+        attempts = "".join(
+            f"<li>{e(a['device'])}: {_badge(a['outcome'])} {e(a['message'])}</li>"
+            for a in s.attempts
+        )
+        log_text = ""
+        log_file = next((f for f in s.files if f.endswith("scenario.log")), None)
+        if log_file:
+            tail = e(_log_tail(directory, log_file))
+            log_text = f"<details><summary>log (last lines)</summary><pre>{tail}</pre></details>"
+        facts = e(json.dumps(s.facts, indent=1, default=str)) if s.facts else ""
+        details.append(
+            f'<section id="{e(s.id)}"><h3>{e(s.id)} {_badge(s.outcome)}</h3>'
+            f"<p>{e(s.description)}</p>"
+            f"<p>Re-run: <code>{e(s.command)}</code></p>"
+            f"<p>Attempts:</p><ul>{attempts}</ul>"
+            + (f"<details><summary>facts</summary><pre>{facts}</pre></details>" if facts else "")
+            + shots
+            + (f"<ul>{files}</ul>" if files else "")
+            + log_text
+            + "</section>"
+        )
+    body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>rig report {e(report.run_id)}</title><style>{CSS}</style></head><body>
+<h1>{_badge(report.outcome)} release {e(str(rel.get("version")))}
+({e(str(rel.get("channel")))})</h1>
+<p class="sub">{e(report.matrix)} · run {e(report.run_id)} ·
+{e(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(report.started)))} ·
+{_fmt(report.finished - report.started)} · {e(counts)} · devices {e(", ".join(report.devices))}</p>
+<p>Command: <code>{e(report.command)}</code></p>
+<h2>Results</h2>
+<table><tr><th>scenario</th><th>outcome</th><th>device</th><th>image</th><th>start</th>
+<th>channel</th><th>expect</th><th>time</th><th>message</th></tr>{"".join(rows)}</table>
+<h2>Timeline</h2>{timeline_svg(report)}
+<h2>Time per phase</h2>
+<table><tr><th>scenario</th>{"".join(f"<th>{e(n)}</th>" for n in phase_names)}</tr>
+{"".join(timing_rows)}</table>
+<h2>Scenarios</h2>{"".join(details)}
+</body></html>"""
+    return body

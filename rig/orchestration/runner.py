@@ -1,0 +1,526 @@
+"""`rig run`: a matrix from JSON to a verdict on all leased devices in parallel.
+
+The runner wires the pieces: it resolves the images once, leases devices,
+starts the release feed the devices ask for updates, lets the scheduler run
+one pipeline per scenario and device, records results and device health in the
+state store, and writes the report (also a partial one when interrupted).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rig import state
+from rig.card.catalog import CANDIDATE, load_catalog
+from rig.config import RigConfig
+from rig.errors import EXIT_INFRA, EXIT_OK, EXIT_PRODUCT, ConfigError, InfraError
+from rig.events import Event, EventBus, StepLog
+from rig.orchestration.leases import Leases
+from rig.orchestration.matrix import Matrix, Scenario
+from rig.orchestration.pipeline import (
+    DEFAULT_TIMEOUTS,
+    Attempt,
+    DeviceKit,
+    Phase,
+    ScenarioPipeline,
+)
+from rig.orchestration.report import RunReport, ScenarioReport, write_report
+from rig.orchestration.scheduler import Job, Scheduler
+from rig.product.profile import DeviceAddress, Profile, ScenarioContext
+
+RESULTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, matrix TEXT, release TEXT, started REAL, finished REAL,
+    outcome TEXT, report TEXT
+);
+CREATE TABLE IF NOT EXISTS scenario_results (
+    run_id TEXT, scenario TEXT, device TEXT, outcome TEXT, message TEXT,
+    started REAL, finished REAL, duration REAL, PRIMARY KEY (run_id, scenario)
+);
+"""
+
+KitFactory = Callable[[str, Scenario, Path, EventBus], DeviceKit]
+
+
+@dataclass
+class RunOptions:
+    scenario_ids: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    candidate: Path | None = None
+    report_dir: Path | None = None
+    interactive: bool = False
+    wait: float = 0.0  # seconds to wait for busy devices
+    command: str = ""
+
+
+@dataclass
+class RunOutcome:
+    report: RunReport
+    directory: Path
+
+    @property
+    def exit_code(self) -> int:
+        return self.report.exit_code
+
+
+def _exit_code(outcomes: list[str], interrupted: bool) -> tuple[str, int]:
+    if interrupted or any(o in ("error", "interrupted", "not-run") for o in outcomes):
+        return ("interrupted" if interrupted else "error"), EXIT_INFRA
+    if any(o == "failed" for o in outcomes):
+        return "failed", EXIT_PRODUCT
+    return "passed", EXIT_OK
+
+
+class Runner:
+    def __init__(
+        self,
+        config: RigConfig,
+        matrix: Matrix,
+        options: RunOptions,
+        *,
+        bus: EventBus | None = None,
+        kit_factory: KitFactory | None = None,
+        profile_factory: Callable[[str], Profile] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.config = config
+        self.matrix = matrix
+        self.options = options
+        self.bus = bus or EventBus()
+        self.kit_factory = kit_factory or default_kit_factory(config)
+        self.profile_factory = profile_factory or _default_profile
+        self.cancel = cancel or threading.Event()
+        self.run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        run_cfg = config.sections.get("run", {})
+        self.timeouts = {
+            phase: float(run_cfg.get("timeouts", {}).get(phase.value, DEFAULT_TIMEOUTS[phase]))
+            for phase in Phase
+        }
+        self.write_slots = threading.Semaphore(int(run_cfg.get("max_parallel_writes", 2)))
+        self.directory = options.report_dir or (
+            config.paths.reports / f"{self.run_id}-{matrix.path.stem}"
+        )
+        self.images: dict[str, Path] = {}
+        self.held: list[str] = []
+        self.feed_url: str | None = None
+
+    # --- selection ---------------------------------------------------------------
+
+    def scenarios(self) -> list[Scenario]:
+        if not self.options.scenario_ids:
+            return list(self.matrix.scenarios)
+        return [self.matrix.scenario(sid) for sid in self.options.scenario_ids]
+
+    def candidate_devices(self) -> list[str]:
+        names = list(self.options.devices) or list(self.config.devices)
+        for n in names:
+            self.config.device(n)  # ConfigError for an unknown name
+        return names
+
+    # --- leases ------------------------------------------------------------------
+
+    def lease_devices(self, leases: Leases) -> list[str]:
+        wanted = self.candidate_devices()
+        deadline = time.monotonic() + self.options.wait
+        skipped: dict[str, str] = {}
+        while True:
+            for name in wanted:
+                if name in self.held:
+                    continue
+                reason = leases.quarantined(name)
+                if reason:
+                    skipped[name] = f"quarantined ({reason}); `rig devices release {name}`"
+                    continue
+                if leases.acquire(name, purpose=f"rig run {self.matrix.path}"):
+                    self.held.append(name)
+                    skipped.pop(name, None)
+                else:
+                    lease = leases.holder_of(name)
+                    skipped[name] = f"busy: {lease.purpose} (pid {lease.pid})" if lease else "busy"
+            if self.held or time.monotonic() >= deadline or self.cancel.is_set():
+                break
+            self.cancel.wait(1.0)
+        for name, why in skipped.items():
+            self.bus.emit(Event("log", f"{name} not used: {why}", device=name))
+        if not self.held:
+            detail = "; ".join(f"{n}: {w}" for n, w in skipped.items())
+            raise InfraError(
+                f"no device available ({detail})",
+                hint="wait for the other run, or pass --wait SECONDS",
+            )
+        return self.held
+
+    def _heartbeat(self, leases_dir: Path, stop: threading.Event) -> None:
+        leases = Leases(leases_dir, holder=self.leases.holder)
+        try:
+            while not stop.wait(20):
+                for name in list(self.held):
+                    leases.renew(name)
+        finally:
+            leases.close()
+
+    # --- images ------------------------------------------------------------------
+
+    def resolve_images(self, scenarios: list[Scenario]) -> None:
+        from rig.card.cache import resolve_image
+
+        log = StepLog(self.bus)
+        for name in sorted({s.image for s in scenarios}):
+            if name == CANDIDATE:
+                if self.options.candidate is None:
+                    raise ConfigError(
+                        "scenarios use @candidate but no --candidate IMAGE was given",
+                        where=str(self.matrix.path),
+                    )
+                self.images[name] = self.options.candidate
+                continue
+            with log.step(f"image {name}"):
+                self.images[name] = resolve_image(name, self.config, log)
+
+    # --- one attempt -------------------------------------------------------------
+
+    def _context(self, scenario: Scenario, device: str, results: Path, log: StepLog):
+        dev = self.config.device(device)
+        return ScenarioContext(
+            device=DeviceAddress(
+                name=device,
+                host=dev.host or f"{device}.local",
+                ssh_port=dev.ssh_port,
+                http_port=dev.http_port,
+                user=self.config.user.name,
+                password=self.config.user.password.reveal(),
+                host_keys=self.config.ssh.get("host_keys", "accept-new"),
+            ),
+            scenario_id=scenario.id,
+            channel=scenario.channel,
+            target_version=self.matrix.release.version,
+            release_channel=self.matrix.release.channel,
+            expect=scenario.expect,
+            checks=scenario.checks,
+            results=results,
+            log=log,
+            start_version=scenario.octoprint,
+            pip=self.matrix.release.pip,
+            feed_url=self.feed_url,
+            interactive=self.options.interactive,
+        )
+
+    def run_attempt(self, job: Job, device: str) -> Attempt:
+        scenario = job.scenario
+        n = len(job.attempts) + 1
+        results = self.directory / "scenarios" / scenario.id
+        if n > 1:
+            results = results / f"attempt-{n}"
+        results.mkdir(parents=True, exist_ok=True)
+        log = StepLog(self.bus, device=device, scenario=scenario.id)
+        log_file = (results / "scenario.log").open("a")
+        lock = threading.Lock()
+
+        def to_file(ev: Event) -> None:
+            if ev.scenario == scenario.id and ev.device == device:
+                stamp = time.strftime("%H:%M:%S", time.localtime(ev.time))
+                with lock:
+                    if not log_file.closed:
+                        log_file.write(f"{stamp} [{ev.phase or '-'}] {ev.message}\n")
+                        log_file.flush()
+
+        self.bus.subscribe(to_file)
+        ctx = self._context(scenario, device, results, log)
+        try:
+            kit = self.kit_factory(device, scenario, self.images[scenario.image], self.bus)
+            profile = self.profile_factory(self.config.device(device).profile)
+        except Exception as e:  # a device we cannot even build is an infrastructure error
+            log(f"cannot set up device: {e}")
+            attempt = Attempt(device, "error", str(e))
+        else:
+            pipeline = ScenarioPipeline(
+                kit,
+                ctx,
+                profile,
+                self.bus,
+                timeouts=self.timeouts,
+                write_slots=self.write_slots,
+                cancel=self.cancel,
+                on_prepared=self._interactive if self.options.interactive else None,
+            )
+            attempt = pipeline.run()
+        self.bus.emit(
+            Event(
+                "result",
+                f"{scenario.id}: {attempt.outcome}"
+                + (f" ({attempt.message})" if attempt.message else ""),
+                device,
+                scenario.id,
+                data={"outcome": attempt.outcome},
+            )
+        )
+        with lock:
+            log_file.close()
+        job.facts = ctx.facts
+        return attempt
+
+    def _interactive(self, ctx: ScenarioContext) -> None:
+        from rig.device.browser import open_interactive
+
+        ctx.log("prepared; opening the device in a browser — close it to continue")
+        open_interactive(ctx.device.base_url, ctx)
+
+    def _device_result(self, device: str, job: Job, attempt: Attempt) -> bool:
+        quarantined = self.leases.record(device, attempt.outcome, job.scenario.id, attempt.message)
+        if quarantined:
+            self.bus.emit(
+                Event(
+                    "device", f"{device} quarantined after repeated infrastructure errors", device
+                )
+            )
+        return quarantined
+
+    # --- the whole run ---------------------------------------------------------------
+
+    def run(self) -> RunOutcome:
+        scenarios = self.scenarios()
+        started = time.time()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.leases = Leases(self.config.paths.state)
+        stop_heartbeat = threading.Event()
+        jobs = [Job(s, self._estimate(s)) for s in scenarios]
+        feed = None
+        interrupted = False
+        try:
+            self.resolve_images(scenarios)
+            devices = self.lease_devices(self.leases)
+            threading.Thread(
+                target=self._heartbeat,
+                args=(self.config.paths.state, stop_heartbeat),
+                daemon=True,
+                name="lease-heartbeat",
+            ).start()
+            if self.config.virtual:
+                from rig.virtual.twin import ensure_twin
+
+                ensure_twin(self.config)
+            feed = self._start_feed()
+            models = {d: self.config.device(d).model for d in devices}
+            scheduler = Scheduler(jobs, models, self.run_attempt, self._device_result, self.cancel)
+            jobs = scheduler.run()
+        except KeyboardInterrupt:
+            interrupted = True
+            self.cancel.set()
+        finally:
+            interrupted = interrupted or self.cancel.is_set()
+            if interrupted:
+                self._power_off_held()
+            stop_heartbeat.set()
+            if feed is not None:
+                feed.stop()
+            self.leases.release_all()
+            report = self._report(jobs, started, interrupted)
+            write_report(report, self.directory)
+            self._store(report)
+            self.leases.close()
+        return RunOutcome(report, self.directory)
+
+    def _power_off_held(self) -> None:
+        from rig.hardware.build import power_for
+
+        for name in self.held:
+            try:
+                power_for(self.config, name).off()
+            except Exception as e:
+                self.bus.emit(Event("log", f"could not power off {name}: {e}", device=name))
+
+    def _start_feed(self):
+        """The release feed of the products on the leased devices (one per run)."""
+        from rig.orchestration.feed_server import FeedServer, reachable_address
+
+        profile = self.profile_factory(self.config.device(self.held[0]).profile)
+        app = profile.release_feed(self.matrix.release.version, self.matrix.release.channel)
+        if app is None:
+            return None
+        run_cfg = self.config.sections.get("run", {})
+        first = self.config.device(self.held[0])
+        if self.config.virtual:
+            bind = advertise = "127.0.0.1"
+        else:
+            bind = run_cfg.get("feed_bind", "0.0.0.0")
+            advertise = run_cfg.get("feed_host") or reachable_address(first.host or "")
+        server = FeedServer(app, bind, advertise, int(run_cfg.get("feed_port", 0)))
+        self.feed_url = server.start()
+        self.bus.emit(Event("log", f"release feed at {self.feed_url}"))
+        return server
+
+    def _estimate(self, scenario: Scenario) -> float:
+        """Seconds, from this scenario's last successful run, else from its checks."""
+        conn = state.connect(self.config.paths.state)
+        try:
+            state.ensure_schema(conn, "results", RESULTS_SCHEMA)
+            row = conn.execute(
+                "SELECT duration FROM scenario_results WHERE scenario=? AND outcome='passed' "
+                "ORDER BY finished DESC LIMIT 1",
+                (scenario.id,),
+            ).fetchone()
+        finally:
+            conn.close()
+        if row:
+            return float(row["duration"])
+        guess = {"update": 120, "update-api": 60, "smoke": 60, "octoprint-e2e": 300}
+        pin = 60 if scenario.octoprint else 0
+        return 120 + pin + sum(guess.get(c, 60) for c in scenario.checks)
+
+    def _report(self, jobs: list[Job], started: float, interrupted: bool) -> RunReport:
+        catalog = load_catalog()
+        scenario_reports = []
+        for job in jobs:
+            s = job.scenario
+            last = job.attempts[-1] if job.attempts else Attempt("-", "not-run", "not started")
+            results = self.directory / "scenarios" / s.id
+            files = (
+                sorted(
+                    str(p.relative_to(self.directory)) for p in results.rglob("*") if p.is_file()
+                )
+                if results.exists()
+                else []
+            )
+            start_version = s.octoprint or (
+                catalog.get(s.image).shipped_octoprint(self.config.virtual)
+                if s.image != CANDIDATE
+                else None
+            )
+            scenario_reports.append(
+                ScenarioReport(
+                    id=s.id,
+                    description=s.description,
+                    image=s.image,
+                    channel=s.channel,
+                    start_version=start_version,
+                    expect=s.expect,
+                    checks=list(s.checks),
+                    outcome=last.outcome,
+                    message=last.message,
+                    device=last.device,
+                    duration=(job.finished or time.time()) - (job.started or started)
+                    if job.started
+                    else 0.0,
+                    command=self.matrix.command_line(s),
+                    attempts=[asdict(a) for a in job.attempts],
+                    facts=job.facts,
+                    files=files,
+                )
+            )
+        order = {s.id: i for i, s in enumerate(self.matrix.scenarios)}
+        scenario_reports.sort(key=lambda r: order.get(r.id, 0))
+        outcome, code = _exit_code([r.outcome for r in scenario_reports], interrupted)
+        return RunReport(
+            run_id=self.run_id,
+            matrix=str(self.matrix.path),
+            release=asdict(self.matrix.release),
+            command=self.options.command or shlex.join(sys.argv),
+            started=started,
+            finished=time.time(),
+            outcome=outcome,
+            exit_code=code,
+            devices=list(self.held),
+            scenarios=scenario_reports,
+        )
+
+    def _store(self, report: RunReport) -> None:
+        conn = state.connect(self.config.paths.state)
+        try:
+            state.ensure_schema(conn, "results", RESULTS_SCHEMA)
+            with state.transaction(conn):
+                conn.execute(
+                    "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?)",
+                    (
+                        report.run_id,
+                        report.matrix,
+                        report.release.get("version"),
+                        report.started,
+                        report.finished,
+                        report.outcome,
+                        str(self.directory / "report.html"),
+                    ),
+                )
+                for s in report.scenarios:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO scenario_results VALUES (?,?,?,?,?,?,?,?)",
+                        (
+                            report.run_id,
+                            s.id,
+                            s.device,
+                            s.outcome,
+                            s.message,
+                            report.started,
+                            report.finished,
+                            s.duration,
+                        ),
+                    )
+        finally:
+            conn.close()
+
+
+def _default_profile(name: str) -> Profile:
+    from rig.product import get_profile
+
+    return get_profile(name)
+
+
+def default_kit_factory(config: RigConfig) -> KitFactory:
+    """Production wiring: hardware drivers, the writer and the provisioner."""
+
+    def factory(device: str, scenario: Scenario, image: Path, bus: EventBus) -> DeviceKit:
+        from rig.card.provision import ProvisionSettings, provision_card
+        from rig.card.writer import write_image
+        from rig.hardware import sequences
+        from rig.hardware.build import mux_for, power_for
+
+        dev = config.device(device)
+        power = power_for(config, device)
+        mux = mux_for(config, device)
+
+        def write(disk: Path, log: StepLog) -> dict[str, Any]:
+            result = write_image(
+                image,
+                disk,
+                verify=True,
+                log=log,
+                card_identity=mux.card_identity(),
+                state_dir=config.paths.state,
+            )
+            return _plain(result)
+
+        def provision(disk: Path, log: StepLog) -> dict[str, Any]:
+            settings = ProvisionSettings.from_config(config, device)
+            return _plain(provision_card(disk, settings, log=log))
+
+        return DeviceKit(
+            name=device,
+            power=power,
+            mux=mux,
+            host=dev.host or f"{device}.local",
+            ssh_port=dev.ssh_port,
+            to_host=lambda log: sequences.to_host(power, mux, log),
+            to_dut=lambda log: sequences.to_dut(power, mux, log),
+            write=write,
+            provision=provision,
+        )
+
+    return factory
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """A JSON-friendly summary of a result object for the report's facts."""
+    try:
+        data = asdict(obj)
+    except TypeError:
+        data = dict(vars(obj)) if hasattr(obj, "__dict__") else {"value": str(obj)}
+    return {
+        k: v if isinstance(v, int | float | str | bool | None) else str(v) for k, v in data.items()
+    }
