@@ -104,3 +104,17 @@ def parse_mbr(sector0: bytes, where: str = "") -> PartitionTable:
 def read_partition_table(path: str, where: str | None = None) -> PartitionTable:
     with open(path, "rb") as f:
         return parse_mbr(f.read(SECTOR), where or str(path))
+
+
+def build_mbr(disk_id: int, entries: list[tuple[int, int, int]]) -> bytes:
+    """Sector 0 for up to four (type, start_lba, sectors) primary partitions (LBA only)."""
+    if len(entries) > 4:
+        raise ValueError("an MBR holds at most four primary partitions")
+    sector = bytearray(SECTOR)
+    struct.pack_into("<I", sector, 0x1B8, disk_id)
+    for i, (ptype, start, count) in enumerate(entries):
+        chs_max = b"\xfe\xff\xff"
+        entry = b"\x00" + chs_max + bytes([ptype]) + chs_max + struct.pack("<II", start, count)
+        sector[0x1BE + 16 * i : 0x1BE + 16 * (i + 1)] = entry
+    sector[510:512] = b"\x55\xaa"
+    return bytes(sector)
