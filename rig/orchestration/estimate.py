@@ -1,0 +1,60 @@
+"""How long a matrix will take on real devices: a schedule simulation.
+
+Uses per-phase durations (from a timing profile such as the virtual rig's
+``pi3`` profile, or from measured runs) and replays the scheduler's policy —
+longest scenario first, one scenario per device, at most N card writes at a
+time — to estimate wall time and compare it with the lower bound (the devices'
+own work spread perfectly over the devices).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Work:
+    scenario: str
+    write: float  # seconds that need a write slot (to host + write + verify)
+    rest: float  # seconds on the device after the write (boot, prepare, update, checks)
+
+    @property
+    def total(self) -> float:
+        return self.write + self.rest
+
+
+@dataclass(frozen=True)
+class Estimate:
+    wall: float
+    lower_bound: float
+    devices: int
+
+    @property
+    def ratio(self) -> float:
+        return self.wall / self.lower_bound if self.lower_bound else 1.0
+
+
+def simulate(work: list[Work], devices: int, write_slots: int) -> Estimate:
+    """Event simulation of the scheduler: longest first, bounded concurrent writes."""
+    pending = sorted(work, key=lambda w: -w.total)
+    free_at = [0.0] * devices  # when each device can start its next scenario
+    slots = [0.0] * max(1, write_slots)  # when each write slot is free
+    heapq.heapify(slots)
+    finish = 0.0
+    for w in pending:
+        d = min(range(devices), key=lambda i: free_at[i])
+        ready = free_at[d]
+        slot_free = heapq.heappop(slots)
+        write_start = max(ready, slot_free)
+        write_end = write_start + w.write
+        heapq.heappush(slots, write_end)
+        free_at[d] = write_end + w.rest
+        finish = max(finish, free_at[d])
+    total = sum(w.total for w in work)
+    bound = max(
+        total / devices,
+        max((w.total for w in work), default=0.0),
+        sum(w.write for w in work) / max(1, write_slots),
+    )
+    return Estimate(finish, bound, devices)
