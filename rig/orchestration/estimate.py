@@ -58,3 +58,33 @@ def simulate(work: list[Work], devices: int, write_slots: int) -> Estimate:
         sum(w.write for w in work) / max(1, write_slots),
     )
     return Estimate(finish, bound, devices)
+
+
+# Magnitudes for a Raspberry Pi 3 with a USB2 SD mux, from
+# shared/reference (flashing.md, provisioning.md, octoprint.md): a ~3 GB OctoPi
+# image with ~1.9 GB in use at 15 MB/s write and 25 MB/s read-back, first boot
+# 3-5 min, pip on a Pi 3 is slow. Replace with measured values when available.
+PI3_SECONDS = {
+    "to-host": 5,
+    "write": 1900 / 15 + 1900 / 25,
+    "provision": 2,
+    "boot": 240,
+    "prepare-pinned": 240,
+    "prepare": 60,
+    "update": 240,
+    "verify": 20,
+    "smoke": 120,
+    "update-api": 0,
+    "octoprint-e2e": 300,
+}
+
+
+def pi3_work(scenario_id: str, pinned: bool, checks: tuple[str, ...], expect: str) -> Work:
+    """A scenario's device time on a real Pi 3, by phase, from PI3_SECONDS."""
+    s = PI3_SECONDS
+    write = s["to-host"] + s["write"]
+    rest = s["provision"] + s["boot"] + (s["prepare-pinned"] if pinned else s["prepare"])
+    rest += s["update"] if expect == "updated" else 30
+    if expect == "updated":
+        rest += s["verify"] + sum(s.get(c, 60) for c in checks if c not in ("update",))
+    return Work(scenario_id, write, rest)
