@@ -268,10 +268,9 @@ class Runner:
         return attempt
 
     def _interactive(self, ctx: ScenarioContext) -> None:
-        from rig.device.browser import open_interactive
+        from rig.orchestration.interactive import hand_over
 
-        ctx.log("prepared; opening the device in a browser — close it to continue")
-        open_interactive(ctx.device.base_url, ctx)
+        hand_over(ctx)
 
     def _device_result(self, device: str, job: Job, attempt: Attempt) -> bool:
         quarantined = self.leases.record(device, attempt.outcome, job.scenario.id, attempt.message)
