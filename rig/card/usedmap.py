@@ -57,7 +57,7 @@ def derive_map(image: Path) -> BlockMap:
                 ranges.append((p.offset, end))
                 continue
             ranges += [(p.offset + s, p.offset + e) for s, e in used]
-            n = sum(e - s for s, e in used)
+            n = sum(x.size for x in merge(used, end - p.offset, 1))
             notes.append(f"partition {p.index} ({kind}): {n} of {end - p.offset} bytes used")
         return BlockMap(size, merge(ranges, size), "derived", notes=notes)
 

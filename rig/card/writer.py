@@ -414,14 +414,19 @@ class _Meter:
         self.done = 0
         self.start = time.monotonic()
         self.next_log = total / 10
+        self.last_log = self.start
 
     def add(self, n: int) -> None:
         self.done += n
         if self.progress is not None:
             self.progress(self.phase, self.done, self.total)
         elif self.done >= self.next_log and self.done < self.total:
-            self.next_log += self.total / 10
-            elapsed = time.monotonic() - self.start
+            self.next_log = self.done + self.total / 10
+            now = time.monotonic()
+            if now - self.last_log < 3:
+                return
+            self.last_log = now
+            elapsed = now - self.start
             rate = self.done / elapsed if elapsed else 0.0
             eta = (self.total - self.done) / rate if rate else 0.0
             self.log(

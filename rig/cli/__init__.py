@@ -17,6 +17,8 @@ from rig.errors import EXIT_INFRA, EXIT_USAGE, RigError
 
 # command group -> module in rig.cli that registers it
 COMMANDS = {
+    "flash": "rig.cli.flash",
+    "images": "rig.cli.images",
     "matrix": "rig.cli.matrix",
     "run": "rig.cli.run",
 }

@@ -1,0 +1,131 @@
+"""From what a user or a matrix names (a path, a catalogue name, a URL) to an image file.
+
+``resolve_image`` is what the scenario runner and `rig flash` call: a local
+path is used as it is; a catalogue name is built by the virtual rig's image
+builder when the rig is virtual and the entry has a ``virtual:`` recipe, and
+otherwise downloaded (checked against the published SHA-256) into the cache and
+unpacked there once, so the writer can read its file systems for the map.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from rig.card import archive
+from rig.card.cache import Entry, ImageCache
+from rig.card.catalog import Catalog, CatalogImage, load_catalog
+from rig.card.download import Progress, client, download, published_checksums
+from rig.config import RigConfig
+from rig.errors import ConfigError
+from rig.events import StepLog
+
+URL = re.compile(r"^https?://")
+
+
+def cache_for(config: RigConfig) -> ImageCache:
+    return ImageCache(config.paths.images, int(config.paths.cache_limit_gb * (1 << 30)))
+
+
+@dataclass(frozen=True)
+class Fetched:
+    entry: Entry
+    extract_size: int | None
+    extract_sha256: str | None
+
+
+def fetch(
+    name_or_url: str,
+    config: RigConfig,
+    log: StepLog | None = None,
+    progress: Progress | None = None,
+    catalog: Catalog | None = None,
+) -> Fetched:
+    """Download a catalogue image or URL into the cache (or find it there)."""
+    log = log or StepLog()
+    cache = cache_for(config)
+    item: CatalogImage | None = None
+    if URL.match(name_or_url):
+        url = name_or_url
+    else:
+        item = (catalog or load_catalog()).get(name_or_url)
+        if not item.url:
+            raise ConfigError(
+                f"catalogue image {item.name!r} has no url to download", where=item.name
+            )
+        url = item.url
+    extract_size = item.extract_size if item else None
+    if item and item.sha256:  # known hash: the cache answers without the network
+        hit = cache.get(item.sha256)
+        if hit:
+            cache.touch(hit)
+            log(f"{name_or_url}: cached ({hit.file.name})", sha256=hit.sha256)
+            return Fetched(hit, extract_size, None)
+    with client() as http:
+        pub = published_checksums(
+            url,
+            http,
+            sha256=item.sha256 if item else None,
+            sha256_url=item.sha256_url if item else None,
+            rpi_imager_json=item.rpi_imager_json if item else None,
+        )
+        if pub.sha256:
+            hit = cache.get(pub.sha256)
+            if hit:
+                cache.touch(hit)
+                log(f"{name_or_url}: cached ({hit.file.name})", sha256=hit.sha256)
+                return Fetched(hit, extract_size or pub.extract_size, pub.extract_sha256)
+        part = cache.part_path(url)
+        log(f"downloading {url}", url=url)
+        digest = download(url, part, expected_sha256=pub.sha256, http=http, progress=progress)
+    with cache.locked():
+        entry = cache.add(part, digest, url, item.name if item else None)
+    log(f"{name_or_url}: downloaded, SHA-256 {digest} checked", sha256=digest)
+    return Fetched(entry, extract_size or pub.extract_size, pub.extract_sha256)
+
+
+def unpacked(fetched: Fetched, log: StepLog) -> Path:
+    """The raw image of a cached download, unpacked beside it once (size and hash checked)."""
+    entry = fetched.entry
+    if archive.detect(entry.file) == "raw":
+        return entry.file
+    if not entry.unpacked.exists():
+        log(f"unpacking {entry.file.name} into the cache")
+        archive.unpack(
+            entry.file,
+            entry.unpacked,
+            extract_size=fetched.extract_size,
+            extract_sha256=fetched.extract_sha256,
+        )
+    return entry.unpacked
+
+
+def resolve_image(
+    name_or_path: str | Path,
+    config: RigConfig,
+    log: StepLog | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """The image file to write for a path, a catalogue name or a URL."""
+    log = log or StepLog()
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_file():
+            raise ConfigError("not an image file", where=text)
+        return path
+    if URL.match(text):
+        return unpacked(fetch(text, config, log, progress), log)
+    catalog = load_catalog()
+    if text not in catalog.images:
+        if "/" in text or text.endswith((".img", ".zip", ".xz", ".gz", ".zst")):
+            raise ConfigError("no such image file", where=text)
+        catalog.get(text)  # raises with the known names
+    item = catalog.images[text]
+    if config.virtual and item.virtual:
+        from rig.virtual.images import build_image
+
+        log(f"{text}: building the virtual image from recipe {item.virtual.recipe}")
+        return build_image(text, item.virtual.recipe, config.paths.images / "virtual")
+    return unpacked(fetch(text, config, log, progress, catalog), log)

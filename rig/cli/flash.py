@@ -1,0 +1,148 @@
+"""`rig flash DEVICE IMAGE` and `rig flash --target PATH IMAGE`.
+
+DEVICE is a device of rig.yaml: its mux switches the card to the host and hands
+back the validated block device; nothing else is ever written. --target names a
+file or block device outside the rig; mounted disks and the disk of the running
+system are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rig.card.writer import WriteResult, write_image
+from rig.config import load_config
+from rig.errors import ConfigError
+from rig.events import Event, EventBus, StepLog
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "flash",
+        help="write an image to a device's card (or --target PATH) and verify it",
+        description="Write only the used blocks of IMAGE, partition table last, then read "
+        "everything written back and compare. IMAGE is a path (.img/.zip/.xz/.gz/.zst) "
+        "or a catalogue name.",
+    )
+    p.add_argument("args", nargs="+", metavar="[DEVICE] IMAGE")
+    p.add_argument("--target", metavar="PATH", help="write this file or block device instead")
+    p.add_argument("--no-verify", action="store_true", help="skip the read-back verification")
+    p.add_argument("--bmap", metavar="FILE", help="block map to use (default: IMAGE.bmap if any)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the card")
+    p.set_defaults(func=cmd_flash)
+
+
+@contextmanager
+def progress_view(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar (rate, ETA) on a terminal, None (log lines) otherwise."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description:>7}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        yield update
+
+
+def _log() -> StepLog:
+    bus = EventBus()
+
+    def show(e: Event) -> None:
+        if e.kind == "log":
+            print(f"rig: {e.message}", file=sys.stderr)
+
+    bus.subscribe(show)
+    return StepLog(bus)
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    if args.target:
+        if len(args.args) != 1:
+            raise ConfigError("with --target, give only IMAGE", where="rig flash")
+        device, image_arg = None, args.args[0]
+    else:
+        if len(args.args) != 2:
+            raise ConfigError("give DEVICE IMAGE (or --target PATH IMAGE)", where="rig flash")
+        device, image_arg = args.args
+    config = load_config(args.config)
+    log = _log()
+    from rig.card.images import resolve_image
+
+    image = resolve_image(image_arg, config, log)
+    with progress_view(sys.stderr.isatty()) as progress:
+        if device is None:
+            result = write_image(
+                image,
+                Path(args.target),
+                verify=not args.no_verify,
+                log=log,
+                progress=progress,
+                state_dir=config.paths.state,
+                bmap=Path(args.bmap) if args.bmap else None,
+                unpack_dir=config.paths.images / "unpacked",
+            )
+        else:
+            result = _flash_device(config, device, image, args, log, progress)
+    print(_summary(result))
+    return 0
+
+
+def _flash_device(config, device: str, image: Path, args, log: StepLog, progress) -> WriteResult:
+    """Switch the device's card to the host via its mux, write exactly that disk."""
+    config.device(device)  # ConfigError for an unknown device, before touching hardware
+    from rig.hardware import build, sequences
+
+    power = build.power_for(config, device)
+    mux = build.mux_for(config, device)
+    disk = sequences.to_host(power, mux, log)
+    identity = getattr(mux, "identity", None) or getattr(mux, "serial", None)
+    return write_image(
+        image,
+        Path(disk),
+        verify=not args.no_verify,
+        log=log,
+        progress=progress,
+        card_identity=f"{device}:{identity}" if identity else device,
+        state_dir=config.paths.state,
+        bmap=Path(args.bmap) if args.bmap else None,
+        unpack_dir=config.paths.images / "unpacked",
+    )
+
+
+def _summary(r: WriteResult) -> str:
+    mb = r.bytes_written / 1e6
+    rate = mb / r.write_seconds if r.write_seconds else 0.0
+    line = (
+        f"{r.target}: wrote {mb:.1f} MB of {r.image_size / 1e6:.1f} MB "
+        f"({r.origin} map, {r.ranges} ranges) in {r.write_seconds:.1f}s ({rate:.1f} MB/s)"
+    )
+    if r.verified:
+        line += f", verified in {r.verify_seconds:.1f}s"
+    else:
+        line += ", NOT verified"
+    return line
