@@ -1,0 +1,106 @@
+"""OctoPrint's HTTP API, as far as the profile needs it (login session, server, update)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from rig.device.http import wait_for
+from rig.errors import InfraError, ProductError
+
+
+class OctoPrintAPI:
+    """A logged-in session against one OctoPrint (cookies; CSRF header when enabled)."""
+
+    def __init__(self, base_url: str, user: str, password: str, *, where: str = "") -> None:
+        self.base_url = base_url.rstrip("/")
+        self.user, self.password = user, password
+        self.where = where or self.base_url
+        self.http = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(60, connect=5))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _headers(self) -> dict[str, str]:
+        for name, value in self.http.cookies.items():
+            if name.startswith("csrf_token"):
+                return {"X-CSRF-Token": value}
+        return {}
+
+    def wait_online(self, timeout: float = 180) -> None:
+        wait_for(
+            f"{self.base_url}/online.txt",
+            timeout=timeout,
+            what="OctoPrint /online.txt",
+            where=self.where,
+        )
+
+    def login(self) -> dict[str, Any]:
+        self.http.cookies.clear()
+        self.http.get("/")  # CSRF cookie, where the version sets one
+        r = self.http.post(
+            "/api/login",
+            json={"user": self.user, "pass": self.password, "remember": True},
+            headers=self._headers(),
+        )
+        if r.status_code != 200:
+            raise InfraError(
+                f"cannot log in as {self.user!r}: HTTP {r.status_code} {r.text[:200]}",
+                where=self.where,
+                hint="prepare creates this admin user; was prepare run?",
+            )
+        return r.json()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request with the session; logs in again once on 401/403 (after a restart)."""
+        for attempt in (1, 2):
+            r = self.http.request(method, path, headers=self._headers(), **kwargs)
+            if r.status_code not in (401, 403) or attempt == 2:
+                return r
+            self.login()
+        raise AssertionError("unreachable")
+
+    def get_json(self, path: str, **kwargs: Any) -> Any:
+        r = self.request("GET", path, **kwargs)
+        if r.status_code != 200:
+            raise InfraError(f"GET {path}: HTTP {r.status_code} {r.text[:200]}", where=self.where)
+        return r.json()
+
+    def server(self) -> dict[str, Any]:
+        """``{"version": ..., "safemode": ...}``."""
+        return self.get_json("/api/server")
+
+    def wait_ready(self, timeout: float = 180) -> dict[str, Any]:
+        """/online.txt answers, we can log in and /api/server answers."""
+        deadline = time.monotonic() + timeout
+        self.wait_online(timeout)
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                self.login()
+                return self.server()
+            except (InfraError, httpx.HTTPError) as e:
+                last = e
+                time.sleep(1)
+        raise InfraError(f"/api/server not answering: {last}", where=self.where)
+
+    def check(self, force: bool = True) -> dict[str, Any]:
+        params = {"targets": "octoprint", "force": "true" if force else "false"}
+        return self.get_json("/plugin/softwareupdate/check", params=params, timeout=120)
+
+    def start_update(self) -> dict[str, Any]:
+        r = self.request("POST", "/plugin/softwareupdate/update", json={"targets": ["octoprint"]})
+        if r.status_code != 200:
+            raise ProductError(
+                f"the update was refused: HTTP {r.status_code} {r.text[:300]}",
+                where=f"{self.where} update",
+            )
+        return r.json()
+
+    def updatelog(self) -> list[dict[str, Any]]:
+        r = self.request("GET", "/plugin/softwareupdate/updatelog")
+        if r.status_code != 200:
+            return []
+        return r.json().get("updatelog", [])

@@ -1,0 +1,141 @@
+"""The release feed: what the devices' release check sees instead of GitHub.
+
+The injection plugin on each device points OctoPrint's ``github_release`` check
+at ``{feed}/releases/{user}/{repo}?series=N``; we answer with the one release
+under test, shaped like GitHub's API (only the fields OctoPrint reads). The
+software-update plugin's check overlay is served empty from ``/overlay.json``,
+and the other things bundled plugins fetch (plugin repository and notices, the
+Python end-of-life table) are answered empty, so devices never reach for the
+internet and log no errors about it: "no new ERROR lines" stays meaningful.
+Releases of other repositories are an empty list (the rig injects none).
+Everything else is 404: the rig has no business proxying other traffic.
+
+``rig run`` serves `feed_app` with uvicorn; the daemon can mount it as a route.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from packaging.version import Version
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from rig.errors import InfraError
+from rig.product.octoprint.channels import target_commitish
+
+REPOS = {"octoprint"}  # repo names (any user: foosel/OctoPrint, OctoPrint/OctoPrint)
+
+
+@dataclass(frozen=True)
+class InjectedRelease:
+    version: str  # tag name, e.g. 1.11.0rc3
+    channel: str  # stable | maintenance | devel | next
+    name: str | None = None
+    published_at: str = field(
+        default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+
+    def as_github(self, device_series: int = 1) -> dict:
+        """One entry of GitHub's release list, as OctoPrint's check filters it."""
+        prerelease = self.channel != "stable" or Version(self.version).is_prerelease
+        return {
+            "tag_name": self.version,
+            "name": self.name or self.version,
+            "prerelease": prerelease,
+            "draft": False,
+            "target_commitish": target_commitish(self.channel, device_series),
+            "published_at": self.published_at,
+            "html_url": f"https://github.com/OctoPrint/OctoPrint/releases/tag/{self.version}",
+        }
+
+
+def feed_app(release: InjectedRelease) -> Starlette:
+    """The feed as an ASGI app; ``app.state.requests`` counts what devices asked."""
+
+    async def releases(request: Request) -> JSONResponse:
+        repo = request.path_params["repo"]
+        request.app.state.requests.append(request.url.path)
+        if repo.lower() not in REPOS:
+            return JSONResponse([])
+        try:
+            device_series = int(request.query_params.get("series", "1"))
+        except ValueError:
+            device_series = 1
+        return JSONResponse([release.as_github(device_series)])
+
+    def empty(value: list | dict) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def answer(request: Request) -> JSONResponse:
+            request.app.state.requests.append(request.url.path)
+            return JSONResponse(value)
+
+        return answer
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"release": release.version, "channel": release.channel})
+
+    app = Starlette(
+        routes=[
+            Route("/releases/{user}/{repo}", releases),
+            Route("/overlay.json", empty({})),
+            Route("/plugins.json", empty([])),
+            Route("/notices.json", empty([])),
+            Route("/python-eol", empty({})),
+            Route("/", health),
+        ]
+    )
+    app.state.requests = []
+    app.state.release = release
+    return app
+
+
+class FeedServer:
+    """Serve `feed_app` with uvicorn in a thread (what ``rig run`` does for its devices)."""
+
+    def __init__(self, release: InjectedRelease, host: str = "127.0.0.1", port: int = 0) -> None:
+        import socket
+
+        import uvicorn
+
+        self.app = feed_app(release)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self.host, self.port = self._sock.getsockname()[:2]
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> FeedServer:
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise InfraError("release feed did not start", where=self.url)
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread:
+            self._thread.join(timeout=5)
+        self._sock.close()
+
+    def __enter__(self) -> FeedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,420 @@
+"""The OctoPrint profile: starting state, injected release, update, verification, checks.
+
+Device layout as on OctoPi: OctoPrint's venv at ``~/oprint``, its basedir at
+``~/.octoprint``, the service restarted with ``sudo service octoprint restart``.
+Every device command goes through a `DeviceShell` (SSH by default); the tests
+hand in a local shell running the same command lines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rig.device.clock import check_clock
+from rig.device.shell import DeviceShell, quote
+from rig.device.ssh import SSHShell
+from rig.errors import ConfigError, InfraError, ProductError
+from rig.product.octoprint.api import OctoPrintAPI
+from rig.product.octoprint.constraints import requirements_for
+from rig.product.octoprint.injection import PLUGIN_NAME, plugin_source
+from rig.product.octoprint.settings import MERGE_SCRIPT, config_overlay
+from rig.product.profile import ScenarioContext
+
+VENV = "~/oprint"
+PYTHON = f"{VENV}/bin/python"
+BASEDIR = "~/.octoprint"
+LOG = f"{BASEDIR}/logs/octoprint.log"
+SERVICE = "sudo service octoprint"
+
+# one per start of the server, in every version we support
+START_LINE = re.compile(r" - octoprint\.startup - INFO - .*Starting OctoPrint|Starting OctoPrint ")
+ERROR_LINE = re.compile(r"^\S+ \S+ - \S+ - (ERROR|CRITICAL) - ")
+# Without a release feed the device has nothing to ask for the check overlay, the
+# plugin repository and notices or the Python EOL table; offline, those fetches log
+# ERRORs that say nothing about the release. Ignored only when there is no feed.
+OFFLINE_NOISE: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Could not fetch check overlay"), "softwareupdate overlay, offline"),
+    (re.compile(r"Could not fetch (plugins|notices) from"), "plugin repository, offline"),
+    (re.compile(r"Could not fetch Python EOL data"), "health check, offline"),
+)
+
+ShellFactory = Callable[[ScenarioContext], DeviceShell]
+
+
+def ssh_shell(ctx: ScenarioContext) -> DeviceShell:
+    """The default: SSH to the device, waiting until it answers."""
+    d = ctx.device
+    shell = SSHShell(
+        d.host,
+        port=d.ssh_port,
+        user=d.user,
+        password=d.password or None,
+        host_keys=d.host_keys,
+        name=d.name,
+        log=ctx.log,
+    )
+    shell.wait_reachable(timeout=300)
+    return shell
+
+
+def _where(ctx: ScenarioContext, phase: str) -> str:
+    return f"{ctx.device.name} {phase}"
+
+
+class OctoPrintProfile:
+    name = "octoprint"
+
+    def __init__(self, shell_factory: ShellFactory = ssh_shell) -> None:
+        self._shell_factory = shell_factory
+        self._shells: dict[str, DeviceShell] = {}
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def shell(self, ctx: ScenarioContext) -> DeviceShell:
+        key = ctx.scenario_id
+        if key not in self._shells:
+            self._shells[key] = self._shell_factory(ctx)
+        return self._shells[key]
+
+    def api(self, ctx: ScenarioContext) -> OctoPrintAPI:
+        return OctoPrintAPI(
+            ctx.device.base_url,
+            ctx.admin_user,
+            ctx.admin_password,
+            where=ctx.device.name,
+        )
+
+    def close(self, ctx: ScenarioContext) -> None:
+        shell = self._shells.pop(ctx.scenario_id, None)
+        if shell:
+            shell.close()
+
+    # -- prepare ----------------------------------------------------------------
+
+    def prepare(self, ctx: ScenarioContext) -> None:
+        """Stop, pin the start version, configure, inject, add the admin, start, read versions."""
+        if ctx.feed_url is None and ctx.expect == "updated":
+            raise ConfigError(
+                "no release feed: the device could not be offered the release",
+                where=f"scenario {ctx.scenario_id}",
+                hint="rig run starts the feed; pass feed_url in the scenario context",
+            )
+        sh = self.shell(ctx)
+        log = ctx.log
+        ctx.facts["clock_offset"] = round(check_clock(sh, log, wait=120), 1)
+        with log.step("stop OctoPrint"):
+            sh.run(f"{SERVICE} stop", timeout=120)
+        if ctx.start_version:
+            reqs = requirements_for(ctx.start_version)
+            with log.step(f"pin OctoPrint {ctx.start_version}", requirements=reqs):
+                start = time.monotonic()
+                sh.run(
+                    f"{PYTHON} -m pip install --disable-pip-version-check --no-input "
+                    + quote(*reqs),
+                    timeout=1200,
+                )
+                ctx.facts["pin_seconds"] = round(time.monotonic() - start, 1)
+        installed = sh.run(
+            f'{PYTHON} -c "import octoprint; print(octoprint.__version__)"', quiet=True
+        ).stdout.strip()
+        if ctx.start_version and installed != ctx.start_version:
+            raise InfraError(
+                f"pinned OctoPrint {ctx.start_version} but the venv has {installed}",
+                where=_where(ctx, "prepare"),
+            )
+        ctx.facts["start_version"] = installed
+        overlay = config_overlay(
+            channel=ctx.channel,
+            device_version=installed,
+            pip=ctx.pip,
+            target_version=ctx.target_version,
+            feed_url=ctx.feed_url,
+        )
+        with log.step("apply config profile and release injection"):
+            sh.put_text("~/.rig/config_merge.py", MERGE_SCRIPT)
+            sh.put_text("~/.rig/config_overlay.json", json.dumps(overlay, indent=2))
+            sh.run(f"mkdir -p {BASEDIR}/plugins {BASEDIR}/logs", quiet=True)
+            sh.run(
+                f"{PYTHON} ~/.rig/config_merge.py {BASEDIR}/config.yaml ~/.rig/config_overlay.json"
+            )
+            if ctx.feed_url:
+                sh.put_text(f"{BASEDIR}/plugins/{PLUGIN_NAME}.py", plugin_source())
+            else:
+                sh.run(f"rm -f {BASEDIR}/plugins/{PLUGIN_NAME}.py", quiet=True)
+        with log.step(f"admin user {ctx.admin_user}"):
+            user, pw = quote(ctx.admin_user), quote(ctx.admin_password)
+            octo = f"{PYTHON} -m octoprint --basedir {BASEDIR}"
+            added = sh.run(f"{octo} user add {user} --password {pw} --admin", check=False)
+            if not added.ok:
+                sh.run(f"{octo} user password {user} --password {pw}")
+                sh.run(f"{octo} user activate {user}", check=False)
+        with log.step("start OctoPrint"):
+            sh.run(f"{SERVICE} start", timeout=120)
+            api = self.api(ctx)
+            try:
+                server = api.wait_ready(timeout=240)
+            except InfraError as e:
+                raise InfraError(
+                    f"OctoPrint {installed} did not come up after prepare: {e.message}\n"
+                    + self._log_tail(sh),
+                    where=_where(ctx, "prepare"),
+                ) from e
+            finally:
+                api.close()
+        if server.get("version") != installed:
+            raise InfraError(
+                f"OctoPrint reports {server.get('version')}, the venv has {installed}",
+                where=_where(ctx, "prepare"),
+            )
+        if server.get("safemode"):
+            raise InfraError(
+                f"OctoPrint started in safe mode ({server['safemode']})",
+                where=_where(ctx, "prepare"),
+            )
+        ctx.facts.update(self._versions(sh))
+        ctx.facts["octoprint_version"] = server["version"]
+        log("prepared", **{k: v for k, v in ctx.facts.items() if isinstance(v, str | int | float)})
+
+    def _versions(self, sh: DeviceShell) -> dict[str, str]:
+        octopi = sh.run("cat /etc/octopi_version", check=False, quiet=True)
+        python = sh.run(f'{PYTHON} -c "import sys; print(sys.version.split()[0])"', quiet=True)
+        pip = sh.run(f"{PYTHON} -m pip --version", check=False, quiet=True)
+        return {
+            "octopi_version": octopi.stdout.strip() if octopi.ok else "",
+            "python_version": python.stdout.strip(),
+            "pip_version": pip.stdout.split()[1] if pip.ok and pip.stdout.split() else "",
+        }
+
+    def _log_tail(self, sh: DeviceShell, lines: int = 30) -> str:
+        data = sh.read_bytes(LOG) or b""
+        return "octoprint.log ends with:\n" + "\n".join(
+            data.decode("utf-8", "replace").splitlines()[-lines:]
+        )
+
+    # -- update -----------------------------------------------------------------
+
+    def offered(self, ctx: ScenarioContext, api: OctoPrintAPI) -> dict[str, Any]:
+        """The forced release check; the octoprint entry of its answer."""
+        data = api.check(force=True)
+        info = data.get("information", {}).get("octoprint")
+        if info is None:
+            raise ProductError(
+                "the release check has no entry for octoprint",
+                where=_where(ctx, "update"),
+            )
+        remote = ((info.get("information") or {}).get("remote") or {}).get("value")
+        ctx.facts["check_status"] = data.get("status")
+        ctx.facts["offered_version"] = remote
+        ctx.log(
+            f"release check: status {data.get('status')}, remote {remote}, "
+            f"updateAvailable {info.get('updateAvailable')}, "
+            f"updatePossible {info.get('updatePossible')}"
+        )
+        return info
+
+    def update(self, ctx: ScenarioContext) -> None:
+        sh = self.shell(ctx)
+        api = self.api(ctx)
+        try:
+            api.login()
+            ctx.facts["log_offset"] = len(sh.read_bytes(LOG) or b"")
+            info = self.offered(ctx, api)
+            remote = ctx.facts["offered_version"]
+            is_offered = bool(info.get("updateAvailable")) and remote == ctx.target_version
+            if ctx.expect == "not-offered":
+                if is_offered:
+                    raise ProductError(
+                        f"{ctx.target_version} is offered on channel {ctx.channel}, "
+                        f"but must not be",
+                        where=_where(ctx, "update"),
+                    )
+                ctx.log(f"{ctx.target_version} not offered on {ctx.channel}, as expected")
+                return
+            if not is_offered:
+                raise ProductError(
+                    f"{ctx.target_version} is not offered on channel {ctx.channel} "
+                    f"(the check sees {remote!r})",
+                    where=_where(ctx, "update"),
+                )
+            if not info.get("updatePossible"):
+                raise ProductError(
+                    f"{ctx.target_version} is offered but cannot be installed "
+                    f"(updatePossible false: environment or storage)",
+                    where=_where(ctx, "update"),
+                )
+            start = time.monotonic()
+            if "update-api" in ctx.checks:
+                self._update_api(ctx, api)
+            else:
+                from rig.product.octoprint.ui_update import update_in_browser
+
+                update_in_browser(ctx, self)
+            ctx.facts["update_seconds"] = round(time.monotonic() - start, 1)
+            ctx.log(f"updated to {ctx.target_version} in {ctx.facts['update_seconds']}s")
+        finally:
+            api.close()
+
+    def _update_api(self, ctx: ScenarioContext, api: OctoPrintAPI, timeout: float = 900) -> None:
+        before = len(api.updatelog())
+        answer = api.start_update()
+        ctx.log(f"update started: {answer}")
+        self.wait_for_version(ctx, api, timeout=timeout, updatelog_before=before)
+
+    def wait_for_version(
+        self,
+        ctx: ScenarioContext,
+        api: OctoPrintAPI,
+        *,
+        timeout: float = 900,
+        updatelog_before: int | None = None,
+    ) -> None:
+        """Poll until the server runs the target; a failed update log entry fails at once."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                version = api.server().get("version")
+                if version == ctx.target_version:
+                    return
+                last = f"still {version}"
+                if updatelog_before is not None:
+                    log = api.updatelog()
+                    for entry in log[updatelog_before:]:
+                        if entry.get("target") == "octoprint" and not entry.get("success"):
+                            raise ProductError(
+                                f"the update failed: {entry.get('text')}",
+                                where=_where(ctx, "update"),
+                                hint="see plugin_softwareupdate_console.log in the results",
+                            )
+            except (InfraError, OSError) as e:
+                last = f"not answering ({e})"
+            except Exception as e:  # httpx errors while it restarts
+                if isinstance(e, ProductError):
+                    raise
+                last = f"not answering ({type(e).__name__})"
+            time.sleep(2)
+        raise ProductError(
+            f"not running {ctx.target_version} within {timeout:.0f}s of the update ({last})",
+            where=_where(ctx, "update"),
+        )
+
+    # -- verify -----------------------------------------------------------------
+
+    def verify(self, ctx: ScenarioContext) -> None:
+        sh = self.shell(ctx)
+        api = self.api(ctx)
+        try:
+            server = api.wait_ready(timeout=240)
+        finally:
+            api.close()
+        ctx.facts["final_version"] = server.get("version")
+        want = ctx.target_version if ctx.expect == "updated" else ctx.facts.get("start_version")
+        problems: list[str] = []
+        if want and server.get("version") != want:
+            problems.append(f"runs {server.get('version')}, expected {want}")
+        if server.get("safemode"):
+            problems.append(f"in safe mode ({server['safemode']})")
+        new_log = self._new_log(sh, ctx)
+        starts = [line for line in new_log if START_LINE.search(line)]
+        ctx.facts["restarts"] = len(starts)
+        expected_starts = 1 if ctx.expect == "updated" else 0
+        if len(starts) != expected_starts:
+            problems.append(
+                f"the server started {len(starts)} times since the update "
+                f"(expected {expected_starts})"
+            )
+        errors = self.error_lines(new_log, ctx)
+        ctx.facts["error_lines"] = errors
+        if errors:
+            problems.append(
+                f"{len(errors)} new ERROR line(s) in octoprint.log:\n  " + "\n  ".join(errors[:10])
+            )
+        if problems:
+            raise ProductError("; ".join(problems), where=_where(ctx, "verify"))
+        ctx.log(f"verified: OctoPrint {server.get('version')}, one restart, no new errors")
+
+    def _new_log(
+        self, sh: DeviceShell, ctx: ScenarioContext, quiet: float = 3, limit: float = 45
+    ) -> list[str]:
+        """The log since the update, once it has been quiet for ``quiet`` seconds.
+
+        Bundled plugins log their start-up fetches a moment after the server
+        answers; reading too early would miss exactly the errors we look for.
+        """
+        offset = int(ctx.facts.get("log_offset", 0))
+        data = sh.read_bytes(LOG) or b""
+        deadline = time.monotonic() + limit
+        stable_since = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - stable_since < quiet:
+            time.sleep(0.5)
+            again = sh.read_bytes(LOG) or b""
+            if len(again) != len(data):
+                data, stable_since = again, time.monotonic()
+        # rotated at midnight since the update started: the whole file is new
+        new = data[offset:] if len(data) >= offset else data
+        return new.decode("utf-8", "replace").splitlines()
+
+    @staticmethod
+    def error_lines(lines: list[str], ctx: ScenarioContext | None = None) -> list[str]:
+        noise = list(OFFLINE_NOISE) if ctx is not None and not ctx.feed_url else []
+        return [
+            line
+            for line in lines
+            if ERROR_LINE.search(line) and not any(p.search(line) for p, _ in noise)
+        ]
+
+    # -- checks and collection ---------------------------------------------------
+
+    def check(self, ctx: ScenarioContext, name: str) -> None:
+        if name in ("update", "update-api"):
+            return
+        if name == "smoke":
+            from rig.product.octoprint.e2e import run_smoke
+
+            version = ctx.facts.get("final_version") or ctx.target_version
+            run_smoke(
+                ctx.device.base_url,
+                user=ctx.admin_user,
+                password=ctx.admin_password,
+                results=ctx.results / "smoke",
+                expect_version=version,
+                log=ctx.log,
+                headed=ctx.interactive,
+            )
+            return
+        if name == "octoprint-e2e":
+            from rig.product.octoprint.upstream import run_upstream
+
+            run_upstream(ctx)
+            return
+        raise ConfigError(
+            f"unknown check {name!r} for OctoPrint", where=f"scenario {ctx.scenario_id}"
+        )
+
+    def collect(self, ctx: ScenarioContext) -> None:
+        """octoprint.log, the update console log and the facts into the results."""
+        out = ctx.results
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            sh = self.shell(ctx)
+            for remote in (
+                LOG,
+                f"{BASEDIR}/logs/plugin_softwareupdate_console.log",
+                f"{BASEDIR}/logs/serial.log",
+            ):
+                try:
+                    data = sh.read_bytes(remote)
+                except InfraError as e:
+                    ctx.log(f"collect: {remote}: {e.message}")
+                    continue
+                if data is not None:
+                    (out / remote.rsplit("/", 1)[1]).write_bytes(data)
+        except InfraError as e:
+            ctx.log(f"collect: device not reachable: {e.message}")
+        facts = {k: v for k, v in ctx.facts.items()}
+        (out / "facts.json").write_text(json.dumps(facts, indent=2, default=str))
+        self.close(ctx)
