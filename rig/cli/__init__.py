@@ -21,6 +21,7 @@ COMMANDS = {
     "images": "rig.cli.images",
     "matrix": "rig.cli.matrix",
     "run": "rig.cli.run",
+    "twin": "rig.cli.twin",
 }
 
 

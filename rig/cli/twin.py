@@ -1,0 +1,80 @@
+"""`rig twin up|down|status`: the virtual rig's supervisor (three virtual Pi 3s)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from rig.config import RigConfig, load_config
+from rig.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("twin", help="start, stop or show the virtual rig (virtual Pis)")
+    tsub = p.add_subparsers(dest="twin_command", metavar="ACTION")
+    tsub.required = True
+    tsub.add_parser("up", help="start the virtual rig in the background (idempotent)").set_defaults(
+        func=cmd_up
+    )
+    tsub.add_parser(
+        "down", help="power off every virtual Pi, stop the supervisor, detach loop devices"
+    ).set_defaults(func=cmd_down)
+    tsub.add_parser("status", help="table of the virtual Pis").set_defaults(func=cmd_status)
+
+
+def _virtual_config(args: argparse.Namespace) -> RigConfig:
+    config = load_config(args.config)
+    if not config.virtual:
+        raise ConfigError(
+            "this config describes real hardware; the virtual rig runs only for a virtual config",
+            where=config.where,
+            hint="add a `virtual:` section, or run without a config",
+        )
+    return config
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from rig.virtual.twin import ensure_twin, running_pid, twin_dir
+
+    config = _virtual_config(args)
+    ensure_twin(config)
+    print(f"virtual rig running (pid {running_pid(config)}), log: {twin_dir(config) / 'twin.log'}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from rig.virtual.twin import stop_twin
+
+    removed = stop_twin(_virtual_config(args))
+    print("virtual rig stopped" + (f"; detached {', '.join(removed)}" if removed else ""))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rig.virtual.twin import read_status, running_pid
+
+    config = _virtual_config(args)
+    pid = running_pid(config)
+    status = read_status(config) if pid else None
+    console = Console()
+    if not status:
+        console.print("virtual rig: not running (`rig twin up` starts it)")
+        return 0
+    table = Table(title=f"virtual rig (supervisor pid {pid})")
+    for col in ("device", "powered", "side", "state", "address", "OctoPrint", "pid"):
+        table.add_column(col)
+    for d in status["devices"]:
+        state = d["phase"] + (f" ({d['reason']})" if d.get("reason") else "")
+        table.add_row(
+            d["device"],
+            "on" if d["powered"] else "off",
+            d["side"],
+            state,
+            d["address"],
+            d.get("octoprint_version") or "-",
+            str(d.get("pid") or "-"),
+        )
+    console.print(table)
+    return 0

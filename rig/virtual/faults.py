@@ -1,0 +1,119 @@
+"""Timing and faults of the virtual Pis, from the ``virtual:`` section of rig.yaml.
+
+Keys (all optional)::
+
+    virtual:
+      boot_delay: 1.0            # seconds from power on (card on the DUT side) to sshd/OctoPrint
+      first_boot_reboot: false   # first boot of a fresh card reboots once more (resize, as Pi OS)
+      profile: fast              # fast | pi3: pi3 only feeds schedule estimates, never sleeps
+      faults:
+        pi3-b:
+          never_boots: true          # powered, card in place, nothing ever answers
+          wifi_drops_after: 30       # seconds after boot: SSH and HTTP go away, OctoPrint runs on
+          power_glitch_after: 20     # seconds after boot: a brown-out, the device reboots
+          write_error_at: 1048576    # byte offset where host-side writes fail (virtual hardware)
+
+Defaults are fast (a boot takes about a second plus OctoPrint's start), so
+tests and newcomers see results quickly; the ``pi3`` profile's magnitudes
+come from real Raspberry Pi 3s and are for estimating a matrix's wall time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rig.errors import ConfigError
+
+PROFILES = ("fast", "pi3")
+
+# seconds per phase: (low, high). pi3 from real devices (boot 45-90 s, first
+# boot with resize and reboot 3-5 min, OctoPrint 1.x start on a Pi 3, an
+# update through pip on a Pi 3); fast is what the virtual rig does here.
+_DURATIONS: dict[str, dict[str, tuple[float, float]]] = {
+    "pi3": {
+        "power_off": (3.0, 3.0),
+        "write": (120.0, 300.0),  # ~2.5 GB image to an SD card through the mux
+        "first_boot": (180.0, 300.0),
+        "boot": (45.0, 90.0),
+        "octoprint_start": (30.0, 60.0),
+        "update": (120.0, 600.0),
+        "restart": (30.0, 60.0),
+    },
+    "fast": {
+        "power_off": (0.2, 0.2),
+        "write": (2.0, 10.0),
+        "first_boot": (2.0, 40.0),  # the first boot of a version builds its venv once
+        "boot": (1.0, 2.0),
+        "octoprint_start": (3.0, 6.0),
+        "update": (10.0, 30.0),
+        "restart": (3.0, 6.0),
+    },
+}
+
+
+@dataclass(frozen=True)
+class DeviceFaults:
+    never_boots: bool = False
+    wifi_drops_after: float | None = None
+    power_glitch_after: float | None = None
+    write_error_at: int | None = None  # applied by the virtual hardware, listed for completeness
+
+
+@dataclass(frozen=True)
+class VirtualSettings:
+    boot_delay: float = 1.0
+    first_boot_reboot: bool = False
+    profile: str = "fast"
+    faults: dict[str, DeviceFaults] = field(default_factory=dict)
+
+    def faults_for(self, device: str) -> DeviceFaults:
+        return self.faults.get(device, DeviceFaults())
+
+
+def settings_from_config(config: Any) -> VirtualSettings:
+    """The ``virtual`` section of a RigConfig (already schema-checked) as settings."""
+    section = dict(config.sections.get("virtual") or {})
+    where = f"{config.where}: virtual"
+    profile = section.get("profile", "fast")
+    if profile not in PROFILES:
+        raise ConfigError(f"profile must be one of {PROFILES}", where=f"{where}.profile")
+    faults: dict[str, DeviceFaults] = {}
+    for name, raw in (section.get("faults") or {}).items():
+        if name not in config.devices:
+            raise ConfigError(
+                f"faults for unknown device {name!r}",
+                where=f"{where}.faults.{name}",
+                hint=f"devices are: {', '.join(sorted(config.devices))}",
+            )
+        raw = raw or {}
+        faults[name] = DeviceFaults(
+            never_boots=bool(raw.get("never_boots", False)),
+            wifi_drops_after=_opt_float(raw.get("wifi_drops_after")),
+            power_glitch_after=_opt_float(raw.get("power_glitch_after")),
+            write_error_at=raw.get("write_error_at"),
+        )
+    return VirtualSettings(
+        boot_delay=float(section.get("boot_delay", 1.0)),
+        first_boot_reboot=bool(section.get("first_boot_reboot", False)),
+        profile=profile,
+        faults=faults,
+    )
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def expected_durations(profile: str = "pi3") -> dict[str, float]:
+    """Expected seconds per phase (the middle of each range), for schedule estimates."""
+    if profile not in _DURATIONS:
+        raise ConfigError(f"unknown timing profile {profile!r}", hint=f"one of {PROFILES}")
+    return {phase: (lo + hi) / 2 for phase, (lo, hi) in _DURATIONS[profile].items()}
+
+
+def duration_ranges(profile: str = "pi3") -> dict[str, tuple[float, float]]:
+    """(low, high) seconds per phase, for estimates that want the spread."""
+    if profile not in _DURATIONS:
+        raise ConfigError(f"unknown timing profile {profile!r}", hint=f"one of {PROFILES}")
+    return dict(_DURATIONS[profile])

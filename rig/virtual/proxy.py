@@ -1,0 +1,119 @@
+"""The HTTP front of a virtual Pi: what haproxy is on OctoPi.
+
+OctoPi runs OctoPrint on 127.0.0.1:5000 behind haproxy on port 80; while
+OctoPrint is down (starting, restarting after an update) haproxy answers
+503. This forwarder does the same on the device's address, byte for byte
+(websockets included), and is what a Wi-Fi drop or a power cut closes: with
+no network namespace per device, closing the front is how the device leaves
+the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+from rig.errors import InfraError
+
+UNAVAILABLE = (
+    b"HTTP/1.0 503 Service Unavailable\r\n"
+    b"Cache-Control: no-cache\r\nConnection: close\r\nContent-Type: text/html\r\n\r\n"
+    b"<html><body><h1>503 Service Unavailable</h1>\n"
+    b"OctoPrint is currently not running.</body></html>\n"
+)
+
+
+class HttpFront:
+    def __init__(self, name: str, address: str, port: int, backend: tuple[str, int]) -> None:
+        self.name = name
+        self.address = address
+        self.port = port
+        self.backend = backend
+        self._sock: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.address, self.port))
+        except OSError as e:
+            sock.close()
+            raise InfraError(
+                f"cannot listen on {self.address}:{self.port}: {e.strerror}",
+                where=f"device {self.name} http",
+                hint="another virtual rig (or program) uses this address; `rig twin down`",
+            ) from e
+        sock.listen(64)
+        self._sock = sock
+        threading.Thread(target=self._accept, name=f"{self.name}-http", daemon=True).start()
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _track(self, *socks: socket.socket) -> bool:
+        with self._lock:
+            if self._stopped.is_set():
+                return False
+            self._conns.update(socks)
+            return True
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.backend, timeout=5)
+        except OSError:
+            with contextlib.suppress(OSError):
+                client.sendall(UNAVAILABLE)
+            client.close()
+            return
+        upstream.settimeout(None)
+        if not self._track(client, upstream):
+            client.close()
+            upstream.close()
+            return
+        t = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+        t.start()
+        _pipe(client, upstream)
+        t.join()
+        with self._lock:
+            self._conns.discard(client)
+            self._conns.discard(upstream)
+        client.close()
+        upstream.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+            self._sock = None
+        with self._lock:
+            conns = list(self._conns)
+            self._conns.clear()
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)
