@@ -22,6 +22,7 @@ COMMANDS = {
     "matrix": "rig.cli.matrix",
     "run": "rig.cli.run",
     "twin": "rig.cli.twin",
+    "provision": "rig.cli.provision",
 }
 
 

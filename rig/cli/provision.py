@@ -1,0 +1,85 @@
+"""`rig provision DEVICE` and `rig provision --image FILE`.
+
+DEVICE: the card of a configured device, which must already be switched to
+the host (`rig mux DEVICE host`); its mux names the block device, nothing else
+is written. --image: an image file, for people preparing cards by hand.
+Options override rig.yaml; --dry-run shows every file that would be written,
+with secrets masked, and touches nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rig.card.provision import SCHEMES, ProvisionSettings, provision_card
+from rig.config import RigConfig, load_config
+from rig.errors import ConfigError, InfraError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "provision",
+        help="write Wi-Fi, user, SSH and hostname onto a card's boot partition",
+        description="Edit the FAT boot partition in place (no mounting) so the device "
+        "joins Wi-Fi, creates the user, enables SSH and sets its hostname on first boot. "
+        "The scheme is detected from the card unless given.",
+    )
+    p.add_argument("device", nargs="?", metavar="DEVICE", help="a device of rig.yaml")
+    p.add_argument("--image", metavar="FILE", help="provision this image file instead")
+    p.add_argument("--scheme", choices=sorted(SCHEMES), help="override the detected scheme")
+    p.add_argument("--hostname", help="default: provision.hostname, else the device name")
+    p.add_argument("--ssid", help="Wi-Fi network (default: wifi.ssid)")
+    p.add_argument("--country", help="two-letter Wi-Fi country (default: wifi.country)")
+    p.add_argument("--user", help="first user's name (default: user.name)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be written")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the card")
+    p.set_defaults(func=cmd_provision)
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    if bool(args.device) == bool(args.image):
+        raise ConfigError("give DEVICE or --image FILE (one of them)", where="rig provision")
+    config = load_config(args.config)
+    if args.image:
+        target = Path(args.image)
+        if not target.exists():
+            raise ConfigError(f"{target} does not exist", where="--image")
+        device = None
+    else:
+        device = args.device
+        target = card_of(config, device, args.timeout)
+    settings = ProvisionSettings.from_config(config, device, args.hostname).override(
+        ssid=args.ssid, country=args.country, user=args.user
+    )
+    result = provision_card(target, settings, scheme=args.scheme, dry_run=args.dry_run, log=_stderr)
+    print(result.describe(contents=args.dry_run))
+    return 0
+
+
+def _stderr(message: str) -> None:
+    if message.startswith("warning:"):
+        print(f"rig: {message}", file=sys.stderr)
+
+
+def card_of(config: RigConfig, device: str, timeout: float) -> Path:
+    """The block device of `device`'s card, which must be switched to the host."""
+    config.device(device)  # ConfigError for an unknown device, before touching hardware
+    try:
+        from rig.hardware import build
+    except ImportError as e:
+        raise InfraError(
+            "the hardware layer (rig.hardware.build) is not available",
+            where=f"device {device}",
+            hint="use --image FILE",
+        ) from e
+    mux = build.mux_for(config, device)
+    state = mux.state()
+    if state != "host":
+        raise ConfigError(
+            f"the card of {device} is switched to {state!r}, not to the host",
+            where=f"device {device}",
+            hint=f"power the device off and run: rig mux {device} host",
+        )
+    return Path(mux.disk(timeout))
