@@ -20,6 +20,7 @@ COMMANDS = {
     "flash": "rig.cli.flash",
     "images": "rig.cli.images",
     "matrix": "rig.cli.matrix",
+    "serve": "rig.cli.serve",
     "run": "rig.cli.run",
     "twin": "rig.cli.twin",
     "provision": "rig.cli.provision",

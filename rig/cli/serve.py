@@ -1,0 +1,58 @@
+"""`rig serve`: run the flash-host daemon (webhooks, queue, approvals, dashboard)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+
+from rig.config import load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="the flash-host daemon: webhooks in, tested images out")
+    p.add_argument("--bind", help="address to listen on (default: daemon.bind or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: daemon.port or 8470)")
+    p.add_argument(
+        "--retry-delay",
+        type=float,
+        default=60.0,
+        help="seconds before an infrastructure failure is retried (times the attempt)",
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rig.daemon.app import Daemon, create_app
+    from rig.daemon.settings import load_settings
+
+    config = load_config(args.config)
+    settings = load_settings(config)
+    bind = args.bind or settings.bind
+    port = args.port if args.port is not None else settings.port
+    if not args.verbose:  # a daemon says what it does; -v/-vv still go further
+        logging.getLogger("rig").setLevel(logging.INFO)
+    daemon = Daemon(settings, retry_delay=args.retry_delay)
+    daemon.lock.acquire()  # fail now, with a clear message, if another daemon runs here
+    daemon.lock.release()
+    app = create_app(daemon)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=bind,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
+    )
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    print(
+        f"rig serve: listening on http://{bind}:{port} (public URL {settings.public_url})",
+        flush=True,
+    )
+    server.run()
+    return 0 if server.started else 3

@@ -1,0 +1,373 @@
+"""The daemon's ASGI application: what it answers, as one route table.
+
+Webhook routes only check, record and queue (a few milliseconds); the worker
+threads do the slow work. The dashboard and approval pages are plain HTML.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import BaseRoute, Mount, Route
+
+from rig.daemon import pages
+from rig.daemon.approval import Approvals, Refusal
+from rig.daemon.poller import Poller
+from rig.daemon.queue import APPROVED, AWAITING, FINAL, QUEUED, RUNNING, Queue, WorkerLock
+from rig.daemon.settings import DaemonSettings
+from rig.daemon.webhooks import (
+    Ignored,
+    job_request,
+    url_request,
+    verify_direct,
+    verify_signature,
+)
+from rig.daemon.worker import Worker
+
+log = logging.getLogger("rig.daemon")
+
+
+class Daemon:
+    """Everything `rig serve` runs, built in one place."""
+
+    def __init__(self, settings: DaemonSettings, *, retry_delay: float = 60.0) -> None:
+        self.settings = settings
+        self.queue = Queue(settings.state_dir)
+        self.approvals = Approvals(settings.approval_key, self.queue, settings.approval_ttl)
+        self.worker = Worker(settings, self.queue, self.approvals, retry_delay=retry_delay)
+        self.poller = Poller(settings, self.queue, self.worker.wake)
+        self.lock = WorkerLock(settings.state_dir)
+
+    def start(self) -> None:
+        self.lock.acquire()
+        self.worker.start()
+        self.poller.start()
+        log.info("rig daemon working %s as %s", self.settings.state_dir, self.worker.owner)
+
+    def stop(self) -> None:
+        self.poller.stop()
+        self.worker.stop()
+        self.lock.release()
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes ``limit`` (before any HMAC is computed)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _text(status: int, message: str) -> PlainTextResponse:
+    return PlainTextResponse(message + "\n", status_code=status)
+
+
+def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
+    """The route table. ``manage``: start/stop the daemon with the app (lifespan)."""
+    settings = daemon.settings
+    queue = daemon.queue
+
+    async def github_hook(request: Request) -> Response:
+        try:
+            body = await read_body(request, settings.max_body)
+        except TooLarge:
+            log.warning("webhook refused: body over %s bytes", settings.max_body)
+            return _text(413, "payload too large")
+        secret = settings.webhook_secret
+        if secret is None:
+            log.error("webhook refused: no webhook_secret configured")
+            return _text(401, "no webhook secret configured on the rig")
+        if not verify_signature(
+            secret.reveal().encode(), body, request.headers.get("x-hub-signature-256")
+        ):
+            log.warning("webhook refused: missing or bad signature")
+            return _text(401, "bad signature")
+        event = request.headers.get("x-github-event", "")
+        delivery = request.headers.get("x-github-delivery", "")
+        if not delivery:
+            return _text(400, "missing X-GitHub-Delivery")
+        if event == "ping":
+            return await _accept(delivery, event, None, "ping")
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return _text(400, "body is not JSON")
+        try:
+            request_ = job_request(event, payload, settings)
+        except Ignored as e:
+            return await _accept(delivery, event, None, str(e))
+        return await _accept(delivery, event, request_, "")
+
+    async def direct_hook(request: Request) -> Response:
+        """A workflow step's curl: HMAC over ``timestamp.body``, refused outside the window."""
+        try:
+            body = await read_body(request, settings.max_body)
+        except TooLarge:
+            return _text(413, "payload too large")
+        secret = settings.webhook_secret
+        if secret is None:
+            return _text(401, "no webhook secret configured on the rig")
+        why = verify_direct(
+            secret.reveal().encode(),
+            body,
+            request.headers.get("x-rig-timestamp"),
+            request.headers.get("x-rig-signature-256"),
+            time.time(),
+            settings.direct_window,
+        )
+        if why:
+            log.warning("direct notification refused: %s", why)
+            return _text(401, why)
+        try:
+            payload = json.loads(body)
+            repo = payload.get("repository") if isinstance(payload, dict) else None
+            if repo and settings.repo(repo) is None:
+                raise Ignored(f"repository {repo} is not configured")
+            request_ = url_request(payload, repo, "direct")
+        except ValueError:
+            return _text(400, "body is not JSON")
+        except Ignored as e:
+            return _text(422, str(e))
+        delivery = "direct:" + request.headers["x-rig-signature-256"]
+        return await _accept(delivery, "direct", request_, "")
+
+    async def _accept(delivery: str, event: str, request_: Any, reason: str) -> Response:
+        outcome, job_id = await run_in_threadpool(
+            queue.accept_delivery, delivery, event, request_, reason
+        )
+        if outcome == "duplicate":
+            log.info("delivery %s (%s): redelivery, nothing to do", delivery, event)
+            return JSONResponse({"outcome": "duplicate", "job": job_id})
+        if outcome == "ignored":
+            log.info("delivery %s (%s) ignored: %s", delivery, event, reason)
+            return JSONResponse({"outcome": "ignored", "reason": reason})
+        if outcome == "queued":
+            daemon.worker.wake.set()
+        log.info("delivery %s (%s): job %s %s", delivery, event, job_id, outcome)
+        return JSONResponse(
+            {"outcome": outcome, "job": job_id, "url": f"{settings.public_url}/jobs/{job_id}"},
+            status_code=202 if outcome == "queued" else 200,
+        )
+
+    def _devices() -> list[dict[str, Any]]:
+        return device_rows(settings)
+
+    def _tail(job_id: int | None, lines: int = 15) -> str:
+        job = queue.get(job_id) if job_id else None
+        if job is None or not job.report_dir:
+            return ""
+        path = Path(job.report_dir) / "acceptance.log"
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 8192))
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def dashboard(request: Request) -> HTMLResponse:
+        def render() -> str:
+            active = queue.jobs((RUNNING, APPROVED), limit=10)
+            waiting = queue.jobs((QUEUED, AWAITING), limit=50)
+            history = queue.jobs(FINAL, limit=20)
+            running = [j for j in active if j.state == RUNNING]
+            tail = _tail(running[0].id) if running else ""
+            return pages.dashboard(_devices(), active, list(reversed(waiting)), history, tail)
+
+        return HTMLResponse(await run_in_threadpool(render))
+
+    async def history(request: Request) -> HTMLResponse:
+        jobs = await run_in_threadpool(queue.jobs, None, 500)
+        return HTMLResponse(pages.history(jobs))
+
+    async def job_page(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+
+        def render() -> str | None:
+            job = queue.get(job_id)
+            if job is None:
+                return None
+            files = []
+            if job.report_dir and Path(job.report_dir).is_dir():
+                files = sorted(
+                    str(p.relative_to(job.report_dir))
+                    for p in Path(job.report_dir).rglob("*")
+                    if p.is_file()
+                )[:200]
+            return pages.job_page(job, queue.steps(job_id), files, _tail(job_id, 40))
+
+        text = await run_in_threadpool(render)
+        if text is None:
+            return HTMLResponse(pages.refusal(404, "no such job"), status_code=404)
+        return HTMLResponse(text)
+
+    async def report_file(request: Request) -> Response:
+        job = await run_in_threadpool(queue.get, request.path_params["job_id"])
+        if job is None or not job.report_dir:
+            return _text(404, "no report")
+        root = Path(job.report_dir).resolve()
+        target = (root / request.path_params["path"]).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            return _text(404, "no such file")
+        return FileResponse(target)
+
+    async def approve_get(request: Request) -> HTMLResponse:
+        token = request.path_params["token"]
+        checked = await run_in_threadpool(daemon.approvals.check, token)
+        if isinstance(checked, Refusal):
+            return HTMLResponse(
+                pages.refusal(checked.status, checked.reason), status_code=checked.status
+            )
+        job, _ = checked
+        return HTMLResponse(pages.confirm(job, token))
+
+    async def approve_post(request: Request) -> Response:
+        token = request.path_params["token"]
+        form = await request.form()
+        decision = form.get("decision")
+        if decision not in ("approve", "reject"):
+            return HTMLResponse(pages.refusal(400, "decide approve or reject"), status_code=400)
+        result = await run_in_threadpool(daemon.approvals.decide, token, decision)
+        if isinstance(result, Refusal):
+            return HTMLResponse(
+                pages.refusal(result.status, result.reason), status_code=result.status
+            )
+        log.info("job %s %sd by approval link", result.id, decision)
+        daemon.worker.wake.set()
+        return RedirectResponse(f"/jobs/{result.id}", status_code=303)
+
+    async def health(request: Request) -> JSONResponse:
+        counts = await run_in_threadpool(queue.counts)
+        return JSONResponse({"ok": True, "jobs": counts, "working": daemon.worker.current})
+
+    routes: list[BaseRoute] = [
+        Route("/hooks/github", github_hook, methods=["POST"]),
+        Route("/hooks/direct", direct_hook, methods=["POST"]),
+        Route("/", dashboard),
+        Route("/history", history),
+        Route("/jobs/{job_id:int}", job_page),
+        Route("/jobs/{job_id:int}/report/{path:path}", report_file),
+        Route("/approve/{token}", approve_get, methods=["GET"]),
+        Route("/approve/{token}", approve_post, methods=["POST"]),
+        Route("/healthz", health),
+    ]
+    feed = feed_mount(settings)
+    if feed is not None:
+        routes.append(feed)
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        if manage:
+            await run_in_threadpool(daemon.start)
+        try:
+            yield
+        finally:
+            if manage:
+                await run_in_threadpool(daemon.stop)
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.daemon = daemon
+    return app
+
+
+def feed_mount(settings: DaemonSettings) -> Mount | None:
+    """The OctoPrint profile's release feed at /feed, for the acceptance matrix's release.
+
+    Integration point: devices provisioned by the daemon's runs may point their
+    release check at ``{public_url}/feed``. Absent module or matrix: no route.
+    """
+    if settings.matrix is None or not settings.matrix.is_file():
+        return None
+    try:
+        from rig.orchestration.matrix import load_matrix
+        from rig.product.octoprint.feed import InjectedRelease, feed_app
+    except ImportError:
+        return None
+    release = load_matrix(settings.matrix).release
+    injected = InjectedRelease(version=release.version, channel=release.channel, name=release.name)
+    return Mount("/feed", app=feed_app(injected))
+
+
+def device_rows(settings: DaemonSettings) -> list[dict[str, Any]]:
+    """Devices as the dashboard shows them: config, power/mux where known, lease, health."""
+    config = settings.rig
+    if config is None:
+        return []
+    leases: dict[str, str] = {}
+    health: dict[str, str] = {}
+    try:
+        from rig.state import connect
+
+        conn = connect(config.paths.state)
+        try:
+            now = time.time()
+            for row in conn.execute("SELECT device, holder, purpose, expires FROM leases"):
+                if row["expires"] > now:
+                    leases[row["device"]] = row["purpose"] or row["holder"]
+            for row in conn.execute(
+                "SELECT device, quarantined, reason, last_result FROM device_health"
+            ):
+                health[row["device"]] = (
+                    f"quarantined: {row['reason']}" if row["quarantined"] else row["last_result"]
+                )
+        finally:
+            conn.close()
+    except Exception:  # tables not there yet: no runs so far
+        pass
+    virtual = None
+    if config.virtual:
+        try:
+            from rig.virtual.hw.state import VirtualHardware
+
+            virtual = VirtualHardware.from_config(config)
+        except Exception:
+            virtual = None
+    rows = []
+    for name, dev in config.devices.items():
+        power, mux = f"{dev.power.driver} port {dev.power.port}", dev.mux.driver
+        if virtual is not None:
+            try:
+                on = virtual.port_power(dev.power.location or "", dev.power.port or 0)
+                power = f"{'on' if on else 'off'} ({power})"
+                mux = f"{virtual.mux_side(dev.mux.serial)} ({mux})"
+            except Exception:
+                pass
+        rows.append(
+            {
+                "name": name,
+                "model": dev.model,
+                "power": power,
+                "mux": mux,
+                "health": health.get(name, "ok"),
+                "lease": leases.get(name, ""),
+            }
+        )
+    return rows

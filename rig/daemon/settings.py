@@ -1,0 +1,232 @@
+"""What `rig serve` is told: the daemon, mail and github sections of rig.yaml, plus secrets.
+
+Resources are data: this turns the raw sections into one frozen dataclass; the
+routes, the worker, the mailer and the GitHub client read it and own the I/O.
+Secrets (webhook secret, GitHub token, SMTP password, approval key) come from
+the secrets file, ``$RIG_SECRET_<NAME>`` or a systemd credential
+(``$CREDENTIALS_DIRECTORY/<name>``) and stay wrapped in :class:`Secret`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rig.config import SECRET_ENV_PREFIX, RigConfig, Secret
+from rig.errors import ConfigError
+
+DEFAULT_PORT = 8470
+DEFAULT_MAX_BODY = 5 * 1024 * 1024  # GitHub's payloads can reach 25 MB; ours never do
+MARKER = "<!-- mark:untested -->"
+
+# names looked up in the secrets file / env / credentials directory
+WEBHOOK_SECRET = "webhook_secret"
+GITHUB_TOKEN = "github_token"
+SMTP_PASSWORD = "smtp_password"
+APPROVAL_KEY = "approval_key"
+
+
+@dataclass(frozen=True)
+class RepoWatch:
+    """One repository whose builds the rig accepts."""
+
+    name: str  # owner/repo
+    workflows: tuple[str, ...] = ()  # workflow file names or names; empty: any
+    artifact: str = "*"  # glob for the artifact holding the image
+    asset: str = "*.zip"  # glob for the release asset holding the image
+    events: tuple[str, ...] = ("workflow_run", "release", "repository_dispatch")
+    dispatch_event_type: str = "rig-test"
+    branches: tuple[str, ...] = ()  # workflow_run head branches; empty: any
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    host: str
+    port: int
+    security: str  # starttls | ssl | none
+    sender: str
+    to: tuple[str, ...]
+    username: str | None = None
+    password: Secret | None = None
+    ca_file: str | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    bind: str
+    port: int
+    public_url: str
+    max_body: int
+    matrix: Path | None
+    acceptance_command: tuple[str, ...] | None  # None: `python -m rig run ...`
+    acceptance_timeout: float
+    max_attempts: int
+    approval_ttl: float  # seconds
+    publish: dict[str, Any]
+    poll_interval: float | None  # seconds; None: webhooks only
+    direct_window: float  # accepted clock skew of /hooks/direct signatures
+    state_dir: Path
+    reports_dir: Path
+    images_dir: Path
+    config_path: Path | None
+    api_url: str
+    repos: dict[str, RepoWatch]
+    status_context: str
+    mail: MailSettings | None
+    webhook_secret: Secret | None
+    github_token: Secret | None
+    approval_key: Secret
+    rig: RigConfig | None = field(default=None, compare=False, repr=False)
+
+    def repo(self, name: str) -> RepoWatch | None:
+        return self.repos.get(name.lower())
+
+
+def find_secret(config: RigConfig, name: str) -> Secret | None:
+    """The secrets file, then $RIG_SECRET_<NAME>, then $CREDENTIALS_DIRECTORY/<name>."""
+    from_file = config.sections.get("_secrets", {}).get(name)
+    if from_file is not None:
+        return from_file if isinstance(from_file, Secret) else Secret(str(from_file), name)
+    env = os.environ.get(SECRET_ENV_PREFIX + name.upper())
+    if env is not None:
+        return Secret(env, name)
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        path = Path(cred_dir) / name
+        if path.is_file():
+            return Secret(path.read_text().strip(), name)
+    return None
+
+
+def _approval_key(config: RigConfig, state_dir: Path) -> Secret:
+    """A configured key, else one generated once and kept (0600) so links survive restarts."""
+    found = find_secret(config, APPROVAL_KEY)
+    if found is not None:
+        return found
+    path = state_dir / "daemon-approval.key"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(_secrets.token_urlsafe(32))
+    return Secret(path.read_text().strip(), APPROVAL_KEY)
+
+
+def load_settings(config: RigConfig) -> DaemonSettings:
+    """Build the daemon's settings from a loaded rig.yaml (sections already schema-checked)."""
+    d = config.sections.get("daemon") or {}
+    g = config.sections.get("github") or {}
+    m = config.sections.get("mail") or {}
+    base = config.source.parent if config.source else Path.cwd()
+    where = config.where
+
+    def path_of(value: str | None) -> Path | None:
+        return (base / Path(value).expanduser()) if value else None
+
+    state_dir = path_of(d.get("state")) or config.paths.state
+    repos = {}
+    for r in g.get("repositories", []):
+        watch = RepoWatch(
+            name=r["name"],
+            workflows=tuple(r.get("workflows", ())),
+            artifact=r.get("artifact", "*"),
+            asset=r.get("asset", "*.zip"),
+            events=tuple(r.get("events", RepoWatch.events)),
+            dispatch_event_type=r.get("dispatch_event_type", "rig-test"),
+            branches=tuple(r.get("branches", ())),
+        )
+        repos[watch.name.lower()] = watch
+
+    mail = None
+    if m:
+        security = m.get("security", "starttls")
+        mail = MailSettings(
+            host=m["host"],
+            port=int(m.get("port", {"ssl": 465, "starttls": 587}.get(security, 25))),
+            security=security,
+            sender=m["from"],
+            to=tuple(m["to"]) if isinstance(m["to"], list) else (m["to"],),
+            username=m.get("username"),
+            password=find_secret(config, SMTP_PASSWORD),
+            ca_file=str(path_of(m["ca_file"])) if m.get("ca_file") else None,
+            timeout=float(m.get("timeout", 30)),
+        )
+        if mail.username and mail.password is None:
+            raise ConfigError(
+                "mail.username is set but no SMTP password was found",
+                where=f"{where}: mail.username",
+                hint=f"add {SMTP_PASSWORD} to the secrets file, set "
+                f"${SECRET_ENV_PREFIX}{SMTP_PASSWORD.upper()} or a systemd credential",
+            )
+
+    command = d.get("acceptance_command")
+    bind = d.get("bind", "127.0.0.1")
+    port = int(d.get("port", DEFAULT_PORT))
+    public_url = d.get("public_url") or f"http://{bind}:{port}"
+    poll = d.get("poll_minutes")
+    return DaemonSettings(
+        bind=bind,
+        port=port,
+        public_url=public_url.rstrip("/"),
+        max_body=int(d.get("max_body_bytes", DEFAULT_MAX_BODY)),
+        matrix=path_of(d.get("matrix")),
+        acceptance_command=tuple(command) if command else None,
+        acceptance_timeout=float(d.get("acceptance_timeout_minutes", 240)) * 60,
+        max_attempts=int(d.get("max_attempts", 3)),
+        approval_ttl=float(d.get("approval_ttl_hours", 168)) * 3600,
+        publish=dict(d.get("publish") or {"action": "unmark"}),
+        poll_interval=float(poll) * 60 if poll else None,
+        direct_window=float(d.get("direct_window_seconds", 300)),
+        state_dir=state_dir,
+        reports_dir=path_of(d.get("reports")) or config.paths.reports / "daemon",
+        images_dir=path_of(d.get("images")) or config.paths.images / "candidates",
+        config_path=config.source,
+        api_url=g.get("api_url", "https://api.github.com").rstrip("/"),
+        repos=repos,
+        status_context=g.get("status_context", "rig/acceptance"),
+        mail=mail,
+        webhook_secret=find_secret(config, WEBHOOK_SECRET),
+        github_token=find_secret(config, GITHUB_TOKEN),
+        approval_key=_approval_key(config, state_dir),
+        rig=config,
+    )
+
+
+def acceptance_argv(
+    settings: DaemonSettings, candidate: Path, report_dir: Path, job_id: int
+) -> list[str]:
+    """The command that tests a candidate: `rig run MATRIX --candidate ... --report-dir ...`."""
+    matrix = str(settings.matrix) if settings.matrix else ""
+    if settings.acceptance_command is None:
+        if not matrix:
+            raise ConfigError(
+                "no acceptance matrix configured",
+                where="rig.yaml: daemon.matrix",
+                hint='point daemon.matrix at a matrix whose scenarios use "image": "@candidate"',
+            )
+        argv = [sys.executable, "-m", "rig"]
+        if settings.config_path:
+            argv += ["--config", str(settings.config_path)]
+        return [
+            *argv,
+            "run",
+            matrix,
+            "--candidate",
+            str(candidate),
+            "--report-dir",
+            str(report_dir),
+        ]
+    values = {
+        "python": sys.executable,
+        "config": str(settings.config_path or ""),
+        "matrix": matrix,
+        "candidate": str(candidate),
+        "report_dir": str(report_dir),
+        "job": str(job_id),
+    }
+    return [part.format(**values) for part in settings.acceptance_command]

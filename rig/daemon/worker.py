@@ -1,0 +1,451 @@
+"""The worker: takes jobs from the durable queue and walks them through their steps.
+
+A job's steps are ``fetch`` (download + verify), ``pending`` (commit status),
+``test`` (the acceptance command, i.e. `rig run MATRIX --candidate IMAGE`) and
+``notify`` (statuses + mail). Each finished step is recorded; after a crash the
+job resumes at the first step not recorded as done. The test step runs in its
+own session; its pid and start time are recorded so that a restarted daemon
+can stop an orphaned run before starting the step again (never two at once).
+
+Two lanes, one thread each: the *test lane* (one job at a time: the devices are
+the scarce thing, and `rig run` leases them itself) and the *publish lane*
+(approved jobs; quick, device-free, so an approval is not stuck behind a
+four-hour test run).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rig.daemon import mail
+from rig.daemon.approval import Approvals
+from rig.daemon.fetch import fetch
+from rig.daemon.github import GitHub
+from rig.daemon.publish import publish
+from rig.daemon.queue import (
+    APPROVED,
+    AWAITING,
+    ERROR,
+    FAILED,
+    PUBLISHED,
+    QUEUED,
+    RUNNING,
+    Job,
+    Queue,
+)
+from rig.daemon.settings import DaemonSettings, acceptance_argv
+from rig.errors import ConfigError, InfraError, RigError
+
+log = logging.getLogger(__name__)
+
+TEST_STEPS = ("fetch", "pending", "test", "notify")
+
+
+@dataclass
+class Outcome:
+    """What the acceptance command said."""
+
+    exit_code: int
+    passed: bool
+    summary: str
+    report_dir: Path
+
+
+def _proc_start(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot): tells a live pid from a reused one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def stop_orphan(detail: dict[str, Any], grace: float = 10.0) -> bool:
+    """Stop an acceptance run left behind by a killed daemon; True if one was running."""
+    pid, start = detail.get("pid"), detail.get("start")
+    if not pid or not start or _proc_start(int(pid)) != start:
+        return False
+    log.warning("stopping acceptance run %s left by a previous daemon", pid)
+    try:
+        os.killpg(int(pid), signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _proc_start(int(pid)) == start:
+            time.sleep(0.1)
+        if _proc_start(int(pid)) == start:
+            os.killpg(int(pid), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def summarize(results: dict[str, Any] | None, exit_code: int) -> str:
+    if not results:
+        return f"acceptance command exited {exit_code} (no results.json)"
+    scenarios = results.get("scenarios") or []
+    counts: dict[str, int] = {}
+    for s in scenarios:
+        counts[s.get("outcome", "?")] = counts.get(s.get("outcome", "?"), 0) + 1
+    parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    return f"{len(scenarios)} scenario(s): {parts or 'none'}"
+
+
+class Worker:
+    """The daemon's background work; ``start()`` after the worker lock is held."""
+
+    def __init__(
+        self,
+        settings: DaemonSettings,
+        queue: Queue,
+        approvals: Approvals,
+        github_factory: Callable[[], GitHub] | None = None,
+        retry_delay: float = 60.0,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.approvals = approvals
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.retry_delay = retry_delay
+        self._github_factory = github_factory or (
+            lambda: GitHub(settings.api_url, settings.github_token)
+        )
+        self._threads: list[threading.Thread] = []
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.current: dict[str, Any] = {}  # lane -> job id (for the dashboard)
+
+    # lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        for job_id, detail in self.queue.recover(self.owner):
+            if stop_orphan(detail):
+                log.warning("job %s: interrupted acceptance run stopped", job_id)
+        for name, target in (
+            ("test", self._lane_test),
+            ("publish", self._lane_publish),
+            ("heartbeat", self._heartbeat),
+        ):
+            t = threading.Thread(target=target, name=f"rig-worker-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self.wake.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for t in self._threads:
+            t.join(timeout)
+
+    def _heartbeat(self) -> None:
+        while not self.stopping.wait(10):
+            try:
+                self.queue.heartbeat(self.owner)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def _wait(self, seconds: float) -> None:
+        self.wake.wait(seconds)
+        self.wake.clear()
+
+    # lanes --------------------------------------------------------------------------
+
+    def _lane_test(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                job = self.queue.claim(self.owner, (QUEUED, RUNNING))
+            except Exception:
+                log.exception("claiming a job failed")
+                job = None
+            if job is None:
+                self._wait(2.0)
+                continue
+            self.current["test"] = job.id
+            try:
+                self._run_test(job)
+            finally:
+                self.current.pop("test", None)
+                self.queue.release(job.id, self.owner)
+
+    def _lane_publish(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                job = self.queue.claim(self.owner, (APPROVED,))
+            except Exception:
+                log.exception("claiming a job failed")
+                job = None
+            if job is None:
+                self._wait(1.0)
+                continue
+            self.current["publish"] = job.id
+            try:
+                self._run_publish(job)
+            finally:
+                self.current.pop("publish", None)
+                self.queue.release(job.id, self.owner)
+
+    # the test lane's steps ------------------------------------------------------------
+
+    def _run_test(self, job: Job) -> None:
+        attempt = job.attempts + 1
+        self.queue.update(job.id, state=RUNNING, attempts=attempt, error=None)
+        log.info("job %s: attempt %s: %s", job.id, attempt, job.title)
+        done = self.queue.done_steps(job.id)
+        gh = self._github_factory()
+        try:
+            for step in TEST_STEPS:
+                if self.stopping.is_set():
+                    return  # lease released; the next start resumes here
+                if step in done and self._still_valid(step, done[step]):
+                    continue
+                self.queue.update(job.id, phase=step)
+                step_id = self.queue.step_start(job.id, step, attempt)
+                try:
+                    detail = getattr(self, f"_step_{step}")(self.queue.get(job.id), gh, step_id)
+                except BaseException as e:
+                    self.queue.step_end(step_id, "failed", {"error": str(e)})
+                    raise
+                self.queue.step_end(step_id, "done", detail)
+                done[step] = detail
+        except RigError as e:
+            if self.stopping.is_set():  # shutting down: resume at the next start
+                self.queue.update(job.id, state=QUEUED, error=f"interrupted: {e}")
+                return
+            self._failed(job, attempt, e, gh)
+        except Exception as e:  # a bug must not kill the lane
+            log.exception("job %s failed unexpectedly", job.id)
+            self._failed(job, attempt, InfraError(f"internal error: {e!r}"), gh)
+        finally:
+            gh.close()
+
+    def _still_valid(self, step: str, detail: dict[str, Any]) -> bool:
+        if step == "fetch":  # the image must still be there (a cleaned cache: fetch again)
+            return Path(detail.get("path", "")).is_file()
+        return True
+
+    def _failed(self, job: Job, attempt: int, error: RigError, gh: GitHub) -> None:
+        retry = isinstance(error, InfraError) and attempt < self.settings.max_attempts
+        log.warning(
+            "job %s attempt %s: %s%s", job.id, attempt, error, " (will retry)" if retry else ""
+        )
+        if retry:
+            self.queue.update(
+                job.id,
+                state=QUEUED,
+                error=str(error),
+                not_before=time.time() + self.retry_delay * attempt,
+            )
+            return
+        self.queue.update(job.id, state=ERROR, phase=None, error=str(error))
+        job = self.queue.get(job.id) or job
+        self._status(gh, job, "error", f"could not test: {error.message[:100]}")
+        self._mail_safely(
+            f"[rig] could not test {job.title}",
+            f"The rig could not test {job.title} (attempt {attempt}):\n\n{error}\n\n"
+            f"Job: {self.settings.public_url}/jobs/{job.id}\n",
+            job,
+        )
+
+    def _step_fetch(self, job: Job, gh: GitHub, step_id: int) -> dict[str, Any]:
+        dest = self.settings.images_dir / f"job-{job.id}"
+        got = fetch(job.image, gh, dest)
+        self.queue.update(job.id, image_path=got["path"], image_sha256=got["sha256"])
+        log.info("job %s: image %s verified (%s)", job.id, got["path"], ", ".join(got["verified"]))
+        return got
+
+    def _step_pending(self, job: Job, gh: GitHub, step_id: int) -> dict[str, Any]:
+        posted = self._status(gh, job, "pending", "testing the image on the rig")
+        return {"posted": posted}
+
+    def _step_test(self, job: Job, gh: GitHub, step_id: int) -> dict[str, Any]:
+        attempt = self.queue.get(job.id).attempts  # type: ignore[union-attr]
+        report_dir = self.settings.reports_dir / f"job-{job.id}" / f"attempt-{attempt}"
+        report_dir.mkdir(parents=True, exist_ok=True)
+        argv = acceptance_argv(self.settings, Path(job.image_path or ""), report_dir, job.id)
+        logfile = report_dir / "acceptance.log"
+        self.queue.update(job.id, report_dir=str(report_dir))
+        with open(logfile, "wb") as out:
+            out.write(f"$ {' '.join(argv)}\n".encode())
+            out.flush()
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # its own process group: stoppable as a whole
+                    env={**os.environ, "RIG_DAEMON_JOB": str(job.id)},
+                )
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot start the acceptance command: {e}",
+                    where="rig.yaml: daemon.acceptance_command",
+                ) from e
+            self._proc = proc
+            self.queue.step_detail(
+                step_id, {"pid": proc.pid, "start": _proc_start(proc.pid), "argv": argv}
+            )
+            try:
+                code = proc.wait(timeout=self.settings.acceptance_timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                raise InfraError(
+                    f"acceptance run did not finish in {self.settings.acceptance_timeout:.0f}s",
+                    where=f"job {job.id} test",
+                ) from None
+            finally:
+                self._proc = None
+        if self.stopping.is_set() and code < 0:
+            raise InfraError("daemon stopping: acceptance run interrupted", where="test")
+        results = None
+        results_path = report_dir / "results.json"
+        if results_path.is_file():
+            try:
+                results = json.loads(results_path.read_text())
+            except ValueError:
+                results = None
+        summary = summarize(results, code)
+        if code == 3 or code < 0:
+            raise InfraError(f"acceptance run: infrastructure error (exit {code}): {summary}")
+        if code == 2:
+            raise ConfigError(
+                f"acceptance run: configuration or matrix error (exit 2); see {logfile}",
+                where="rig.yaml: daemon.matrix",
+            )
+        if code not in (0, 1):
+            raise InfraError(f"acceptance run exited {code}; see {logfile}")
+        passed = code == 0 and (results is None or bool(results.get("passed", True)))
+        result = {"exit_code": code, "passed": passed, "summary": summary}
+        if results:
+            result["scenarios"] = [
+                {"id": s.get("id"), "outcome": s.get("outcome")}
+                for s in results.get("scenarios", [])
+            ]
+        self.queue.update(job.id, result=result)
+        return result
+
+    def _step_notify(self, job: Job, gh: GitHub, step_id: int) -> dict[str, Any]:
+        result = job.result or {}
+        report = self.report_url(job)
+        if result.get("passed"):
+            self._status(gh, job, "success", f"tested green: {result.get('summary')}")
+            token = self.approvals.issue(job.id, job.image_sha256 or "")
+            link = f"{self.settings.public_url}/approve/{token}"
+            text = (
+                f"The image {Path(job.image_path or '').name} tested green on the rig.\n\n"
+                f"  build:   {job.title}\n"
+                f"  sha256:  {job.image_sha256}\n"
+                f"  results: {result.get('summary')}\n"
+                f"  report:  {report}\n\n"
+                f"Release it? Review and approve or reject here (the link works once,\n"
+                f"for this image only, for {self.settings.approval_ttl / 3600:.0f} hours):\n\n"
+                f"  {link}\n"
+            )
+            self._mail(f"[rig] tested green: {job.title} - release it?", text, job)
+            self.queue.update(job.id, state=AWAITING, phase=None)
+        else:
+            self._status(gh, job, "failure", f"acceptance failed: {result.get('summary')}")
+            text = (
+                f"The image {Path(job.image_path or '').name} FAILED its acceptance tests.\n"
+                f"It will not be published.\n\n"
+                f"  build:   {job.title}\n"
+                f"  sha256:  {job.image_sha256}\n"
+                f"  results: {result.get('summary')}\n"
+                f"  report:  {report}\n"
+            )
+            for s in result.get("scenarios", []):
+                if s.get("outcome") != "passed":
+                    text += f"  - {s.get('id')}: {s.get('outcome')}\n"
+            self._mail(f"[rig] FAILED: {job.title}", text, job, attach_report=True)
+            self.queue.update(job.id, state=FAILED, phase=None)
+        return {"mailed": self.settings.mail is not None}
+
+    def report_url(self, job: Job) -> str:
+        return f"{self.settings.public_url}/jobs/{job.id}/report/report.html"
+
+    # the publish lane --------------------------------------------------------------
+
+    def _run_publish(self, job: Job) -> None:
+        gh = self._github_factory()
+        step_id = self.queue.step_start(job.id, "publish", job.attempts)
+        self.queue.update(job.id, phase="publish")
+        try:
+            what = publish(job, self.settings.publish, gh, self.settings.public_url)
+        except RigError as e:
+            self.queue.step_end(step_id, "failed", {"error": str(e)})
+            failures = sum(
+                1
+                for s in self.queue.steps(job.id)
+                if s["name"] == "publish" and s["state"] == "failed"
+            )
+            if isinstance(e, InfraError) and failures < self.settings.max_attempts:
+                self.queue.update(job.id, not_before=time.time() + self.retry_delay * failures)
+            else:
+                self.queue.update(job.id, state=ERROR, phase=None, error=f"publish: {e}")
+                self._mail_safely(
+                    f"[rig] publishing failed: {job.title}",
+                    f"The approved image could not be published:\n\n{e}\n",
+                    job,
+                )
+            return
+        finally:
+            gh.close()
+        self.queue.step_end(step_id, "done", {"published": what})
+        self.queue.update(job.id, state=PUBLISHED, phase=None)
+        log.info("job %s published: %s", job.id, what)
+        self._mail_safely(f"[rig] published: {job.title}", f"{what}\n", job)
+
+    # helpers -----------------------------------------------------------------------
+
+    def _status(self, gh: GitHub, job: Job, state: str, description: str) -> bool:
+        if not (job.sha and job.repo and self.settings.github_token):
+            return False
+        try:
+            gh.status(
+                job.repo,
+                job.sha,
+                state,
+                self.settings.status_context,
+                description,
+                f"{self.settings.public_url}/jobs/{job.id}",
+            )
+        except InfraError as e:
+            log.warning("job %s: commit status %s not posted: %s", job.id, state, e)
+            return False
+        return True
+
+    def _mail(self, subject: str, text: str, job: Job, attach_report: bool = False) -> None:
+        if self.settings.mail is None:
+            log.warning("job %s: no mail configured; %s", job.id, subject)
+            return
+        attachments: tuple[Path, ...] = ()
+        if attach_report and job.report_dir:
+            attachments = (Path(job.report_dir) / "report.html",)
+        mail.send(self.settings.mail, subject, text, attachments=attachments)
+
+    def _mail_safely(self, subject: str, text: str, job: Job) -> None:
+        try:
+            self._mail(subject, text, job)
+        except RigError as e:
+            log.error("job %s: %s", job.id, e)

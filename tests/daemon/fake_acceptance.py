@@ -1,0 +1,43 @@
+"""A small real acceptance command with `rig run`'s contract, for the daemon's tests.
+
+Exit 0 and results.json {"passed": true} unless the candidate's first bytes say
+FAIL (exit 1) or INFRA (exit 3). --hold waits for a file to appear (so a test
+can kill the daemon mid-run); --runlog records "start PID" / "end PID" lines.
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+p = argparse.ArgumentParser()
+p.add_argument("--candidate", required=True)
+p.add_argument("--report-dir", required=True)
+p.add_argument("--runlog", required=True)
+p.add_argument("--hold")
+args = p.parse_args()
+
+with open(args.runlog, "a") as f:
+    f.write(f"start {os.getpid()}\n")
+head = Path(args.candidate).read_bytes()[:64]
+print(f"testing {args.candidate} ({len(head)} bytes head)", flush=True)
+if args.hold:
+    deadline = time.monotonic() + 60
+    while not Path(args.hold).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+code = 1 if head.startswith(b"FAIL") else 3 if head.startswith(b"INFRA") else 0
+outcome = {0: "passed", 1: "failed", 3: "error"}[code]
+out = Path(args.report_dir)
+out.mkdir(parents=True, exist_ok=True)
+scenarios = [
+    {"id": "octopi-1.0.0-update", "outcome": "passed"},
+    {"id": "candidate-smoke", "outcome": outcome},
+]
+(out / "results.json").write_text(json.dumps({"passed": code == 0, "scenarios": scenarios}))
+(out / "report.html").write_text(
+    f"<!doctype html><title>report</title><h1>acceptance: {outcome}</h1>"
+)
+with open(args.runlog, "a") as f:
+    f.write(f"end {os.getpid()}\n")
+raise SystemExit(code)
