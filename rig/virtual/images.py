@@ -33,6 +33,7 @@ from typing import Any
 
 from rig.config import parse_yaml
 from rig.errors import ConfigError, InfraError
+from rig.virtual.services import SERVICES
 
 MIB = 1024 * 1024
 SECTOR = 512
@@ -361,7 +362,12 @@ def _root_files(rec: Recipe, octoprint: str, requirements: list[str]) -> dict[st
     if d["octoprint"].get("venv_link"):
         files[d["octoprint"]["venv_link"]] = ("link", d["octoprint"]["venv"])
     files[boot_mp] = ("dir",)
-    files.pop("/var/lib/cloud")  # cloud-init is not part of OctoPi
+    if "cloud-init" not in d.get("system", []):
+        files.pop("/var/lib/cloud")
+    for service in d.get("system", []):
+        if service not in SERVICES:
+            raise ConfigError(f"unknown boot-time program {service!r}", where=f"{rec.path}: system")
+        files[SERVICES[service]] = f"# virtual OctoPi: {service} runs at boot on this image\n"
     return files
 
 
