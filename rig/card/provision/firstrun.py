@@ -14,7 +14,7 @@ here, with each format's escaping, and embedded as quoted here-documents.
 
 from __future__ import annotations
 
-from .common import Context, FileChange, cmdline_line, shell_quote, ssh_change
+from .common import Context, FileChange, cmdline_line, keyfile_ssid, shell_quote, ssh_change
 from .nmconnection import keyfile
 from .wpa_supplicant import network_block
 
@@ -33,7 +33,12 @@ def _heredoc(target: str, lines: list[str], tag: str) -> list[str]:
     return [f"cat >{target} <<'{tag}'", *lines, tag]
 
 
-def script(ctx: Context) -> str:
+def keyfile_safe(ssid: str) -> bool:
+    """Whether imager_custom may paste this SSID into a keyfile unescaped."""
+    return keyfile_ssid(ssid) == ssid
+
+
+def _wifi(ctx: Context) -> list[str]:
     s = ctx.settings
     wpa = [
         "ctrl_interface=DIR=/var/run/wpa_supplicant GROUP=netdev",
@@ -42,6 +47,39 @@ def script(ctx: Context) -> str:
         "",
         *network_block(ctx),
     ]
+    legacy = [
+        *_heredoc("/etc/wpa_supplicant/wpa_supplicant.conf", wpa, "RIG_WPA_EOF"),
+        "   chmod 600 /etc/wpa_supplicant/wpa_supplicant.conf",
+        "   rfkill unblock wifi",
+        "   for filename in /var/lib/systemd/rfkill/*:wlan ; do",
+        "      echo 0 > $filename",
+        "   done",
+    ]
+    if keyfile_safe(s.ssid):
+        hidden = "-h " if s.hidden else ""
+        args = " ".join(shell_quote(v) for v in (s.ssid, ctx.psk_hex, s.country))
+        return [
+            'if [ -f "$SYSMODS" ]; then',
+            f'   "$SYSMODS" set_wlan {hidden}{args}',
+            "else",
+            *legacy,
+            "fi",
+        ]
+    # an SSID imager_custom would mangle: write the NetworkManager keyfile ourselves
+    conn = "/etc/NetworkManager/system-connections/rig-wifi.nmconnection"
+    return [
+        "if [ -d /etc/NetworkManager/system-connections ]; then",
+        *_heredoc(conn, keyfile(ctx), "RIG_NM_EOF"),
+        f"   chmod 600 {conn}",
+        '   raspi-config nonint do_wifi_country "$WIFI_COUNTRY"',
+        "else",
+        *legacy,
+        "fi",
+    ]
+
+
+def script(ctx: Context) -> str:
+    s = ctx.settings
     keys = " ".join(shell_quote(k.strip()) for k in s.ssh_keys)
     lines = [
         "#!/bin/bash",
@@ -56,20 +94,20 @@ def script(ctx: Context) -> str:
         "SYSMODS=/usr/lib/raspberrypi-sys-mods/imager_custom",
         "",
         "# hostname",
-        'CURRENT_HOSTNAME=$(tr -d " \\t\\n\\r" </etc/hostname)',
-        'if [ -x "$SYSMODS" ]; then',
+        'CURRENT_HOSTNAME=`cat /etc/hostname | tr -d " \\t\\n\\r"`',
+        'if [ -f "$SYSMODS" ]; then',
         '   "$SYSMODS" set_hostname "$NEW_HOSTNAME"',
         "else",
         '   echo "$NEW_HOSTNAME" >/etc/hostname',
         '   sed -i "s/127.0.1.1.*$CURRENT_HOSTNAME/127.0.1.1\\t$NEW_HOSTNAME/g" /etc/hosts',
         "fi",
         "",
-        "# first user (renames the uid 1000 user like userconf-pi does)",
-        "FIRSTUSER=$(getent passwd 1000 | cut -d: -f1)",
-        "if [ -x /usr/lib/userconf-pi/userconf ]; then",
+        "# first user: userconf-pi renames the uid 1000 user and sets the hash",
+        "FIRSTUSER=`getent passwd 1000 | cut -d: -f1`",
+        "if [ -f /usr/lib/userconf-pi/userconf ]; then",
         '   /usr/lib/userconf-pi/userconf "$FIRST_USER" "$FIRST_USER_HASH"',
         "else",
-        '   if [ -n "$FIRSTUSER" ] && [ "$FIRSTUSER" != "$FIRST_USER" ]; then',
+        '   if [ "$FIRSTUSER" != "$FIRST_USER" ]; then',
         '      usermod -l "$FIRST_USER" "$FIRSTUSER"',
         '      usermod -m -d "/home/$FIRST_USER" "$FIRST_USER"',
         '      groupmod -n "$FIRST_USER" "$FIRSTUSER"',
@@ -78,35 +116,22 @@ def script(ctx: Context) -> str:
         "fi",
         "",
         "# ssh",
-        'if [ -x "$SYSMODS" ]; then',
+        'if [ -f "$SYSMODS" ]; then',
         f'   "$SYSMODS" enable_ssh {keys}'.rstrip(),
         "else",
         "   systemctl enable ssh",
         "fi",
         "",
         "# Wi-Fi",
-        "if [ -d /etc/NetworkManager/system-connections ] && command -v nmcli >/dev/null; then",
-        *_heredoc(
-            "/etc/NetworkManager/system-connections/rig-wifi.nmconnection",
-            keyfile(ctx),
-            "RIG_NM_EOF",
-        ),
-        "   chmod 600 /etc/NetworkManager/system-connections/rig-wifi.nmconnection",
-        "   if command -v raspi-config >/dev/null; then",
-        '      raspi-config nonint do_wifi_country "$WIFI_COUNTRY"',
-        "   fi",
-        "else",
-        *_heredoc("/etc/wpa_supplicant/wpa_supplicant.conf", wpa, "RIG_WPA_EOF"),
-        "   chmod 600 /etc/wpa_supplicant/wpa_supplicant.conf",
-        "   rfkill unblock wifi 2>/dev/null",
-        '   for f in /var/lib/systemd/rfkill/*:wlan; do echo 0 >"$f"; done 2>/dev/null',
-        "fi",
+        *_wifi(ctx),
         "",
-        "# run once: remove the script and the kernel command line suffix",
-        "for b in /boot/firmware /boot; do",
-        '   rm -f "$b/firstrun.sh"',
-        '   [ -f "$b/cmdline.txt" ] && sed -i "s| systemd.run.*||g" "$b/cmdline.txt"',
-        "done",
+        "# run once: remove this script and the kernel command line suffix",
+        "rm -f /boot/firstrun.sh /boot/firmware/firstrun.sh",
+        "if [ -f /boot/firmware/cmdline.txt ]; then",
+        "   sed -i 's| systemd.run.*||g' /boot/firmware/cmdline.txt",
+        "else",
+        "   sed -i 's| systemd.run.*||g' /boot/cmdline.txt",
+        "fi",
         "exit 0",
         "",
     ]
