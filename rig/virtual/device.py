@@ -407,7 +407,7 @@ class VirtualPi:
             channel.shutdown_write()
             channel.close()
         except (OSError, paramiko.SSHException, InfraError) as e:
-            log.debug("%s: session ended: %s", self.spec.name, e)
+            log.warning("%s: session ended: %s", self.spec.name, e)
             with contextlib.suppress(Exception):
                 channel.close()
 

@@ -22,6 +22,12 @@ UNAVAILABLE = (
     b"<html><body><h1>503 Service Unavailable</h1>\n"
     b"OctoPrint is currently not running.</body></html>\n"
 )
+BAD_GATEWAY = (
+    b"HTTP/1.0 502 Bad Gateway\r\n"
+    b"Cache-Control: no-cache\r\nConnection: close\r\nContent-Type: text/html\r\n\r\n"
+    b"<html><body><h1>502 Bad Gateway</h1>\n"
+    b"The server returned an invalid or incomplete response.</body></html>\n"
+)
 
 
 class HttpFront:
@@ -71,18 +77,21 @@ class HttpFront:
         try:
             upstream = socket.create_connection(self.backend, timeout=5)
         except OSError:
-            with contextlib.suppress(OSError):
-                client.sendall(UNAVAILABLE)
-            client.close()
+            _refuse(client)
             return
         upstream.settimeout(None)
         if not self._track(client, upstream):
             client.close()
             upstream.close()
             return
-        t = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+        t = threading.Thread(target=_pipe, args=(client, upstream), daemon=True)
         t.start()
-        _pipe(client, upstream)
+        if _pipe(upstream, client, shut=False) == 0:
+            # OctoPrint closed without answering (its start-up server handing over)
+            with contextlib.suppress(OSError):
+                client.sendall(BAD_GATEWAY)
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_WR)
         t.join()
         with self._lock:
             self._conns.discard(client)
@@ -106,14 +115,35 @@ class HttpFront:
             c.close()
 
 
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
+def _pipe(src: socket.socket, dst: socket.socket, shut: bool = True) -> int:
+    sent = 0
     try:
         while True:
             data = src.recv(65536)
             if not data:
                 break
             dst.sendall(data)
+            sent += len(data)
     except OSError:
         pass
+    if shut:
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+    return sent
+
+
+def _refuse(client: socket.socket) -> None:
+    """Answer 503 after reading the request, so the client sees the answer, not a reset."""
     with contextlib.suppress(OSError):
-        dst.shutdown(socket.SHUT_WR)
+        client.settimeout(2)
+        data = b""
+        while b"\r\n\r\n" not in data and len(data) < 65536:
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        client.sendall(UNAVAILABLE)
+        client.shutdown(socket.SHUT_WR)
+        while client.recv(65536):
+            pass
+    client.close()

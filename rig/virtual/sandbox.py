@@ -288,6 +288,17 @@ class Sandbox:
                 f"sandbox did not start: {err.decode(errors='replace').strip()}",
                 where=f"device {self.name}",
             ) from e
+        # bwrap reports the pid before it has written the uid/gid maps
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                maps = Path(f"/proc/{self.pid}/uid_map").read_text()
+                maps += Path(f"/proc/{self.pid}/gid_map").read_text()
+            except OSError:
+                maps = ""
+            if maps.count(str(UID)) >= 2 and Path(f"/proc/{self.pid}/exe").exists():
+                break
+            time.sleep(0.005)
         return self.pid
 
     def alive(self) -> bool:
@@ -308,7 +319,6 @@ class Sandbox:
             "-u",
             "-i",
             "-r",
-            f"--wd={cwd}",
             "-S",
             str(UID),
             "-G",
@@ -316,6 +326,7 @@ class Sandbox:
             "--",
             "/usr/bin/env",
             "-i",
+            f"--chdir={cwd}",  # inside: nsenter's --wd would resolve on the host
             *envargs,
             *argv,
         ]

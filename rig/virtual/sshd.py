@@ -150,8 +150,13 @@ class DeviceSSHServer:
             self._transports.add(transport)
         try:
             transport.start_server(server=_Interface(self))
+            # paramiko keeps channels weakly: hold them, or they die before their request
+            channels: list[paramiko.Channel] = []
             while transport.is_active() and not self._stopped.is_set():
-                transport.accept(timeout=1.0)  # channels are served from their requests
+                chan = transport.accept(timeout=1.0)  # served from their requests
+                channels = [c for c in channels if not c.closed]
+                if chan is not None:
+                    channels.append(chan)
         except (paramiko.SSHException, OSError, EOFError) as e:
             log.debug("%s: ssh connection ended: %s", self.name, e)
         finally:
