@@ -142,7 +142,7 @@ def _summary(r: WriteResult) -> str:
         f"({r.origin} map, {r.ranges} ranges) in {r.write_seconds:.1f}s ({rate:.1f} MB/s)"
     )
     if r.verified:
-        line += f", verified in {r.verify_seconds:.1f}s"
+        line += f", verified ({r.verify_seconds:.1f}s after the last write)"
     else:
         line += ", NOT verified"
     return line
