@@ -7,6 +7,7 @@ import logging
 import signal
 
 from rig.config import load_config
+from rig.errors import InfraError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,9 +51,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     )
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the
+    # handler that was there before: make that one a no-op so a clean stop exits 0
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     print(
         f"rig serve: listening on http://{bind}:{port} (public URL {settings.public_url})",
         flush=True,
     )
     server.run()
-    return 0 if server.started else 3
+    if not server.started:
+        raise InfraError(f"could not listen on {bind}:{port}", where="daemon.bind/port")
+    logging.getLogger("rig.daemon").info("rig serve stopped")
+    return 0
