@@ -1,4 +1,4 @@
-"""The whole flow: signed webhook -> job -> image fetched and tested -> mail -> approval -> publish."""
+"""The whole flow: signed webhook -> job -> image tested -> mail -> approval -> publish."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_release_webhook_to_tested_image_to_approved_publish(rig):
     image = image_bytes("1.1.0-1.11.0-20261126120000")
     assert job.image_sha256 == hashlib.sha256(image).hexdigest()
     assert job.result["passed"] is True
-    fetch_step = [s for s in rig.daemon.queue.steps(job_id) if s["name"] == "fetch"][0]
+    fetch_step = next(s for s in rig.daemon.queue.steps(job_id) if s["name"] == "fetch")
     assert ".sha256" in fetch_step["detail"] and "rpi-imager.json" in fetch_step["detail"]
 
     # the download went through the API with the token; the storage host never saw it

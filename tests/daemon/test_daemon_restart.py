@@ -25,13 +25,13 @@ from rig.daemon.queue import Queue
 
 
 def serve(config: Path, log: Path) -> subprocess.Popen:
-    out = open(log, "ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "rig", "--config", str(config), "serve", "--retry-delay", "0.2"],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        cwd=config.parent,
-    )
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "rig", "--config", str(config), "serve", "--retry-delay", "0.2"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=config.parent,
+        )
 
 
 def wait_up(url: str, proc: subprocess.Popen) -> None:
