@@ -337,10 +337,15 @@ class Sandbox:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
         if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=10)
+            # let the outer bwrap reap pid 1 and exit; killing it first would leave
+            # a zombie for the host's init to collect
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout=5)
         # the namespace is gone once its last process is reaped
         deadline = time.monotonic() + 5
         while self.pid is not None and _exists(self.pid) and time.monotonic() < deadline:
