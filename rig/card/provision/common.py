@@ -201,12 +201,13 @@ def replace_block(text: str, block: list[str], *, before: str | None = None) -> 
                 inside = False
             continue
         kept.append(line)
+    new = [BEGIN, *block, END]
     if insert_at is None and before is not None:
         for i, line in enumerate(kept):
             if line.startswith(before):
                 insert_at = i
+                new.append("")  # first insertion: keep a blank line before the trailer
                 break
-    new = [BEGIN, *block, END]
     if insert_at is None:
         while kept and not kept[-1].strip():
             kept.pop()
