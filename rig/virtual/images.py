@@ -108,6 +108,7 @@ def _inputs_digest(recipe: Recipe, octoprint: str, requirements: list[str]) -> s
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     h.update(json.dumps([octoprint, requirements, _python()]).encode())
     h.update(Path(__file__).read_bytes())  # a builder change rebuilds
+    h.update(Path(__file__).with_name("services.py").read_bytes())
     return h.hexdigest()
 
 
@@ -362,6 +363,8 @@ def _root_files(rec: Recipe, octoprint: str, requirements: list[str]) -> dict[st
     if d["octoprint"].get("venv_link"):
         files[d["octoprint"]["venv_link"]] = ("link", d["octoprint"]["venv"])
     files[boot_mp] = ("dir",)
+    if d["generation"] is None:  # not an OctoPi image
+        files.pop("/etc/octopi_version")
     if "cloud-init" not in d.get("system", []):
         files.pop("/var/lib/cloud")
     for service in d.get("system", []):

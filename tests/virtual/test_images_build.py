@@ -1,0 +1,176 @@
+"""The virtual OctoPi images: real MBR + FAT + ext4, per generation, cached, reproducible."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+from virtual_cards import ENV, names, read, root_cat, root_ls
+
+from rig.card.catalog import load_catalog
+from rig.card.mbr import read_partition_table
+from rig.product.octoprint.constraints import requirements_for
+from rig.virtual.images import build_all, build_image
+
+WIFI_FILE = {
+    "0.18.0": "octopi-wpa-supplicant.txt",
+    "1.0.0": "octopi-wpa-supplicant.txt",
+    "1.1.0": "wifi.nmconnection",
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("images")
+    paths = build_all(out)
+    return {p.name.rsplit("-", 1)[0]: p for p in paths}
+
+
+def test_every_catalogue_recipe_builds(built: dict[str, Path]) -> None:
+    cat = load_catalog()
+    expected = {n for n, img in cat.images.items() if img.virtual}
+    assert set(built) == expected
+    assert {"octopi-0.18.0", "octopi-1.0.0", "octopi-1.1.0"} <= expected
+
+
+@pytest.mark.parametrize("gen", ["0.18.0", "1.0.0", "1.1.0"])
+def test_image_layout_and_files(built: dict[str, Path], gen: str, tmp_path: Path) -> None:
+    img = built[f"octopi-{gen}"]
+    table = read_partition_table(str(img))
+    boot, root = table.boot(), table.root()
+    assert boot.index == 1 and boot.type == 0x0C and boot.start_lba == 8192  # 4 MiB
+    assert root is not None and root.index == 2 and root.offset == boot.end
+    assert root.end == img.stat().st_size
+    # sparse: only the written blocks take space
+    assert img.stat().st_blocks * 512 < 8 * 1024 * 1024
+
+    files = names(img)
+    assert {"cmdline.txt", "config.txt", "octopi.txt", "start.elf", "bootcode.bin"} <= files
+    assert WIFI_FILE[gen] in files
+    other = {"octopi-wpa-supplicant.txt", "wifi.nmconnection"} - {WIFI_FILE[gen]}
+    assert not files & other
+    assert ("userconf.txt" in files) == (gen != "0.18.0")
+    cmdline = read(img, "cmdline.txt")
+    assert cmdline.count("\n") == 1
+    assert f"root=PARTUUID={table.disk_id:08x}-02" in cmdline.split()
+    # the shipped Wi-Fi template configures nothing
+    tmpl = read(img, WIFI_FILE[gen])
+    active = [ln for ln in tmpl.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert not any("ssid" in ln for ln in active)
+
+    assert root_cat(img, "/etc/octopi_version") == f"{gen}\n"
+    assert root_cat(img, "/etc/hostname") == "octopi\n"
+    desc = json.loads(root_cat(img, "/etc/rig-virtual/octoprint.json"))
+    version = load_catalog().get(f"octopi-{gen}").virtual.octoprint
+    assert desc["octoprint"] == version
+    assert desc["requirements"] == requirements_for(version)
+    assert desc["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    home = root_ls(img, "/home/pi")
+    if gen == "1.1.0":
+        assert desc["venv"] == "/opt/octopi/oprint"
+        assert "oprint" in home
+        stat = subprocess.run(
+            ["debugfs", "-R", "stat /home/pi/oprint", f"{img}?offset={root.offset}"],
+            capture_output=True,
+            text=True,
+        )
+        assert 'Fast link dest: "/opt/octopi/oprint"' in stat.stdout
+    else:
+        assert desc["venv"] == "/home/pi/oprint"
+
+    # both file systems are clean for their own checkers
+    part = tmp_path / "root.part"
+    subprocess.run(
+        [
+            "dd",
+            f"if={img}",
+            f"of={part}",
+            "bs=1M",
+            f"skip={root.offset >> 20}",
+            "conv=sparse",
+            "status=none",
+        ],
+        check=True,
+    )
+    fsck = subprocess.run(["e2fsck", "-fn", str(part)], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout
+    bootpart = tmp_path / "boot.part"
+    subprocess.run(
+        [
+            "dd",
+            f"if={img}",
+            f"of={bootpart}",
+            "bs=1M",
+            f"skip={boot.offset >> 20}",
+            f"count={boot.size >> 20}",
+            "conv=sparse",
+            "status=none",
+        ],
+        check=True,
+    )
+    fsck = subprocess.run(
+        ["fsck.fat", "-n", str(bootpart)], capture_output=True, text=True, env=ENV
+    )
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_build_is_reproducible_and_cached(built: dict[str, Path], tmp_path: Path) -> None:
+    again = build_image("octopi-1.0.0", "octopi-1.0.0", tmp_path / "other")
+    first = built["octopi-1.0.0"]
+    assert again.name == first.name
+    assert _sha(again) == _sha(first)  # same bytes from a separate build
+    mtime = again.stat().st_mtime_ns
+    t0 = time.monotonic()
+    cached = build_image("octopi-1.0.0", "octopi-1.0.0", tmp_path / "other")
+    assert time.monotonic() - t0 < 0.5
+    assert cached == again and cached.stat().st_mtime_ns == mtime
+
+
+def test_another_octoprint_version_is_another_image(tmp_path: Path) -> None:
+    a = build_image("octopi-1.1.0", "octopi-1.1.0", tmp_path, octoprint="1.10.3")
+    b = build_image("octopi-1.1.0", "octopi-1.1.0", tmp_path, octoprint="1.11.7")
+    assert a != b
+    assert json.loads(root_cat(a, "/etc/rig-virtual/octoprint.json"))["requirements"] == [
+        "OctoPrint==1.10.3",
+        "limits<4",
+    ]
+
+
+def test_concurrent_builds_yield_one_image(tmp_path: Path) -> None:
+    results: list[Path] = []
+    errors: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            results.append(build_image("octopi-0.18.0", "octopi-0.18.0", tmp_path))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(set(results)) == 1
+    leftovers = [p.name for p in tmp_path.iterdir() if not p.name.endswith((".img", ".lock"))]
+    assert leftovers == []
+
+
+def test_unknown_recipe_is_a_config_error(tmp_path: Path) -> None:
+    from rig.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"octopi-9\.9\.9"):
+        build_image("octopi-1.0.0", "octopi-9.9.9", tmp_path)
