@@ -88,7 +88,7 @@ def _venv_inside(outcome: Any, user: str) -> str:
     """0.18/1.0 keep the venv in the home; 1.1 in /opt/octopi/oprint, linked from ~/oprint."""
     path = getattr(outcome, "venv", None) or getattr(outcome, "octoprint_venv", None)
     if path:
-        return str(path).replace("/home/pi/", f"/home/{user}/")
+        return str(path)
     version = _octopi_version(outcome)
     try:
         major_minor = tuple(int(x) for x in version.split(".")[:2])
@@ -126,6 +126,8 @@ class VirtualPi:
         self.root: Path | None = None
         self.user = "pi"
         self.venv = "/home/pi/oprint"
+        self.home = "/home/pi"
+        self.basedir = "/home/pi/.octoprint"
         self.generation = 0
         self.boots = 0
         self.booted_at: float | None = None
@@ -207,7 +209,8 @@ class VirtualPi:
         first = not first_boot_done(card)
         outcome = boot_card(card, ap=self.ap, first_boot_done=not first, log=self.say)
         # keyed after boot_card: the first boot gives the card its machine id
-        root = self.devices_dir / card_state_key(card)
+        key = getattr(outcome, "card_key", "") or card_state_key(card)
+        root = self.devices_dir / key
         with self._lock:
             if gen != self.generation:
                 return
@@ -221,8 +224,11 @@ class VirtualPi:
             return
         if cancel.wait(self.settings.boot_delay):
             return
+        reboots = int(getattr(outcome, "reboots", 0) or 0)
         if first and self.settings.first_boot_reboot:
-            self.say("first boot: file system resized, rebooting")
+            reboots = max(reboots, 1)
+        for _ in range(reboots if self.settings.first_boot_reboot else 0):
+            self.say("first boot: rebooting once more (resize, firstrun)")
             if cancel.wait(self.settings.boot_delay):
                 return
         self._prepare(root, outcome, first)
@@ -244,8 +250,12 @@ class VirtualPi:
     def _prepare(self, root: Path, outcome: Any, first: bool) -> None:
         """Lay out the card's root state on the host (as the image + first boot would)."""
         users: dict[str, str] = dict(getattr(outcome, "users", {}) or {})
-        self.user = next(iter(users), "pi")
-        home = root / "home" / self.user
+        self.user = getattr(outcome, "octoprint_user", None) or next(iter(users), "pi")
+        homes: dict[str, str] = dict(getattr(outcome, "homes", {}) or {})
+        self.home = homes.get(self.user) or f"/home/{self.user}"
+        self.basedir = getattr(outcome, "basedir", None) or f"{self.home}/.octoprint"
+        self.root = root
+        home = self.host_path(self.home)
         etc = root / "etc"
         for d in (home, etc / "ssh", root / "opt" / "octopi", root / "var" / "log"):
             d.mkdir(parents=True, exist_ok=True)
@@ -255,8 +265,10 @@ class VirtualPi:
         (etc / "octopi_version").write_text(_octopi_version(outcome) + "\n")
         passwd = ["root:x:0:0:root:/root:/bin/bash"]
         group = ["root:x:0:", "sudo:x:27:" + ",".join(users)]
-        for i, name in enumerate(users or {"pi": ""}):
-            passwd.append(f"{name}:x:{1000 + i}:{1000 + i}:,,,:/home/{name}:/bin/bash")
+        names = [self.user] + [u for u in users if u != self.user]
+        for i, name in enumerate(names):
+            user_home = homes.get(name) or f"/home/{name}"
+            passwd.append(f"{name}:x:{1000 + i}:{1000 + i}:,,,:{user_home}:/bin/bash")
             group.append(f"{name}:x:{1000 + i}:")
         (etc / "passwd").write_text("\n".join(passwd) + "\n")
         (etc / "group").write_text("\n".join(group) + "\n")
@@ -264,7 +276,7 @@ class VirtualPi:
         if isinstance(keys, dict):
             for name, lines in keys.items():
                 if lines:
-                    ssh_dir = root / "home" / name / ".ssh"
+                    ssh_dir = self.host_path(homes.get(name) or f"/home/{name}") / ".ssh"
                     ssh_dir.mkdir(parents=True, exist_ok=True)
                     (ssh_dir / "authorized_keys").write_text("\n".join(lines) + "\n")
         self.venv = _venv_inside(outcome, self.user)
@@ -281,12 +293,12 @@ class VirtualPi:
             reqs = reqs or requirements_for(version)
             base = base_venv(version, reqs, inside=self.venv, cache=self.venv_cache, say=self.say)
             copy_venv(base, venv_host)
-            if self.venv != f"/home/{self.user}/oprint":
+            if self.venv != f"{self.home}/oprint":
                 link = home / "oprint"
                 if not link.is_symlink():
                     link.symlink_to(self.venv)
             (root / ".venv-ready").touch()
-        basedir = home / ".octoprint"
+        basedir = self.host_path(self.basedir)
         if not (basedir / "config.yaml").exists():
             basedir.mkdir(parents=True, exist_ok=True)
             # what OctoPi ships in ~/.octoprint/config.yaml
@@ -313,9 +325,13 @@ class VirtualPi:
                 return self.root / sub / inside[len(prefix) :]
         raise ValueError(f"{inside} is not on the card's writable state")
 
+    def _home_of(self, user: str) -> str:
+        homes = getattr(self.outcome, "homes", {}) or {}
+        return homes.get(user) or f"/home/{user}"
+
     def _env(self, user: str) -> dict[str, str]:
         return {
-            "HOME": f"/home/{user}",
+            "HOME": self._home_of(user),
             "USER": user,
             "LOGNAME": user,
             "SHELL": "/bin/bash",
@@ -369,13 +385,15 @@ class VirtualPi:
     def _check_password(self, user: str, password: str) -> bool:
         from rig.virtual.firstboot import check_password
 
+        if not getattr(self.outcome, "ssh_password_auth", True):
+            return False
         hashed = (getattr(self.outcome, "users", {}) or {}).get(user)
         return bool(hashed) and check_password(hashed, password)
 
     def _authorized_keys(self, user: str) -> list[paramiko.PKey]:
         if self.root is None or user not in (getattr(self.outcome, "users", {}) or {}):
             return []
-        path = self.root / "home" / user / ".ssh" / "authorized_keys"
+        path = self.host_path(self._home_of(user)) / ".ssh" / "authorized_keys"
         keys: list[paramiko.PKey] = []
         with contextlib.suppress(OSError):
             for line in path.read_text().splitlines():
@@ -395,7 +413,7 @@ class VirtualPi:
             if box is None or box.pid is None:
                 channel.close()
                 return
-            cmd = box.command(argv, cwd=f"/home/{user}", env=self._env(user))
+            cmd = box.command(argv, cwd=self._home_of(user), env=self._env(user))
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
             )
@@ -441,10 +459,12 @@ class VirtualPi:
             "--port",
             str(OCTOPRINT_PORT),
         ]
+        if self.basedir != f"{self.home}/.octoprint":
+            argv += ["--basedir", self.basedir]
         logfile = open(root / "var" / "log" / "octoprint.service.log", "ab")  # noqa: SIM115
         try:
             self._octoprint = subprocess.Popen(
-                box.command(argv, cwd=f"/home/{self.user}", env=self._env(self.user)),
+                box.command(argv, cwd=self.home, env=self._env(self.user)),
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
