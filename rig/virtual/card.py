@@ -52,6 +52,10 @@ class Card:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        # Caches (each tool call costs ~10 ms); any write through this object clears them.
+        self._names: list[str] | None = None
+        self._entries: dict[str, RootEntry | None] = {}
+        self._files: dict[str, bytes | None] = {}
 
     # -------------------------------------------------------------- layout
 
@@ -87,6 +91,8 @@ class Card:
 
     def boot_names(self) -> list[str]:
         """Names in the boot partition's root directory (as stored)."""
+        if self._names is not None:
+            return list(self._names)
         proc = self._mtools("mdir", "-b", "-i", self._fat(), "::")
         if proc.returncode != 0:
             msg = proc.stderr.decode(errors="replace").strip()
@@ -103,7 +109,8 @@ class Card:
                 name = line[3:].rstrip("/")
                 if name and "/" not in name:
                     names.append(name)
-        return names
+        self._names = names
+        return list(names)
 
     def boot_name(self, name: str) -> str | None:
         """The stored name matching ``name`` case-insensitively, or None."""
@@ -126,6 +133,7 @@ class Card:
         return proc.stdout
 
     def write_boot(self, name: str, data: bytes) -> None:
+        self._names = None
         stored = self.boot_name(name)
         if stored is not None:
             self.delete_boot(stored)
@@ -133,6 +141,7 @@ class Card:
             tmp.write(data)
             tmp.flush()
             proc = self._mtools("mcopy", "-o", "-i", self._fat(), tmp.name, f"::{name}")
+        self._names = None
         if proc.returncode != 0:
             raise CardError(
                 f"cannot write {name} to the boot partition: "
@@ -145,6 +154,7 @@ class Card:
         if stored is None:
             return False
         proc = self._mtools("mdel", "-i", self._fat(), f"::{stored}")
+        self._names = None
         if proc.returncode != 0:
             raise CardError(
                 f"cannot delete {stored}: {proc.stderr.decode(errors='replace')}",
@@ -158,6 +168,7 @@ class Card:
             raise CardError(f"cannot rename {old}: not on the boot partition", where=str(self.path))
         self.delete_boot(new)
         proc = self._mtools("mren", "-i", self._fat(), f"::{stored}", f"::{new}")
+        self._names = None
         if proc.returncode != 0:
             raise CardError(
                 f"cannot rename {stored}: {proc.stderr.decode(errors='replace')}",
@@ -177,10 +188,43 @@ class Card:
             ["debugfs", *args], capture_output=True, env=_env(), check=False, timeout=60
         )
 
+    def prefetch(self, paths: list[str]) -> None:
+        """Stat and read many root paths in one debugfs run (fills the caches)."""
+        todo = [p for p in dict.fromkeys(paths) if p not in self._entries]
+        if not todo:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            cmds = []
+            for i, p in enumerate(todo):
+                cmds += [f'stat "{p}"', f'dump "{p}" "{tmp}/{i}"']
+            script = Path(tmp) / "cmds"
+            script.write_text("\n".join(cmds) + "\n")
+            proc = self._debugfs("-f", str(script), self._ext())
+            blocks = re.split(r"^debugfs: ", proc.stdout.decode(errors="replace"), flags=re.M)
+            stats = {}
+            for block in blocks:
+                m = re.match(r'stat "(.*)"\n', block)
+                if m:
+                    stats[m.group(1)] = block
+            for i, p in enumerate(todo):
+                entry = self._parse_stat(p, stats.get(p, ""))
+                self._entries[p] = entry
+                dumped = Path(tmp) / str(i)
+                if entry is not None and entry.kind == "file" and dumped.exists():
+                    self._files[p] = dumped.read_bytes()
+                elif entry is None or entry.kind != "file":
+                    self._files[p] = None
+
     def root_entry(self, path: str) -> RootEntry | None:
         """Type, owner and mode of ``path`` (not following a final symlink)."""
+        if path in self._entries:
+            return self._entries[path]
         proc = self._debugfs("-R", f'stat "{path}"', self._ext())
-        out = proc.stdout.decode(errors="replace")
+        entry = self._parse_stat(path, proc.stdout.decode(errors="replace"))
+        self._entries[path] = entry
+        return entry
+
+    def _parse_stat(self, path: str, out: str) -> RootEntry | None:
         m = re.search(r"Type: (\w+)\s+Mode:\s+(\d+)", out)
         if not m:
             return None
@@ -201,12 +245,15 @@ class Card:
 
     def read_root(self, path: str) -> bytes | None:
         """Contents of a regular file on the root file system, or None if absent."""
+        if path in self._files:
+            return self._files[path]
         entry = self.root_entry(path)
         if entry is None or entry.kind != "file":
             return None
         proc = self._debugfs("-R", f'cat "{path}"', self._ext())
         if proc.returncode != 0:
             raise CardError(f"cannot read {path} from the root file system", where=str(self.path))
+        self._files[path] = proc.stdout
         return proc.stdout
 
     def read_root_text(self, path: str) -> str | None:
@@ -215,6 +262,8 @@ class Card:
 
     def root_run(self, commands: list[str]) -> None:
         """Run debugfs write commands in one session (one open, one close)."""
+        self._entries.clear()
+        self._files.clear()
         with tempfile.NamedTemporaryFile("w", suffix=".debugfs") as script:
             script.write("\n".join(commands) + "\n")
             script.flush()
@@ -294,7 +343,11 @@ class Card:
         return True
 
 
-def card_state_key(card: Path | str) -> str:
+def _card(card: Card | Path | str) -> Card:
+    return card if isinstance(card, Card) else Card(card)
+
+
+def card_state_key(card: Card | Path | str) -> str:
     """Identity of "this card since it was last written".
 
     Hash of the disk id, the root file system's UUID and the machine id the
@@ -303,20 +356,22 @@ def card_state_key(card: Path | str) -> str:
     writes a random one, so the key changes at first boot and again on every
     reflash + boot. Call it after ``boot_card`` to key device state.
     """
-    c = Card(card)
+    c = _card(card)
     sb = c.superblock()
     mid = (c.read_root(MACHINE_ID) or b"").strip()
     h = hashlib.sha256(f"{c.table.disk_id:08x}|{sb['uuid']}|".encode() + mid)
     return h.hexdigest()[:16]
 
 
-def first_boot_done(card: Path | str) -> bool:
+def first_boot_done(card: Card | Path | str) -> bool:
     """True when a first boot has already generated this card's machine id."""
-    mid = (Card(card).read_root(MACHINE_ID) or b"").strip()
+    mid = (_card(card).read_root(MACHINE_ID) or b"").strip()
     return bool(re.fullmatch(rb"[0-9a-f]{32}", mid))
 
 
-def mark_card_booted(card: Path | str, *, now: int | None = None, first: bool = False) -> None:
+def mark_card_booted(
+    card: Card | Path | str, *, now: int | None = None, first: bool = False
+) -> None:
     """What mounting the root does to the card: the superblock's mount fields.
 
     Every boot bumps the mount count and the mount/write times and records
@@ -325,7 +380,7 @@ def mark_card_booted(card: Path | str, *, now: int | None = None, first: bool = 
     """
     import time
 
-    c = Card(card)
+    c = _card(card)
     sb = c.superblock()
     t = int(now if now is not None else time.time())
     cmds = [
@@ -334,7 +389,7 @@ def mark_card_booted(card: Path | str, *, now: int | None = None, first: bool = 
         f"ssv wtime @{t}",
         "ssv last_mounted /",
     ]
-    if first and not first_boot_done(card):
+    if first and not first_boot_done(c):
         mid = os.urandom(16).hex() + "\n"
         with tempfile.NamedTemporaryFile() as tmp:
             tmp.write(mid.encode())

@@ -32,6 +32,7 @@ from rig.virtual.bootfiles.userconf import check_password, parse_userconf
 from rig.virtual.bootfiles.wifi import AccessPoint, WifiNetwork, network_matches
 from rig.virtual.bootfiles.wpa import parse_wpa_supplicant
 from rig.virtual.card import (
+    MACHINE_ID,
     Card,
     CardError,
     card_state_key,
@@ -177,7 +178,28 @@ def _boot(
     if not c.has_ext_root():
         raise _NotBooted("root partition holds no ext4 file system; kernel panic")
 
-    # -- what the root carries
+    # -- what the root carries (one debugfs run for everything read below)
+    c.prefetch(
+        [
+            "/etc/os-release",
+            "/etc/octopi_version",
+            "/etc/hostname",
+            "/etc/hosts",
+            "/etc/passwd",
+            "/etc/shadow",
+            "/etc/group",
+            "/etc/machine-id",
+            NM_DIR,
+            WPA_CONF,
+            SSH_WANTS,
+            SSHD_NO_PASSWORD,
+            CLOUD_IID,
+            DESCRIPTION,
+            "/etc/systemd/system/octoprint.service",
+            f"{NM_DIR}/wifi.nmconnection",
+            *SERVICES.values(),
+        ]
+    )
     osr = _kv(c.read_root_text("/etc/os-release") or "")
     out.base = osr.get("VERSION_CODENAME")
     out.generation = (c.read_root_text("/etc/octopi_version") or "").strip() or None
@@ -188,7 +210,7 @@ def _boot(
         f"root: {osr.get('PRETTY_NAME', '?')}, OctoPi {out.generation}, services {sorted(services)}"
     )
 
-    pristine = not card_first_boot_done(c.path)
+    pristine = not card_first_boot_done(c)
     if believed is not None and believed == pristine:
         say(f"caller thought first boot done={believed}; the card says {not pristine}")
     out.first_boot = pristine
@@ -235,14 +257,14 @@ def _boot(
             say(f"wifi.nmconnection copied to {target}")
 
     # -- the root is mounted: superblock mount fields; first boot: machine id
-    mark_card_booted(c.path, first=pristine)
+    mark_card_booted(c, first=pristine)
     if pristine:
         changes.append("/etc/machine-id generated")
 
     # -- what came up
     _report(c, ap, nm, boot_mp, out, say)
     out.booted = True
-    out.card_key = card_state_key(c.path)
+    out.card_key = card_state_key(c)
 
 
 # ------------------------------------------------------------------ services
@@ -625,6 +647,19 @@ def _add_wifi(
 def _report(
     c: Card, ap: AccessPoint, nm: bool, boot_mp: str, out: BootOutcome, say: Callable[[str], None]
 ) -> None:
+    c.prefetch(
+        [
+            "/etc/hostname",
+            "/etc/passwd",
+            "/etc/shadow",
+            SSH_WANTS,
+            SSHD_NO_PASSWORD,
+            DESCRIPTION,
+            "/etc/systemd/system/octoprint.service",
+            WPA_CONF,
+            MACHINE_ID,
+        ]
+    )
     out.hostname = (c.read_root_text("/etc/hostname") or "").strip() or None
     passwd = _passwd(c)
     shadow = _shadow(c)
