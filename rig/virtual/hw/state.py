@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,19 @@ class VirtualHardware:
     def set_port_power(self, location: str, port: int, on: bool) -> None:
         with self._locked(write=True) as data:
             data["ports"].setdefault(location, {})[str(port)] = bool(on)
+
+    # -- device-private registers (hub halves, GPIO expanders) --------------------
+
+    def extra(self, key: str) -> dict[str, Any]:
+        with self._locked(write=False) as data:
+            return dict(data.get("extra", {}).get(key, {}))
+
+    def update_extra(self, key: str, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Read-modify-write one device's registers under the lock; returns the new value."""
+        with self._locked(write=True) as data:
+            current = data.setdefault("extra", {}).setdefault(key, {})
+            fn(current)
+            return json.loads(json.dumps(current))
 
     # -- muxes ------------------------------------------------------------------
 
