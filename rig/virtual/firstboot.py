@@ -281,7 +281,23 @@ def _sshswitch(c: Card, changes: list[str], say: Callable[[str], None]) -> None:
 
 def _enable_ssh(c: Card) -> None:
     if c.root_entry(SSH_WANTS) is None:
+        _ensure_dir(c, SSH_WANTS.rsplit("/", 1)[0])
         c.root_run([f'symlink "{SSH_WANTS}" "{SSH_UNIT}"'])
+
+
+def _ensure_dir(c: Card, path: str, uid: int = 0) -> None:
+    """mkdir -p on the root file system."""
+    cmds, current = [], ""
+    for part in path.strip("/").split("/"):
+        current += "/" + part
+        if c.root_entry(current) is None:
+            cmds += [
+                f'mkdir "{current}"',
+                f'sif "{current}" uid {uid}',
+                f'sif "{current}" gid {uid}',
+            ]
+    if cmds:
+        c.root_run(cmds)
 
 
 def _userconf(c: Card, changes: list[str], say: Callable[[str], None]) -> None:
@@ -436,9 +452,7 @@ def _cloud_init(c: Card, nm: bool, changes: list[str], say: Callable[[str], None
         _add_wifi(c, nm, ssid, pw or "", cfg.wifi_country, "/boot/firmware", changes)
     if not cfg.wifi and cfg.wifi_country:
         _set_country(c, cfg.wifi_country, changes)
-    c.root_run(
-        ['mkdir "/var/lib/cloud/data"'] if c.root_entry("/var/lib/cloud/data") is None else ["cd /"]
-    )
+    _ensure_dir(c, "/var/lib/cloud/data")
     c.write_root(CLOUD_IID, f"{cfg.instance_id}\n".encode())
     changes.append(f"cloud-init: instance-id {cfg.instance_id} recorded")
     say(f"cloud-init: instance {cfg.instance_id} configured")

@@ -351,6 +351,7 @@ def _root_files(rec: Recipe, octoprint: str, requirements: list[str]) -> dict[st
         ),
         "/var/lib/cloud": ("dir",),
     }
+    files[SSH_WANTS.rsplit("/", 1)[0]] = ("dir",)
     if d["ssh"] == "enabled":
         files[SSH_WANTS] = ("link", SSH_UNIT)
     if d["wifi"] == "wpa_supplicant":
