@@ -496,8 +496,12 @@ class VirtualPi:
         self._octoprint = None
         if proc is None or proc.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+        # SIGTERM to every process of the service but nsenter, which must stay to reap
+        # OctoPrint (it would exit on SIGTERM at once and orphan it)
+        for pid in _group_members(proc.pid):
+            if pid != proc.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
         try:
             proc.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -723,3 +727,16 @@ def _ns_pid(host_pid: int) -> int | None:
             if line.startswith("NSpid:"):
                 return int(line.split()[-1])
     return None
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Host pids in process group ``pgid`` (the service's "cgroup")."""
+    pids: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                pids.append(int(entry.name))
+    return pids
