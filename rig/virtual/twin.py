@@ -185,6 +185,8 @@ def ensure_twin(config: Any) -> None:
             start_new_session=True,
             cwd=str(Path(config.source).parent) if config.source else None,
         )
+    # reap the daemon when it ends, should this (long-lived) caller outlive it
+    threading.Thread(target=proc.wait, name="twin-reaper", daemon=True).start()
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if ready.exists():
@@ -216,12 +218,23 @@ def stop_twin(config: Any) -> list[str]:
         if running_pid(config):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
+        # the lock goes a moment before the process: wait until it is gone (or a zombie)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.02)
     from rig.virtual.hw.state import cleanup
 
     removed = cleanup(Path(config.paths.state) / "virtual")
     (twin_dir(config) / "status.json").unlink(missing_ok=True)
     return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def read_status(config: Any) -> dict[str, Any] | None:
