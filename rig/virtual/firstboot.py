@@ -41,7 +41,7 @@ from rig.virtual.card import (
 from rig.virtual.card import (
     first_boot_done as card_first_boot_done,
 )
-from rig.virtual.services import SERVICES
+from rig.virtual.services import SERVICES, USERCONFIG_WANTS
 
 __all__ = [
     "AccessPoint",
@@ -195,6 +195,7 @@ def _boot(
             SSHD_NO_PASSWORD,
             CLOUD_IID,
             DESCRIPTION,
+            USERCONFIG_WANTS,
             "/etc/systemd/system/octoprint.service",
             f"{NM_DIR}/wifi.nmconnection",
             *SERVICES.values(),
@@ -236,7 +237,7 @@ def _boot(
 
     # -- normal boot services
     _sshswitch(c, changes, say)
-    if "userconf" in services:
+    if "userconf" in services and c.root_entry(USERCONFIG_WANTS) is not None:
         _userconf(c, changes, say)
     if "raspberrypi-net-mods" in services and c.boot_name("wpa_supplicant.conf"):
         data = c.read_boot("wpa_supplicant.conf") or b""
@@ -283,6 +284,11 @@ def _enable_ssh(c: Card) -> None:
     if c.root_entry(SSH_WANTS) is None:
         _ensure_dir(c, SSH_WANTS.rsplit("/", 1)[0])
         c.root_run([f'symlink "{SSH_WANTS}" "{SSH_UNIT}"'])
+
+
+def _no_password_ssh(c: Card) -> None:
+    _ensure_dir(c, SSHD_NO_PASSWORD.rsplit("/", 1)[0])
+    c.write_root(SSHD_NO_PASSWORD, b"PasswordAuthentication no\n")
 
 
 def _ensure_dir(c: Card, path: str, uid: int = 0) -> None:
@@ -353,11 +359,16 @@ def _run_firstrun(
     if fx.user or fx.password_hash:
         _set_first_user(c, fx.user or first[0], fx.password_hash)
         changes.append(f"{base}: first user {fx.user or first[0]}")
+    if fx.ran_userconf and c.root_entry(USERCONFIG_WANTS) is not None:
+        c.root_run([f'rm "{USERCONFIG_WANTS}"'])
+        changes.append(
+            f"{base}: userconf disabled userconfig.service (userconf.txt no longer read)"
+        )
     if fx.ssh_enabled:
         _enable_ssh(c)
         changes.append(f"{base}: sshd enabled")
     if fx.ssh_password_auth is False:
-        c.write_root(SSHD_NO_PASSWORD, b"PasswordAuthentication no\n")
+        _no_password_ssh(c)
     if fx.ssh_keys:
         _authorized_keys(c, fx.user or first[0], fx.ssh_keys)
     if fx.wpa_conf is not None:
@@ -402,7 +413,7 @@ def _apply_custom_toml(
         _enable_ssh(c)
         changes.append("custom.toml: sshd enabled")
     if cfg.ssh_password_auth is False:
-        c.write_root(SSHD_NO_PASSWORD, b"PasswordAuthentication no\n")
+        _no_password_ssh(c)
     if cfg.ssh_keys:
         first = next((n for n, (uid, _h) in _passwd(c).items() if uid == 1000), "pi")
         _authorized_keys(c, first, cfg.ssh_keys)
@@ -447,7 +458,7 @@ def _cloud_init(c: Card, nm: bool, changes: list[str], say: Callable[[str], None
         _enable_ssh(c)
         changes.append("cloud-init: sshd enabled")
     if cfg.ssh_pwauth is False:
-        c.write_root(SSHD_NO_PASSWORD, b"PasswordAuthentication no\n")
+        _no_password_ssh(c)
     for ssid, pw in cfg.wifi:
         _add_wifi(c, nm, ssid, pw or "", cfg.wifi_country, "/boot/firmware", changes)
     if not cfg.wifi and cfg.wifi_country:

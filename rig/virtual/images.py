@@ -33,7 +33,7 @@ from typing import Any
 
 from rig.config import parse_yaml
 from rig.errors import ConfigError, InfraError
-from rig.virtual.services import SERVICES
+from rig.virtual.services import SERVICES, USERCONFIG_UNIT, USERCONFIG_WANTS
 
 MIB = 1024 * 1024
 SECTOR = 512
@@ -372,6 +372,9 @@ def _root_files(rec: Recipe, octoprint: str, requirements: list[str]) -> dict[st
         if service not in SERVICES:
             raise ConfigError(f"unknown boot-time program {service!r}", where=f"{rec.path}: system")
         files[SERVICES[service]] = f"# virtual OctoPi: {service} runs at boot on this image\n"
+    if "userconf" in d.get("system", []):
+        files[USERCONFIG_UNIT] = "[Unit]\nDescription=User configuration\n"
+        files[USERCONFIG_WANTS] = ("link", USERCONFIG_UNIT)
     return files
 
 

@@ -14,7 +14,8 @@ SERVICES: dict[str, str] = {
     "sshswitch": "/lib/systemd/system/sshswitch.service",
     # moves /boot/wpa_supplicant.conf to /etc/wpa_supplicant (Buster, Bullseye)
     "raspberrypi-net-mods": "/lib/systemd/system/raspberrypi-net-mods.service",
-    # applies /boot/userconf.txt, failure renames it failed_userconf.txt (Bullseye 2022+)
+    # applies /boot/userconf.txt, failure renames it failed_userconf.txt (Bullseye 2022+);
+    # runs only while userconfig.service is enabled (USERCONFIG_WANTS)
     "userconf": "/usr/lib/userconf-pi/userconf",
     # the helper Imager's firstrun.sh calls when present (late Bullseye, Bookworm)
     "imager_custom": "/usr/lib/raspberrypi-sys-mods/imager_custom",
@@ -25,3 +26,8 @@ SERVICES: dict[str, str] = {
     # NoCloud user-data/network-config/meta-data (Trixie)
     "cloud-init": "/usr/bin/cloud-init",
 }
+
+# userconfig.service enablement: running userconf (e.g. from firstrun.sh) disables it,
+# after which a userconf.txt on the boot partition is no longer read.
+USERCONFIG_WANTS = "/etc/systemd/system/multi-user.target.wants/userconfig.service"
+USERCONFIG_UNIT = "/lib/systemd/system/userconfig.service"

@@ -42,6 +42,7 @@ class FirstrunEffects:
     rfkill_unblocked: bool = False
     keymap: str | None = None
     timezone: str | None = None
+    ran_userconf: bool = False  # userconf disables userconfig.service (cancel-rename)
     removed_self: bool = False
     stripped_cmdline: bool = False
     exit_code: int = 0
@@ -530,6 +531,7 @@ def _simple(run: _Run, c: Command) -> None:
         if len(args) != 2:
             raise BootFileError(f"{where}: userconf needs user and hash")
         fx.user, fx.password_hash = args
+        fx.ran_userconf = True
         fx.log.append(f"userconf {args[0]}")
         return
     if cmd == "systemctl":
