@@ -1,0 +1,390 @@
+"""Power switches: per-port USB hubs, Yepkit YKUSH, and shell commands for relays/PDUs.
+
+All three satisfy ``rig.hardware.protocols.PowerSwitch``. After every change
+the state is read back; a port that does not follow is an InfraError, never a
+silent success. ``cycle`` waits ``off_time`` between off and on: that wait is
+physics (a Pi 3's capacitors must drain), not a guess about timing.
+"""
+
+from __future__ import annotations
+
+import shlex
+import struct
+import subprocess
+import time
+import uuid
+from typing import Any
+
+import usb.core
+import usb.util
+
+from rig.errors import ConfigError, InfraError
+from rig.hardware.usbfind import find_by_location, find_by_serial, location, usb_error
+
+# USB hub class requests (USB 2.0 spec ch. 11.24, USB 3.2 ch. 10.16)
+HUB_DESCRIPTOR_USB2 = 0x2900
+HUB_DESCRIPTOR_USB3 = 0x2A00
+GET_STATUS = 0x00
+CLEAR_FEATURE = 0x01
+SET_FEATURE = 0x03
+GET_DESCRIPTOR = 0x06
+PORT_POWER = 8
+RT_HUB_IN = 0xA0  # class, device, IN
+RT_PORT_IN = 0xA3  # class, other (port), IN
+RT_PORT_OUT = 0x23  # class, other (port), OUT
+USB2_POWER_BIT = 0x0100
+USB3_POWER_BIT = 0x0200
+HUB_CLASS = 9
+
+WHAT_TO_BUY = (
+    "use a hub with per-port power switching (PPPS; uhubctl's compatibility list names "
+    "tested models) or a Yepkit YKUSH/YKUSH3 (driver: ykush)"
+)
+
+
+class _Cycle:
+    off_time: float
+
+    def on(self) -> None:
+        raise NotImplementedError
+
+    def off(self) -> None:
+        raise NotImplementedError
+
+    def cycle(self) -> None:
+        self.off()
+        time.sleep(self.off_time)
+        self.on()
+
+
+class HubInfo:
+    """What a hub's descriptor says: port count and how it switches power."""
+
+    def __init__(self, dev: Any, raw: bytes) -> None:
+        self.dev = dev
+        self.location = location(dev)
+        self.usb3 = dev.bcdUSB >= 0x0300
+        self.nports = raw[2]
+        self.characteristics = struct.unpack_from("<H", raw, 3)[0]
+        self.power_on_to_good_ms = raw[5] * 2
+
+    @property
+    def switching(self) -> str:
+        mode = self.characteristics & 0x3
+        return {0: "ganged", 1: "per-port"}.get(mode, "none")
+
+
+def hub_descriptor(dev: Any, where: str) -> HubInfo:
+    wvalue = HUB_DESCRIPTOR_USB3 if dev.bcdUSB >= 0x0300 else HUB_DESCRIPTOR_USB2
+    try:
+        raw = bytes(dev.ctrl_transfer(RT_HUB_IN, GET_DESCRIPTOR, wvalue, 0, 12))
+    except usb.core.USBError as e:
+        raise usb_error(e, f"reading the hub descriptor of {location(dev)}", where) from e
+    if len(raw) < 7 or raw[1] != wvalue >> 8:
+        raise InfraError(f"hub {location(dev)} returned a malformed hub descriptor", where=where)
+    return HubInfo(dev, raw)
+
+
+def container_id(dev: Any) -> bytes | None:
+    """The BOS Container ID: the same on both halves of a USB3 hub (how uhubctl pairs them)."""
+    if dev.bcdUSB < 0x0201:
+        return None
+    try:
+        head = bytes(dev.ctrl_transfer(0x80, GET_DESCRIPTOR, 0x0F00, 0, 5))
+        total = struct.unpack_from("<H", head, 2)[0]
+        bos = bytes(dev.ctrl_transfer(0x80, GET_DESCRIPTOR, 0x0F00, 0, total))
+    except (usb.core.USBError, struct.error):
+        return None
+    pos = bos[0] if bos else 0
+    while pos + 3 <= len(bos):
+        length, kind, cap = bos[pos], bos[pos + 1], bos[pos + 2]
+        if length == 0:
+            break
+        if kind == 0x10 and cap == 0x04 and length >= 20:
+            return bos[pos + 4 : pos + 20]
+        pos += length
+    return None
+
+
+def list_hubs(backend: Any = None) -> list[Any]:
+    return list(usb.core.find(find_all=True, backend=backend, bDeviceClass=HUB_CLASS))
+
+
+def companions(hub: Any, backend: Any = None) -> list[Any]:
+    """The other half of a USB3 hub: same Container ID, else same vendor and port chain."""
+    cid = container_id(hub)
+    others = [h for h in list_hubs(backend) if location(h) != location(hub)]
+    if cid is not None:
+        found = [h for h in others if container_id(h) == cid]
+        if found:
+            return found
+    return [
+        h
+        for h in others
+        if h.idVendor == hub.idVendor
+        and tuple(h.port_numbers or ()) == tuple(hub.port_numbers or ())
+        and (h.bcdUSB >= 0x0300) != (hub.bcdUSB >= 0x0300)
+    ]
+
+
+class UsbHubPower(_Cycle):
+    """One port of a hub with per-port power switching, both halves of a USB3 hub."""
+
+    def __init__(
+        self,
+        location: str,
+        port: int,
+        *,
+        backend: Any = None,
+        off_time: float = 3.0,
+        settle: float = 1.0,
+        where: str = "",
+    ) -> None:
+        self.location = location
+        self.port = port
+        self.backend = backend
+        self.off_time = off_time
+        self.settle = settle
+        self.where = where or f"usb-hub {location} port {port}"
+        self._halves: list[HubInfo] | None = None
+
+    def halves(self) -> list[HubInfo]:
+        """The hub at ``location`` and its companion, checked for per-port switching."""
+        if self._halves is not None:
+            return self._halves
+        dev = find_by_location(self.location, self.backend, where=self.where)
+        if dev.bDeviceClass != HUB_CLASS:
+            raise ConfigError(
+                f"USB device at {self.location} ({dev.idVendor:04x}:{dev.idProduct:04x}) "
+                "is not a hub",
+                where=self.where,
+                hint="`rig doctor` lists the hubs and their locations",
+            )
+        infos = [hub_descriptor(dev, self.where)]
+        infos += [hub_descriptor(c, self.where) for c in companions(dev, self.backend)]
+        for info in infos:
+            if info.switching != "per-port":
+                raise ConfigError(
+                    f"hub {info.location} ({info.dev.idVendor:04x}:{info.dev.idProduct:04x}) "
+                    f"has {info.switching} power switching: switching this DUT's port would "
+                    "switch every port of the hub",
+                    where=self.where,
+                    hint=WHAT_TO_BUY,
+                )
+            if not 1 <= self.port <= info.nports:
+                raise ConfigError(
+                    f"hub {info.location} has ports 1..{info.nports}, not {self.port}",
+                    where=self.where,
+                )
+        self._halves = infos
+        return infos
+
+    def _status(self, info: HubInfo) -> bool:
+        try:
+            raw = bytes(info.dev.ctrl_transfer(RT_PORT_IN, GET_STATUS, 0, self.port, 4))
+        except usb.core.USBError as e:
+            raise usb_error(
+                e, f"reading port {self.port} of hub {info.location}", self.where
+            ) from e
+        status = struct.unpack_from("<H", raw)[0]
+        return bool(status & (USB3_POWER_BIT if info.usb3 else USB2_POWER_BIT))
+
+    def _switch(self, on: bool) -> None:
+        halves = self.halves()
+        for info in halves:
+            try:
+                info.dev.ctrl_transfer(
+                    RT_PORT_OUT, SET_FEATURE if on else CLEAR_FEATURE, PORT_POWER, self.port, None
+                )
+            except usb.core.USBError as e:
+                raise usb_error(
+                    e, f"switching port {self.port} of hub {info.location}", self.where
+                ) from e
+        deadline = time.monotonic() + self.settle
+        while True:
+            wrong = [i.location for i in halves if self._status(i) != on]
+            if not wrong:
+                return
+            if time.monotonic() >= deadline:
+                raise InfraError(
+                    f"port {self.port} of hub {', '.join(wrong)} did not switch "
+                    f"{'on' if on else 'off'}",
+                    where=self.where,
+                    hint="the hub ignores port power requests; some need a firmware update "
+                    "or report PPPS without wiring it",
+                )
+            time.sleep(0.05)
+
+    def on(self) -> None:
+        self._switch(True)
+
+    def off(self) -> None:
+        self._switch(False)
+
+    def state(self) -> bool | None:
+        return self._status(self.halves()[0])
+
+
+# -- Yepkit YKUSH -------------------------------------------------------------------------
+
+YKUSH_VID = 0x04D8
+YKUSH_PIDS = {0x0042: "YKUSH (beta)", 0xF2F7: "YKUSH", 0xF11B: "YKUSH3"}
+YKUSH_BOOTLOADER_PIDS = {0xF11C, 0xF0CD}
+YKUSH_OUT = 0x01
+YKUSH_IN = 0x81
+YKUSH_REPORT = 64
+
+
+def is_ykush(dev: Any) -> bool:
+    return dev.idVendor == YKUSH_VID and dev.idProduct in YKUSH_PIDS
+
+
+class YkushPower(_Cycle):
+    """One downstream port of a Yepkit YKUSH, spoken to in 64-byte HID reports."""
+
+    def __init__(
+        self,
+        serial: str,
+        port: int,
+        *,
+        backend: Any = None,
+        off_time: float = 3.0,
+        timeout_ms: int = 1000,
+        where: str = "",
+    ) -> None:
+        if not 1 <= port <= 4:
+            raise ConfigError(f"YKUSH ports are 1..3 (1..4 on YKUSH3), not {port}", where=where)
+        self.serial = serial
+        self.port = port
+        self.backend = backend
+        self.off_time = off_time
+        self.timeout_ms = timeout_ms
+        self.where = where or f"ykush {serial} port {port}"
+
+    def _device(self) -> Any:
+        return find_by_serial(self.serial, is_ykush, self.backend, what="YKUSH", where=self.where)
+
+    def command(self, opcode: int) -> bytes:
+        """Send one report, return the reply; a reply status other than 1 is an error."""
+        dev = self._device()
+        report = bytes([opcode]) + bytes(YKUSH_REPORT - 1)
+        try:
+            if dev.is_kernel_driver_active(0):
+                dev.detach_kernel_driver(0)
+            dev.write(YKUSH_OUT, report, self.timeout_ms)
+            reply = bytes(dev.read(YKUSH_IN, YKUSH_REPORT, self.timeout_ms))
+        except usb.core.USBError as e:
+            raise usb_error(e, f"sending YKUSH command {opcode:#04x}", self.where) from e
+        finally:
+            usb.util.dispose_resources(dev)
+        if not reply or reply[0] != 1:
+            raise InfraError(
+                f"YKUSH rejected command {opcode:#04x} (reply {reply[:4].hex()})", where=self.where
+            )
+        return reply
+
+    def state(self) -> bool | None:
+        return self.command(0x20 | self.port)[1] > 0x10
+
+    def _switch(self, on: bool) -> None:
+        self.command((0x10 if on else 0x00) | self.port)
+        if self.state() != on:
+            raise InfraError(
+                f"YKUSH port {self.port} did not switch {'on' if on else 'off'}", where=self.where
+            )
+
+    def on(self) -> None:
+        self._switch(True)
+
+    def off(self) -> None:
+        self._switch(False)
+
+
+# -- shell commands (relays, smart plugs, PDUs) --------------------------------------------
+
+
+class CommandPower(_Cycle):
+    """Power through shell command templates, as PDUDaemon/LAVA setups have them.
+
+    Templates may use {device} and {port}. ``status`` prints on/off (or 1/0,
+    true/false); without a status template the state is unknown (None).
+    """
+
+    def __init__(
+        self,
+        on: str,
+        off: str,
+        status: str | None = None,
+        *,
+        device: str = "",
+        port: int | None = None,
+        timeout: float = 30.0,
+        off_time: float = 3.0,
+        where: str = "",
+    ) -> None:
+        self.templates = {"on": on, "off": off, "status": status}
+        self.values = {"device": shlex.quote(device), "port": "" if port is None else str(port)}
+        self.timeout = timeout
+        self.off_time = off_time
+        self.where = where or f"power command of {device}"
+        self.last_output = ""
+
+    def run(self, which: str) -> str:
+        template = self.templates[which]
+        if not template:
+            raise ConfigError(f"no '{which}' command configured", where=self.where)
+        try:
+            cmd = template.format(**self.values)
+        except (KeyError, IndexError) as e:
+            raise ConfigError(
+                f"unknown placeholder {e} in the '{which}' command (use {{device}}, {{port}})",
+                where=self.where,
+            ) from None
+        try:
+            proc = subprocess.run(
+                cmd, shell=True, capture_output=True, text=True, timeout=self.timeout
+            )
+        except subprocess.TimeoutExpired as e:
+            raise InfraError(
+                f"power {which} command did not finish within {self.timeout:.0f}s: {cmd}",
+                where=self.where,
+            ) from e
+        self.last_output = (proc.stdout + proc.stderr).strip()
+        if proc.returncode != 0:
+            raise InfraError(
+                f"power {which} command failed (exit {proc.returncode}): {cmd}\n"
+                f"{self.last_output[-2000:]}",
+                where=self.where,
+            )
+        return proc.stdout
+
+    def on(self) -> None:
+        self.run("on")
+        self._check(True)
+
+    def off(self) -> None:
+        self.run("off")
+        self._check(False)
+
+    def _check(self, on: bool) -> None:
+        if self.templates["status"] and self.state() is not on:
+            raise InfraError(
+                f"power did not switch {'on' if on else 'off'} (status command disagrees)",
+                where=self.where,
+            )
+
+    def state(self) -> bool | None:
+        if not self.templates["status"]:
+            return None
+        word = self.run("status").strip().lower()
+        if word in ("on", "1", "true"):
+            return True
+        if word in ("off", "0", "false"):
+            return False
+        return None
+
+
+def hub_identity(dev: Any) -> str:
+    """A short stable name for a hub (for the doctor's table)."""
+    cid = container_id(dev)
+    return str(uuid.UUID(bytes=cid)) if cid else ""
