@@ -224,6 +224,7 @@ def _boot(
             toml = c.read_boot("custom.toml")
             if toml is not None:
                 _apply_custom_toml(c, toml.decode(errors="replace"), nm, boot_mp, changes, say)
+        cmdline = (c.read_boot("cmdline.txt") or b"").decode(errors="replace")
         cmdline = cmdl.remove_param(cmdline, "init")
         c.write_boot("cmdline.txt", cmdline.encode())
         changes.append(f"cmdline.txt: removed init={init} (root partition resize), reboot")
@@ -409,6 +410,8 @@ def _apply_custom_toml(
         first = next((n for n, (uid, _h) in _passwd(c).items() if uid == 1000), "pi")
         _set_first_user(c, cfg.user or first, hash_)
         changes.append(f"custom.toml: first user {cfg.user or first}")
+        if c.root_entry(USERCONFIG_WANTS) is not None:  # init_config runs userconf
+            c.root_run([f'rm "{USERCONFIG_WANTS}"'])
     if cfg.ssh_enabled:
         _enable_ssh(c)
         changes.append("custom.toml: sshd enabled")
@@ -443,12 +446,12 @@ def _cloud_init(c: Card, nm: bool, changes: list[str], say: Callable[[str], None
         return
     if cfg.hostname:
         _set_hostname(c, cfg.hostname, changes)
-    for i, u in enumerate(cfg.users):
+    for u in cfg.users:  # cloud-init creates users; it does not rename the first one
         hash_ = u.passwd or (_hash(u.plain_password) if u.plain_password else None)
         if u.lock_passwd and u.passwd is None and u.plain_password is None:
             hash_ = "!"
-        if i == 0:
-            _set_first_user(c, u.name, hash_)
+        if u.name in _passwd(c):
+            _set_password(c, u.name, hash_ or "!")
         else:
             _add_user(c, u.name, hash_)
         if u.ssh_keys:
@@ -559,6 +562,16 @@ def _set_first_user(c: Card, name: str, hash_: str | None) -> None:
     new_home = f"/home/{name}"
     if old != name and old_home != new_home and c.root_entry(old_home) is not None:
         c.root_run([f'ln "{old_home}" "{new_home}"', f'unlink "{old_home}"'])
+
+
+def _set_password(c: Card, name: str, hash_: str) -> None:
+    lines = (c.read_root_text("/etc/shadow") or "").splitlines()
+    for i, line in enumerate(lines):
+        f = line.split(":")
+        if f[0] == name:
+            f[1] = hash_
+            lines[i] = ":".join(f)
+    c.write_root("/etc/shadow", ("\n".join(lines) + "\n").encode(), mode=0o640, gid=42)
 
 
 def _add_user(c: Card, name: str, hash_: str | None) -> None:
