@@ -17,6 +17,7 @@ from rig.errors import EXIT_INFRA, EXIT_USAGE, RigError
 
 # command group -> module in rig.cli that registers it
 COMMANDS = {
+    "power": "rig.cli.hardware",  # also mux, devices, doctor
     "flash": "rig.cli.flash",
     "images": "rig.cli.images",
     "matrix": "rig.cli.matrix",

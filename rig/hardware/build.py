@@ -96,8 +96,7 @@ def _virtual_sdmux(config: RigConfig, serial: str, where: str) -> UsbSdMuxDriver
     from rig.virtual.hw.sdmux import EmulatedUsbSdMux, open_emulated
 
     hw = virtual_hardware(config)
-    model = (config.sections.get("virtual") or {}).get("sdmux_model")
-    device = EmulatedUsbSdMux(hw, serial, **({"model": model} if model else {}))
+    device = EmulatedUsbSdMux(hw, serial)
     return UsbSdMuxDriver(
         serial,
         find_sg=lambda s: Path(f"/dev/virtual-sg/{s}"),

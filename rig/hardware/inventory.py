@@ -1,0 +1,179 @@
+"""What is plugged in and whether the rig may use it: the facts behind `rig doctor`.
+
+Each finding says what was found, whether it is usable, and when it is not,
+the exact fix (usually the udev rule line from scripts/udev/99-rig.rules).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rig.errors import RigError
+from rig.hardware import blockdev
+from rig.hardware.blockdev import REAL_SYSFS, Sysfs
+from rig.hardware.mux import is_sdwire
+from rig.hardware.power import HUB_CLASS, companions, hub_descriptor, is_ykush
+from rig.hardware.usbfind import devices, location, serial_of
+
+
+@dataclass
+class Finding:
+    kind: str  # hub | ykush | sdwire | usb-sd-mux | device | system
+    name: str
+    detail: str
+    ok: bool
+    fix: str = ""
+
+
+def _rule(subsystem: str, vid: int, pid: int) -> str:
+    return (
+        f'SUBSYSTEM=="{subsystem}", ATTR{{idVendor}}=="{vid:04x}", '
+        f'ATTR{{idProduct}}=="{pid:04x}", MODE="0660", GROUP="rig"'
+    )
+
+
+def scan_usb(backend: Any = None) -> list[Finding]:
+    """Hubs (and how they switch power), YKUSHes and SDWires on the USB bus."""
+    out: list[Finding] = []
+    for dev in devices(backend):
+        loc = location(dev)
+        ids = f"{dev.idVendor:04x}:{dev.idProduct:04x}"
+        rule = _rule("usb", dev.idVendor, dev.idProduct)
+        try:
+            if dev.bDeviceClass == HUB_CLASS:
+                info = hub_descriptor(dev, f"hub {loc}")
+                pair = ", ".join(location(c) for c in companions(dev, backend))
+                usable = info.switching == "per-port"
+                detail = (
+                    f"{ids} USB{'3' if info.usb3 else '2'} hub, {info.nports} ports, "
+                    f"{info.switching} power switching" + (f", companion {pair}" if pair else "")
+                )
+                fix = "" if usable else "not usable for DUT power: needs per-port switching (PPPS)"
+                out.append(Finding("hub", loc, detail, usable, fix))
+            elif is_ykush(dev):
+                serial = serial_of(dev, f"ykush {loc}")
+                out.append(Finding("ykush", serial or loc, f"{ids} at {loc}", True))
+            elif is_sdwire(dev):
+                serial = serial_of(dev, f"sdwire {loc}")
+                out.append(Finding("sdwire", serial or loc, f"{ids} at {loc}", True))
+        except RigError as e:
+            kind = "hub" if dev.bDeviceClass == HUB_CLASS else "usb"
+            out.append(Finding(kind, loc, f"{ids}: {e.message}", False, f"udev rule: {rule}"))
+    return out
+
+
+def scan_sdmuxes(fs: Sysfs = REAL_SYSFS) -> list[Finding]:
+    """USB-SD-Muxes by their SCSI generic node, with access rights and the card's disk."""
+    out: list[Finding] = []
+    base = fs.sys / "class" / "scsi_generic"
+    for entry in sorted(base.iterdir()) if base.is_dir() else []:
+        usb_dir = blockdev.usb_device_dir(entry / "device", fs)
+        if usb_dir is None:
+            continue
+        try:
+            product = (usb_dir / "product").read_text().strip()
+            serial = (usb_dir / "serial").read_text().strip()
+        except OSError:
+            continue
+        if not product.startswith("usb-sd-mux"):
+            continue
+        node = fs.dev / entry.name
+        disks = blockdev.disks_below(usb_dir, fs)
+        detail = f"{node} ({product}), card disk: {', '.join(disks) or 'none (card on DUT side?)'}"
+        if os.access(node, os.R_OK | os.W_OK):
+            out.append(Finding("usb-sd-mux", serial, detail, True))
+        else:
+            out.append(
+                Finding(
+                    "usb-sd-mux",
+                    serial,
+                    detail + ": no read/write access",
+                    False,
+                    'udev rule: SUBSYSTEM=="scsi_generic", ATTRS{manufacturer}=='
+                    '"Linux Automation GmbH", ATTRS{product}=="usb-sd-mux*", '
+                    'MODE="0660", GROUP="rig", SYMLINK+="usb-sd-mux/id-$attr{serial}"',
+                )
+            )
+    return out
+
+
+def check_devices(config: Any) -> list[Finding]:
+    """Every configured device: can its power switch and mux be reached and read?"""
+    from rig.hardware.build import mux_for, power_for
+
+    out: list[Finding] = []
+    for name in config.devices:
+        try:
+            power = power_for(config, name)
+            state = power.state()
+            mux = mux_for(config, name)
+            side = mux.state()
+        except RigError as e:
+            out.append(Finding("device", name, e.message, False, e.hint))
+            continue
+        shown = {True: "on", False: "off", None: "unknown"}[state]
+        out.append(Finding("device", name, f"power {shown}, card on {side}", True))
+    return out
+
+
+def check_virtual_system() -> list[Finding]:
+    """What the virtual rig needs from this machine."""
+    from rig.virtual.hw.state import dm_available, loop_available
+
+    out = []
+    if loop_available():
+        out.append(Finding("system", "loop devices", "cards appear as /dev/loopN", True))
+    else:
+        out.append(
+            Finding(
+                "system",
+                "loop devices",
+                "not root or no /dev/loop-control: cards appear as plain image files",
+                True,
+                "run as root (or in a VM/container with loop devices) to flash real block devices",
+            )
+        )
+    out.append(
+        Finding(
+            "system",
+            "device-mapper",
+            "available" if dm_available() else "missing: the write_error_at fault cannot be used",
+            True,
+        )
+    )
+    bwrap = shutil.which("bwrap")
+    out.append(
+        Finding(
+            "system",
+            "bwrap",
+            bwrap or "missing",
+            bwrap is not None,
+            "" if bwrap else "sudo apt install bubblewrap (the virtual Pis run in it)",
+        )
+    )
+    chromium = next(
+        (
+            p
+            for p in (
+                "/usr/bin/chromium",
+                shutil.which("chromium"),
+                shutil.which("chromium-browser"),
+            )
+            if p and Path(p).exists()
+        ),
+        None,
+    )
+    out.append(
+        Finding(
+            "system",
+            "chromium",
+            chromium or "missing",
+            chromium is not None,
+            "" if chromium else "sudo apt install chromium (browser checks run in it)",
+        )
+    )
+    return out
