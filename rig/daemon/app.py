@@ -157,9 +157,10 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
         return await _accept(delivery, "direct", request_, "")
 
     async def _accept(delivery: str, event: str, request_: Any, reason: str) -> Response:
-        outcome, job_id = await run_in_threadpool(
-            queue.accept_delivery, delivery, event, request_, reason
-        )
+        done = queue.accept_delivery(delivery, event, request_, reason, wait=False)
+        if done is None:  # the queue is busy: wait for it on a thread, not on the loop
+            done = await run_in_threadpool(queue.accept_delivery, delivery, event, request_, reason)
+        outcome, job_id = done
         if outcome == "duplicate":
             log.info("delivery %s (%s): redelivery, nothing to do", delivery, event)
             return JSONResponse({"outcome": "duplicate", "job": job_id})

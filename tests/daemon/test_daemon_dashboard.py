@@ -1,0 +1,68 @@
+"""The dashboard and the approval pages in a real Chromium, with JavaScript switched off."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import REPO, add_octopi_release, release_payload, wait_for
+
+from rig.device.browser import launch_chromium
+
+
+@pytest.mark.slow
+def test_dashboard_and_approval_work_in_chromium_without_javascript(rig):
+    from playwright.sync_api import expect, sync_playwright
+
+    good = add_octopi_release(rig.github, "1.1.0-1.11.0-green")
+    bad = add_octopi_release(rig.github, "1.1.0-1.11.0-red", fail=True)
+    rig.start()
+    good_id = rig.hook("release", release_payload(good)).json()["job"]
+    bad_id = rig.hook("release", release_payload(bad)).json()["job"]
+    rig.wait_state(good_id, "awaiting-approval")
+    rig.wait_state(bad_id, "failed")
+    wait_for("two mails", lambda: len(rig.inbox.messages) == 2)
+    link = next(
+        rig.approval_link(i)
+        for i, m in enumerate(rig.inbox.messages)
+        if "tested green" in m["Subject"]
+    )
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            context = browser.new_context(java_script_enabled=False)
+            page = context.new_page()
+
+            page.goto(rig.url + "/")
+            assert page.title() == "dashboard · rig"
+            devices = page.locator("table").first
+            for name in ("pi3-a", "pi3-b", "pi3-c"):
+                expect(devices.get_by_text(name, exact=True)).to_be_visible()
+            expect(page.get_by_role("link", name=f"#{good_id}")).to_be_visible()  # queue
+            expect(page.get_by_role("link", name=f"#{bad_id}")).to_be_visible()  # history
+            expect(page.get_by_text("awaiting-approval").first).to_be_visible()
+
+            # history -> job page -> the report, served by the daemon
+            page.get_by_role("link", name="history").click()
+            page.get_by_role("link", name=f"#{bad_id}").click()
+            page.wait_for_url(f"{rig.url}/jobs/{bad_id}")
+            expect(page.get_by_text("candidate-smoke")).to_be_visible()
+            page.get_by_role("link", name="report.html").click()
+            expect(page.get_by_role("heading", name="acceptance: failed")).to_be_visible()
+
+            # the mailed link: a confirmation page, then a real form POST
+            page.goto(link)
+            job = rig.job(good_id)
+            expect(page.get_by_text(job.image_sha256)).to_be_visible()
+            assert rig.job(good_id).state == "awaiting-approval"
+            page.get_by_role("button", name="Approve and publish").click()
+            page.wait_for_url(f"{rig.url}/jobs/{good_id}")
+            rig.wait_state(good_id, "published")
+            page.reload()
+            expect(page.get_by_text("published", exact=True).first).to_be_visible()
+            assert len(rig.github.calls_to("PATCH", f"/repos/{REPO}/releases/{good['id']}")) == 1
+
+            # the same link again: refused, politely
+            page.goto(link)
+            expect(page.get_by_text("already used")).to_be_visible()
+        finally:
+            browser.close()
