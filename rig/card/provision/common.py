@@ -138,13 +138,10 @@ def wpa_ssid(ssid: str) -> str:
 
 
 def keyfile_ssid(ssid: str) -> str:
-    """The value after ``ssid=`` in a NetworkManager keyfile."""
-    if (
-        _plain_ascii(ssid)
-        and not any(c in ssid for c in "\\;#")
-        and ssid == ssid.strip()
-        and not ssid.startswith("[")
-    ):
+    """The value after ``ssid=`` in a NetworkManager keyfile: the text itself (UTF-8) unless
+    GKeyFile or NetworkManager would read it differently (backslash escapes, ``;`` lists,
+    trimmed blanks); then the byte list form ``ssid=104;105;``."""
+    if ssid.isprintable() and not any(c in ssid for c in "\\;") and ssid == ssid.strip():
         return ssid
     return "".join(f"{b};" for b in ssid.encode("utf-8"))
 
