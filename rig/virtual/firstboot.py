@@ -348,7 +348,7 @@ def _run_firstrun(
     try:
         fx = interpret_firstrun(
             raw.decode(errors="replace"),
-            exists=lambda p: p in SERVICES.values() and c.root_entry(p) is not None,
+            exists=lambda p: _exists(c, p, boot_mp),
             hostname=hostname,
             first_user=first,
         )
@@ -375,7 +375,7 @@ def _run_firstrun(
     if fx.wpa_conf is not None:
         _write_wpa(c, fx.wpa_conf, boot_mp, changes)
     if fx.wifi_ssid is not None:
-        _add_wifi(c, nm, fx.wifi_ssid, fx.wifi_psk or "", fx.wifi_country, boot_mp, changes)
+        _add_wifi(c, nm, fx.wifi_ssid, fx.wifi_psk, fx.wifi_country, boot_mp, changes)
     elif fx.wifi_country:
         _set_country(c, fx.wifi_country, changes)
     if fx.removed_self:
@@ -390,6 +390,13 @@ def _run_firstrun(
             f"{base} does not remove the systemd.run suffix from cmdline.txt: "
             "the Pi runs it again on every boot (boot loop)"
         )
+
+
+def _exists(c: Card, path: str, boot_mp: str) -> bool:
+    """``[ -e path ]`` on the running Pi: boot files under the mount point, else the root."""
+    if path.startswith(boot_mp + "/"):
+        return c.boot_name(path[len(boot_mp) + 1 :]) is not None
+    return c.root_entry(path) is not None
 
 
 def _apply_custom_toml(
@@ -421,7 +428,7 @@ def _apply_custom_toml(
         first = next((n for n, (uid, _h) in _passwd(c).items() if uid == 1000), "pi")
         _authorized_keys(c, first, cfg.ssh_keys)
     if cfg.wifi_ssid:
-        _add_wifi(c, nm, cfg.wifi_ssid, cfg.wifi_psk or "", cfg.wifi_country, boot_mp, changes)
+        _add_wifi(c, nm, cfg.wifi_ssid, cfg.wifi_psk, cfg.wifi_country, boot_mp, changes)
     elif cfg.wifi_country:
         _set_country(c, cfg.wifi_country, changes)
     c.delete_boot("custom.toml")
@@ -463,7 +470,7 @@ def _cloud_init(c: Card, nm: bool, changes: list[str], say: Callable[[str], None
     if cfg.ssh_pwauth is False:
         _no_password_ssh(c)
     for ssid, pw in cfg.wifi:
-        _add_wifi(c, nm, ssid, pw or "", cfg.wifi_country, "/boot/firmware", changes)
+        _add_wifi(c, nm, ssid, pw, cfg.wifi_country, "/boot/firmware", changes)
     if not cfg.wifi and cfg.wifi_country:
         _set_country(c, cfg.wifi_country, changes)
     _ensure_dir(c, "/var/lib/cloud/data")
@@ -656,25 +663,37 @@ def _set_country(c: Card, country: str, changes: list[str]) -> None:
 
 
 def _add_wifi(
-    c: Card, nm: bool, ssid: str, psk: str, country: str | None, boot_mp: str, changes: list[str]
+    c: Card,
+    nm: bool,
+    ssid: str,
+    psk: str | None,
+    country: str | None,
+    boot_mp: str,
+    changes: list[str],
 ) -> None:
     """What imager_custom set_wlan does: an NM keyfile, or a wpa_supplicant.conf."""
     if nm:
+        security = f"[wifi-security]\nkey-mgmt=wpa-psk\npsk={psk}\n" if psk else ""
         body = (
             f"[connection]\nid=preconfigured\nuuid=00000000-0000-4000-8000-000000000001\n"
-            f"type=wifi\n\n[wifi]\nmode=infrastructure\nssid={ssid}\n\n"
-            f"[wifi-security]\nkey-mgmt=wpa-psk\npsk={psk}\n\n[ipv4]\nmethod=auto\n"
+            f"type=wifi\n[wifi]\nmode=infrastructure\nssid={ssid}\n"
+            f"[ipv4]\nmethod=auto\n{security}"
         )
         c.write_root(f"{NM_DIR}/preconfigured.nmconnection", body.encode(), mode=0o600)
         changes.append(f"{NM_DIR}/preconfigured.nmconnection written for {ssid!r}")
         if country:
             _set_country(c, country, changes)
         return
-    quoted = psk if re.fullmatch(r"[0-9a-fA-F]{64}", psk) else f'"{psk}"'
+    if psk is None:
+        secret = "key_mgmt=NONE"
+    elif re.fullmatch(r"[0-9a-fA-F]{64}", psk):
+        secret = f"psk={psk}"
+    else:
+        secret = f'psk="{psk}"'
     text = (
         "ctrl_interface=DIR=/var/run/wpa_supplicant GROUP=netdev\nupdate_config=1\n"
         + (f"country={country}\n" if country else "")
-        + f'\nnetwork={{\n\tssid="{ssid}"\n\tpsk={quoted}\n}}\n'
+        + f'\nnetwork={{\n\tssid="{ssid}"\n\t{secret}\n}}\n'
     )
     _write_wpa(c, text, boot_mp, changes)
 

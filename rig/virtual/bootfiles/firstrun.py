@@ -639,23 +639,36 @@ def _imager(run: _Run, args: list[str], where: str) -> None:
     sub, rest = args[0], args[1:]
     if sub == "set_hostname" and len(rest) == 1:
         fx.hostname = rest[0]
-    elif sub == "enable_ssh":
-        fx.ssh_enabled = True
-        if "-k" in rest:
-            fx.ssh_password_auth = False
-            fx.ssh_keys += [k for k in rest[rest.index("-k") + 1 :] if k]
-        elif "-p" in rest:
-            fx.ssh_password_auth = True
-    elif sub == "set_wlan":
-        if rest and rest[0] == "-h":
-            fx.wifi_hidden, rest = True, rest[1:]
-        if rest and rest[0] == "-p":  # documented "plain" flag: passphrase given
-            rest = rest[1:]
-        if len(rest) not in (2, 3):
-            raise BootFileError(f"{where}: set_wlan needs SSID, PASS [, COUNTRY]")
-        fx.wifi_ssid, fx.wifi_psk = rest[0], rest[1]
-        if len(rest) == 3:
-            fx.wifi_country = rest[2]
+    elif sub == "enable_ssh":  # [-k|--key-only] [-p|--pass-auth] [-d|--disabled] [KEY...]
+        enable = True
+        for arg in rest:
+            if arg in ("-k", "--key-only"):
+                fx.ssh_password_auth = False
+            elif arg in ("-p", "--pass-auth"):
+                fx.ssh_password_auth = True
+            elif arg in ("-d", "--disabled"):
+                enable = False
+            elif arg:
+                fx.ssh_keys.append(arg)
+        fx.ssh_enabled = fx.ssh_enabled or enable
+    elif sub in ("set_wlan", "set_wlan_country"):
+        words = []
+        for arg in rest:
+            if arg in ("-h", "--hidden"):
+                fx.wifi_hidden = True
+            elif arg not in ("-p", "--plain"):
+                words.append(arg)
+        if sub == "set_wlan_country":
+            if len(words) != 1:
+                raise BootFileError(f"{where}: set_wlan_country needs COUNTRY")
+            fx.wifi_country = words[0]
+            return
+        if not 1 <= len(words) <= 3:
+            raise BootFileError(f"{where}: set_wlan takes SSID [PASS [COUNTRY]]")
+        fx.wifi_ssid = words[0]
+        fx.wifi_psk = words[1] if len(words) > 1 and words[1] else None
+        if len(words) == 3 and words[2]:
+            fx.wifi_country = words[2]
     elif sub == "set_keymap" and len(rest) == 1:
         fx.keymap = rest[0]
     elif sub == "set_timezone" and len(rest) == 1:
