@@ -62,6 +62,7 @@ class EmulatedUsbSdMux:
         ]
         self.power_on_reset = power_on_reset
         self.commands: list[bytes] = []  # every CDB, for tests
+        self.i2c: list[tuple[str, int, int | None]] = []  # decoded: (write|read, reg, value)
         self.lock = threading.Lock()
 
     # -- registers --------------------------------------------------------------------
@@ -172,6 +173,7 @@ class EmulatedUsbSdMux:
             reg, value = data[0], data[1]
             if reg not in (1, 2, 3):
                 return SCSI_CHECK_CONDITION, None
+            self.i2c.append(("write", reg, value))
             self.write_register(reg, value)
             return SCSI_GOOD, None
         if action == 0x22 and direction == Usb2642._SG_DXFER_FROM_DEV:  # I2C write-read
@@ -180,6 +182,7 @@ class EmulatedUsbSdMux:
                 return SCSI_CHECK_CONDITION, None
             if cdb[6] != 1 or count != 1 or cdb[7] > 3:
                 return SCSI_CHECK_CONDITION, None
+            self.i2c.append(("read", cdb[7], None))
             return SCSI_GOOD, bytes([self.read_register(cdb[7])])
         if action in (0x18, 0x1A, 0x1B) and direction == Usb2642._SG_DXFER_FROM_DEV:
             size = {0x18: 16, 0x1A: 16, 0x1B: 8}[action]
