@@ -245,6 +245,10 @@ def _boot(
         c.write_root(WPA_CONF, data, mode=0o600)
         c.delete_boot("wpa_supplicant.conf")
         changes.append(f"wpa_supplicant.conf moved to {WPA_CONF}")
+    if "change_password" in services and c.boot_name("octopi-password.txt"):
+        _change_password(c, changes, say)
+    if "change_hostname" in services and c.boot_name("octopi-hostname.txt"):
+        out.reboots += _change_hostname(c, changes, say)
     if "cloud-init" in services and c.boot_name("meta-data"):
         _cloud_init(c, nm, changes, say)
     if "copy-network-manager-config" in services and c.boot_name("wifi.nmconnection"):
@@ -305,6 +309,34 @@ def _ensure_dir(c: Card, path: str, uid: int = 0) -> None:
             ]
     if cmds:
         c.root_run(cmds)
+
+
+def _first_line(c: Card, name: str) -> str:
+    text = (c.read_boot(name) or b"").decode(errors="replace")
+    return text.split("\n", 1)[0].strip()
+
+
+def _change_hostname(c: Card, changes: list[str], say: Callable[[str], None]) -> int:
+    """OctoPi's change_hostname: alphanumerics and '-' only, then delete the file, reboot."""
+    name = _first_line(c, "octopi-hostname.txt")
+    if not name or not re.fullmatch(r"[A-Za-z0-9-]+", name):
+        say(f"change_hostname: refusing host name {name!r}")
+        return 0
+    _set_hostname(c, name, changes)
+    c.delete_boot("octopi-hostname.txt")
+    changes.append("octopi-hostname.txt applied and deleted, reboot")
+    return 1
+
+
+def _change_password(c: Card, changes: list[str], say: Callable[[str], None]) -> None:
+    """OctoPi's change_password: plain-text password for user pi, then delete the file."""
+    password = _first_line(c, "octopi-password.txt")
+    if not password or "pi" not in _passwd(c):
+        say("change_password: no password or no user pi; file left in place")
+        return
+    _set_password(c, "pi", _hash(password))
+    c.delete_boot("octopi-password.txt")
+    changes.append("octopi-password.txt: password of pi changed, file deleted")
 
 
 def _userconf(c: Card, changes: list[str], say: Callable[[str], None]) -> None:

@@ -23,6 +23,9 @@ SERVICES: dict[str, str] = {
     "init_config": "/usr/lib/raspberrypi-sys-mods/init_config",
     # OctoPi 1.1: copies /boot/firmware/wifi.nmconnection on every boot
     "copy-network-manager-config": "/opt/custompios/copy-network-manager-config",
+    # OctoPi: /boot/octopi-hostname.txt and octopi-password.txt (user pi), every boot
+    "change_hostname": "/etc/init.d/change_hostname",
+    "change_password": "/etc/init.d/change_password",
     # NoCloud user-data/network-config/meta-data (Trixie)
     "cloud-init": "/usr/bin/cloud-init",
 }

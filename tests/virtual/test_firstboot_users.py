@@ -94,3 +94,24 @@ def test_ssh_file_enables_sshd_and_is_deleted(images, tmp_path, name) -> None:  
     # sshd stays enabled on the next boot without the file
     again = boot_card(card, ap=AP)
     assert again.ssh_enabled and not again.first_boot
+
+
+@pytest.mark.parametrize("gen", ["0.18.0", "1.1.0"])
+def test_octopi_hostname_and_password_files(images, tmp_path, gen) -> None:  # type: ignore[no-untyped-def]
+    card = flash(images[gen], tmp_path / "card.img")
+    put_fixture(card, "octopi/hostname-ok.txt", "octopi-hostname.txt", tmp_path)
+    put_fixture(card, "octopi/password.txt", "octopi-password.txt", tmp_path)
+    out = boot_card(card, ap=AP)
+    assert out.hostname == "pi3-a"
+    assert check_password(out.users["pi"], "new pi pass")
+    assert not check_password(out.users["pi"], "raspberry")
+    assert not {"octopi-hostname.txt", "octopi-password.txt"} & names(card)
+    assert out.reboots >= 1
+
+
+def test_octopi_hostname_with_invalid_characters_is_refused(images, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    card = flash(images["1.0.0"], tmp_path / "card.img")
+    put_fixture(card, "octopi/hostname-bad.txt", "octopi-hostname.txt", tmp_path)
+    out = boot_card(card, ap=AP)
+    assert out.hostname == "octopi"
+    assert "octopi-hostname.txt" in names(card)
