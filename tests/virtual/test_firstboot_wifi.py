@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from virtual_cards import AP, append_cmdline, flash, names, put, put_fixture, root_cat
+from virtual_cards import AP, FIXTURES, append_cmdline, flash, names, put, put_fixture, root_cat
 
 from rig.virtual.bootfiles.wifi import AccessPoint, psk_key
 from rig.virtual.firstboot import boot_card
@@ -105,6 +105,7 @@ def test_wpa_supplicant_conf_is_moved_to_etc(images, card, tmp_path) -> None:  #
     [
         ("nm/passphrase.nmconnection", "DE", True, ""),
         ("nm/hexkey.nmconnection", "DE", True, ""),
+        ("nm/byte-ssid.nmconnection", "DE", True, ""),
         ("nm/wrong-psk.nmconnection", "DE", False, "wrong PSK"),
         ("nm/passphrase.nmconnection", None, False, "country"),
         ("nm/passphrase.nmconnection", "GB", False, "GB does not match"),
@@ -120,7 +121,7 @@ def test_wifi_nmconnection(images, card, tmp_path, fixture, regdom, joined, why)
     assert out.wifi_joined is joined, out.wifi_reason
     assert why in out.wifi_reason
     copied = root_cat(c, "/etc/NetworkManager/system-connections/wifi.nmconnection")
-    assert "ssid=rig-test-net" in copied
+    assert copied.endswith((FIXTURES / fixture).read_text())
     assert "wifi.nmconnection" in names(c)
 
 
