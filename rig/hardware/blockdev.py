@@ -39,7 +39,7 @@ class Sysfs:
 REAL_SYSFS = Sysfs()
 
 
-def usb_device_dir(node: Path, fs: Sysfs = Sysfs()) -> Path | None:
+def usb_device_dir(node: Path, fs: Sysfs = REAL_SYSFS) -> Path | None:
     """The sysfs dir of the USB device (not interface) a class device hangs below."""
     cur = node.resolve()
     while cur != cur.parent and cur != fs.sys:
@@ -49,7 +49,7 @@ def usb_device_dir(node: Path, fs: Sysfs = Sysfs()) -> Path | None:
     return None
 
 
-def disks_below(usb_dir: Path, fs: Sysfs = Sysfs()) -> list[str]:
+def disks_below(usb_dir: Path, fs: Sysfs = REAL_SYSFS) -> list[str]:
     """Names of whole disks (sdX) whose device path lies below ``usb_dir``."""
     root = usb_dir.resolve()
     found = []
@@ -65,15 +65,16 @@ def disks_below(usb_dir: Path, fs: Sysfs = Sysfs()) -> list[str]:
     return found
 
 
-def size_bytes(path: Path, fs: Sysfs = Sysfs()) -> int:
+def size_bytes(path: Path, fs: Sysfs = REAL_SYSFS) -> int:
     """Size of a disk (sysfs counts 512-byte sectors) or of a plain image file."""
+    sys_size = fs.block(_name(path, fs)) / "size"
+    if sys_size.exists():
+        try:
+            return int(sys_size.read_text().strip()) * 512
+        except (OSError, ValueError):
+            return 0
     st = path.stat()
-    if stat.S_ISREG(st.st_mode):
-        return st.st_size
-    try:
-        return int((fs.block(path.name) / "size").read_text().strip()) * 512
-    except (OSError, ValueError):
-        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def wait_for_disk(
@@ -82,7 +83,7 @@ def wait_for_disk(
     *,
     what: str,
     where: str,
-    fs: Sysfs = Sysfs(),
+    fs: Sysfs = REAL_SYSFS,
     poll: float = 0.1,
 ) -> Path:
     """Poll ``find`` until it names a disk with size > 0; InfraError after ``timeout``."""
@@ -106,11 +107,9 @@ def wait_for_disk(
         time.sleep(poll)
 
 
-def _devno(path: Path) -> tuple[int, int] | None:
-    st = path.stat()
-    if stat.S_ISBLK(st.st_mode):
-        return os.major(st.st_rdev), os.minor(st.st_rdev)
-    return None
+def _name(path: Path, fs: Sysfs) -> str:
+    """The kernel name of a disk node: its own name, or its link target's (/dev/disk/by-id)."""
+    return path.name if fs.block(path.name).exists() else path.resolve().name
 
 
 def _family(name: str, fs: Sysfs) -> list[str]:
@@ -150,7 +149,7 @@ def check_card(
     below: Path | None,
     where: str,
     require_removable: bool = True,
-    fs: Sysfs = Sysfs(),
+    fs: Sysfs = REAL_SYSFS,
 ) -> Path:
     """Refuse anything that is not the mux's idle card; returns the path when it is."""
     try:
@@ -162,7 +161,7 @@ def check_card(
         return path
     if not stat.S_ISBLK(st.st_mode):
         raise InfraError(f"{path} is neither a block device nor an image file", where=where)
-    name = path.resolve().name
+    name = _name(path, fs)
     block = fs.block(name)
     if (block / "partition").exists():
         raise InfraError(f"{path} is a partition, not the whole card", where=where)
