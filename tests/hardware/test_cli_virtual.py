@@ -1,0 +1,123 @@
+"""rig power / mux / devices / doctor and the to_host / to_dut sequences on the virtual rig."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rig.cli import main
+from rig.config import load_config
+from rig.events import EventBus, StepLog
+from rig.hardware.build import mux_for, power_for
+from rig.hardware.sequences import to_dut, to_host
+from rig.virtual.hw import VirtualHardware, cleanup
+
+
+@pytest.fixture
+def rig_yaml(tmp_path: Path) -> Iterator[Path]:
+    """A config with no devices = the virtual rig, its state in tmp_path."""
+    cfg = tmp_path / "rig.yaml"
+    cfg.write_text(f"paths:\n  state: {tmp_path / 'state'}\nvirtual:\n  card_size: 8388608\n")
+    yield cfg
+    cleanup(tmp_path / "state" / "virtual")
+
+
+def state(rig_yaml: Path) -> VirtualHardware:
+    return VirtualHardware(rig_yaml.parent / "state" / "virtual", use_loop=False)
+
+
+def test_power_on_off_status(rig_yaml: Path, capsys) -> None:
+    assert main(["--config", str(rig_yaml), "power", "pi3-b", "on"]) == 0
+    assert capsys.readouterr().out.strip() == "pi3-b: power on"
+    assert state(rig_yaml).port_power("1-1", 2) is True
+    assert state(rig_yaml).port_power("1-1", 1) is False
+    assert main(["--config", str(rig_yaml), "power", "pi3-b", "off"]) == 0
+    assert state(rig_yaml).port_power("1-1", 2) is False
+    assert main(["--config", str(rig_yaml), "power", "pi3-b", "status"]) == 0
+    assert capsys.readouterr().out.strip().endswith("pi3-b: power off")
+
+
+def test_mux_host_dut_status(rig_yaml: Path, capsys) -> None:
+    assert main(["--config", str(rig_yaml), "mux", "pi3-c", "host"]) == 0
+    out = capsys.readouterr().out
+    disk = state(rig_yaml).host_disk("000000000043")
+    assert disk is not None and str(disk) in out and "cid:1b-SM-RIGV0-" in out
+    assert main(["--config", str(rig_yaml), "mux", "pi3-c", "dut"]) == 0
+    assert capsys.readouterr().out.strip() == "pi3-c: card on dut"
+    assert state(rig_yaml).host_disk("000000000043") is None
+
+
+def test_unknown_device_is_a_usage_error(rig_yaml: Path, capsys) -> None:
+    assert main(["--config", str(rig_yaml), "power", "pi3-z", "on"]) == 2
+    assert "no device 'pi3-z'" in capsys.readouterr().err
+
+
+def test_devices_table(rig_yaml: Path, capsys) -> None:
+    main(["--config", str(rig_yaml), "power", "pi3-a", "on"])
+    main(["--config", str(rig_yaml), "mux", "pi3-b", "host"])
+    capsys.readouterr()
+    assert main(["--config", str(rig_yaml), "devices"]) == 0
+    lines = {
+        line.split("│")[1].strip(): line
+        for line in capsys.readouterr().out.splitlines()
+        if line.count("│") > 4
+    }
+    assert "on" in lines["pi3-a"].split("│")[2]
+    assert "host" in lines["pi3-b"].split("│")[3] and "cid:" in lines["pi3-b"]
+    assert "off" in lines["pi3-c"].split("│")[2]
+
+
+def test_doctor_on_the_virtual_rig(rig_yaml: Path, capsys) -> None:
+    code = main(["--config", str(rig_yaml), "doctor"])
+    out = capsys.readouterr().out
+    assert "hub        1-1" in out and "per-port power switching, companion 2-1" in out
+    assert "3-1" in out and "ganged" in out
+    assert "pi3-a" in out
+    system_ok = "FAIL" not in out
+    assert code == (0 if system_ok else 3)
+
+
+def test_sequences_log_each_step(rig_yaml: Path) -> None:
+    config = load_config(rig_yaml)
+    power, mux = power_for(config, "pi3-a"), mux_for(config, "pi3-a")
+    bus = EventBus()
+    lines: list[str] = []
+    bus.subscribe(lambda e: lines.append(e.message))
+    log = StepLog(bus, device="pi3-a")
+    power.on()
+    disk = to_host(power, mux, log, disk_timeout=2)
+    assert disk == state(rig_yaml).host_disk("000000000041")
+    assert state(rig_yaml).port_power("1-1", 1) is False
+    to_dut(power, mux, log)
+    assert state(rig_yaml).mux_side("000000000041") == "dut"
+    assert state(rig_yaml).port_power("1-1", 1) is True
+    done = [m for m in lines if " done in " in m]
+    assert [m.split(" done in ")[0] for m in done] == [
+        "power off",
+        "mux to host",
+        "wait for the card's disk",
+        "mux to dut",
+        "power on",
+    ]
+
+
+def test_doctor_fails_when_a_device_sits_on_a_ganged_hub(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "rig.yaml"
+    cfg.write_text(
+        f"paths:\n  state: {tmp_path / 'state'}\n"
+        "virtual: {}\n"
+        "devices:\n"
+        "  pi3-x:\n"
+        "    power: {driver: usb-hub, location: '3-1', port: 1}\n"
+        "    mux: {driver: usb-sd-mux, serial: '000000000041'}\n"
+    )
+    try:
+        assert main(["--config", str(cfg), "doctor"]) == 3
+        out = capsys.readouterr().out
+        assert "FAIL device     pi3-x" in out and "ganged" in out
+        assert "fix: use a hub with per-port power switching" in out
+        assert main(["--config", str(cfg), "power", "pi3-x", "off"]) == 2
+    finally:
+        cleanup(tmp_path / "state" / "virtual")
