@@ -4,6 +4,7 @@ show no secret."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -179,3 +180,25 @@ def test_cmdline_stays_one_line_when_it_had_two(tmp_path):
     provision_card(card.path, good(), scheme="firstrun")
     text = card.mtype("cmdline.txt").decode()
     assert text.count("\n") == 1 and text.startswith("console=tty1 root=PARTUUID=1234abcd-02")
+
+
+def test_results_never_carry_secrets_into_reports(pristine, tmp_path):
+    """Runners put results into reports via asdict/repr/str: only paths, actions, sizes."""
+    import dataclasses
+    import json
+
+    card = tmp_path / "c.img"
+    card.write_bytes(pristine.path.read_bytes())
+    result = provision_card(card, good(psk=Secret("wifi-secret-42")))
+    userconf_hash = result.file("userconf.txt").content.decode().split(":", 1)[1].strip()
+    key = hashlib.pbkdf2_hmac("sha1", b"wifi-secret-42", b"IEEE", 4096, 32).hex()
+    assert key.encode() in result.file("octopi-wpa-supplicant.txt").content
+    for shown in (
+        repr(result),
+        str(dataclasses.asdict(result)),
+        json.dumps(result.summary()),
+        result.describe(),
+    ):
+        for secret in ("raspberry-rig", "wifi-secret-42", key, userconf_hash):
+            assert secret not in shown
+    assert {f["path"] for f in result.summary()["files"]} >= {"userconf.txt", "ssh"}

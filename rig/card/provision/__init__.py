@@ -51,15 +51,31 @@ MASK = "********"
 _log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
 class WrittenFile:
-    """One file of the boot partition and what provisioning did to it."""
+    """One file of the boot partition and what provisioning did to it.
 
-    path: str
-    action: str  # "written", "unchanged", "deleted"
-    content: bytes | None
-    secrets: tuple[str, ...] = ()
-    note: str = ""
+    Deliberately not a dataclass: results end up in reports (``dataclasses.asdict``,
+    ``repr``), and those must show path, action and size, never the content.
+    """
+
+    __slots__ = ("action", "content", "note", "path", "secrets")
+
+    def __init__(
+        self,
+        path: str,
+        action: str,  # "written", "unchanged", "deleted"
+        content: bytes | None,
+        secrets: tuple[str, ...] = (),
+        note: str = "",
+    ) -> None:
+        self.path = path
+        self.action = action
+        self.content = content
+        self.secrets = secrets
+        self.note = note
+
+    def __repr__(self) -> str:
+        return f"WrittenFile({self.path!r}, {self.action}, {self.size} bytes)"
 
     @property
     def size(self) -> int:
@@ -88,6 +104,17 @@ class ProvisionResult:
             if f.path.casefold() == path.casefold():
                 return f
         return None
+
+    def summary(self) -> dict[str, object]:
+        """JSON-friendly facts for reports: scheme, why, files with action and size; no content."""
+        return {
+            "target": str(self.target),
+            "scheme": self.scheme,
+            "reason": self.reason,
+            "files": [{"path": f.path, "action": f.action, "size": f.size} for f in self.files],
+            "warnings": list(self.warnings),
+            "dry_run": self.dry_run,
+        }
 
     @property
     def changed(self) -> list[WrittenFile]:
