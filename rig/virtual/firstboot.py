@@ -406,6 +406,12 @@ def _run_firstrun(
         _authorized_keys(c, fx.user or first[0], fx.ssh_keys)
     if fx.wpa_conf is not None:
         _write_wpa(c, fx.wpa_conf, boot_mp, changes)
+    for path, text in fx.nm_files.items():
+        if not nm:  # bash: "No such file or directory", and the script goes on (set +e)
+            say(f"{base}: cannot create {path}: no such directory")
+            continue
+        c.write_root(path, text.encode(), mode=0o600)
+        changes.append(f"{path} written")
     if fx.wifi_ssid is not None:
         _add_wifi(c, nm, fx.wifi_ssid, fx.wifi_psk, fx.wifi_country, boot_mp, changes)
     elif fx.wifi_country:

@@ -143,3 +143,16 @@ def test_interpreter_quoting_unit() -> None:
         interpret_firstrun(
             "cat >/etc/default/keyboard <<'EOF'\nXKBLAYOUT=de\n", exists=lambda p: False
         )
+
+
+def test_script_writing_its_own_keyfile(images, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    card, _ = _card(images, "1.1.0", tmp_path, "nm-heredoc.sh")
+    out = boot_card(card, ap=AP)
+    assert out.booted, out.reason
+    assert out.wifi_joined, out.wifi_reason
+    assert "systemd.run" not in read(card, "cmdline.txt")
+    assert "cfg80211.ieee80211_regdom=DE" in read(card, "cmdline.txt")
+    # on a wpa_supplicant image the directory is missing: bash goes on, no Wi-Fi
+    card, _ = _card(images, "1.0.0", tmp_path, "nm-heredoc.sh")
+    out = boot_card(card, ap=AP)
+    assert out.booted and not out.wifi_joined

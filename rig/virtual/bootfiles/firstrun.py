@@ -39,6 +39,7 @@ class FirstrunEffects:
     wifi_hidden: bool = False
     wifi_country: str | None = None
     wpa_conf: str | None = None  # text written to /etc/wpa_supplicant/wpa_supplicant.conf
+    nm_files: dict[str, str] = field(default_factory=dict)  # keyfiles written by here-document
     rfkill_unblocked: bool = False
     keymap: str | None = None
     timezone: str | None = None
@@ -566,6 +567,8 @@ def _simple(run: _Run, c: Command) -> None:
     if cmd == "cat" and doc is not None and out is not None:
         if out == "/etc/wpa_supplicant/wpa_supplicant.conf":
             fx.wpa_conf = doc
+        elif re.fullmatch(r"/etc/NetworkManager/system-connections/[^/]+\.nmconnection", out):
+            fx.nm_files[out] = doc
         elif out.endswith("/.ssh/authorized_keys"):
             fx.ssh_keys += [ln for ln in doc.splitlines() if ln.strip()]
         elif out in ("/etc/default/keyboard",):
