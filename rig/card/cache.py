@@ -148,3 +148,10 @@ class ImageCache:
             total -= e.size
             removed.append(e.sha256)
         return removed
+
+
+def resolve_image(name_or_path, config, log=None, progress=None):  # type: ignore[no-untyped-def]
+    """The image file for a path, catalogue name or URL (see rig.card.images.resolve_image)."""
+    from rig.card.images import resolve_image as resolve
+
+    return resolve(name_or_path, config, log, progress)

@@ -120,14 +120,14 @@ def _flash_device(config, device: str, image: Path, args, log: StepLog, progress
     power = build.power_for(config, device)
     mux = build.mux_for(config, device)
     disk = sequences.to_host(power, mux, log)
-    identity = getattr(mux, "identity", None) or getattr(mux, "serial", None)
+    identity = mux.card_identity() if hasattr(mux, "card_identity") else None
     return write_image(
         image,
         Path(disk),
         verify=not args.no_verify,
         log=log,
         progress=progress,
-        card_identity=f"{device}:{identity}" if identity else device,
+        card_identity=identity or device,
         state_dir=config.paths.state,
         bmap=Path(args.bmap) if args.bmap else None,
         unpack_dir=config.paths.images / "unpacked",

@@ -1,0 +1,82 @@
+"""`rig flash --target` and `rig images list` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import lzma
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _writer_images import fill_random, have_tools, make_image, sample_trees
+
+from rig.card.usedmap import derive_map
+from rig.cli import main
+
+pytestmark = pytest.mark.skipif(not have_tools(), reason="needs mkfs.fat, mtools, e2fsprogs")
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("img")
+    boot, root = sample_trees(work)
+    return make_image(work, boot, root)
+
+
+def test_flash_target_file(image, tmp_path, capsys):
+    xz = tmp_path / "disk.img.xz"
+    xz.write_bytes(lzma.compress(image.read_bytes(), preset=0))
+    target = tmp_path / "card.bin"
+    fill_random(target, image.stat().st_size)
+    assert main(["flash", "--target", str(target), str(xz)]) == 0
+    out = capsys.readouterr().out
+    assert "derived map" in out and "verified" in out
+    with open(target, "rb") as t, open(image, "rb") as s:
+        for e in derive_map(image).extents:
+            t.seek(e.start)
+            s.seek(e.start)
+            assert t.read(e.size) == s.read(e.size)
+
+
+def test_flash_usage_errors(image, tmp_path, capsys):
+    assert main(["flash", "--target", str(tmp_path / "x"), "a", "b"]) == 2
+    assert main(["flash", "--target", str(tmp_path / "x"), str(tmp_path / "missing.img")]) == 2
+    assert "no such image file" in capsys.readouterr().err
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    assert main(["flash", "--target", str(tmp_path / "x"), str(bad)]) == 2
+    assert "unknown image format" in capsys.readouterr().err
+
+
+def test_flash_refuses_a_mounted_disk_with_exit_2(image, tmp_path, capsys):
+    if os.geteuid() != 0:
+        pytest.skip("needs root for loop devices and mount")
+    fs = tmp_path / "fs.ext4"
+    with open(fs, "wb") as f:
+        f.truncate(image.stat().st_size)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(fs)], check=True)
+    loop = subprocess.run(
+        ["losetup", "-f", "--show", str(fs)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        if subprocess.run(["mount", loop, str(mnt)], capture_output=True).returncode:
+            pytest.skip("cannot mount ext4 here")
+        try:
+            assert main(["flash", "--target", loop, str(image)]) == 2
+        finally:
+            subprocess.run(["umount", str(mnt)], check=False)
+        assert "is mounted on" in capsys.readouterr().err
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+
+
+def test_images_list(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert main(["images", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "octopi-1.1.0" in out and "cached: 0 image(s)" in out
