@@ -102,21 +102,21 @@ def scan_sdmuxes(fs: Sysfs = REAL_SYSFS) -> list[Finding]:
 
 
 def check_devices(config: Any) -> list[Finding]:
-    """Every configured device: can its power switch and mux be reached and read?"""
+    """Every configured device: can its power switch and its mux be reached and read?"""
     from rig.hardware.build import mux_for, power_for
 
     out: list[Finding] = []
     for name in config.devices:
-        try:
-            power = power_for(config, name)
-            state = power.state()
-            mux = mux_for(config, name)
-            side = mux.state()
-        except RigError as e:
-            out.append(Finding("device", name, e.message, False, e.hint))
-            continue
-        shown = {True: "on", False: "off", None: "unknown"}[state]
-        out.append(Finding("device", name, f"power {shown}, card on {side}", True))
+        for part, build, read in (
+            ("power", power_for, lambda p: {True: "on", False: "off", None: "unknown"}[p.state()]),
+            ("mux", mux_for, lambda m: f"card on {m.state()}"),
+        ):
+            try:
+                shown = read(build(config, name))
+            except RigError as e:
+                out.append(Finding("device", f"{name} {part}", e.message, False, e.hint))
+                continue
+            out.append(Finding("device", f"{name} {part}", shown, True))
     return out
 
 

@@ -116,7 +116,7 @@ def test_doctor_fails_when_a_device_sits_on_a_ganged_hub(tmp_path: Path, capsys)
     try:
         assert main(["--config", str(cfg), "doctor"]) == 3
         out = capsys.readouterr().out
-        assert "FAIL device     pi3-x" in out and "ganged" in out
+        assert "FAIL device     pi3-x power" in out and "ganged" in out
         assert "fix: use a hub with per-port power switching" in out
         assert main(["--config", str(cfg), "power", "pi3-x", "off"]) == 2
     finally:

@@ -80,3 +80,17 @@ def test_loop_device_follows_the_mux(tmp_path: Path) -> None:
     assert len(removed) >= 2
     assert _loops_for(hw.card_path("s1")) == "" and _loops_for(hw.card_path("s2")) == ""
     assert hw.mux_side("s1") == "off"
+
+
+@pytest.mark.skipif(not loop_available(), reason="needs root and /dev/loop-control")
+def test_loop_lost_behind_our_back_is_reattached(tmp_path: Path) -> None:
+    hw = VirtualHardware(tmp_path, card_size=4 << 20)
+    try:
+        hw.set_mux_side("s1", "host")
+        first = hw.host_disk("s1")
+        subprocess.run(["losetup", "-d", str(first)], check=True)
+        again = hw.host_disk("s1")
+        assert again is not None and str(again).startswith("/dev/loop")
+        assert str(hw.card_path("s1").resolve()) in _loops_for(hw.card_path("s1"))
+    finally:
+        cleanup(tmp_path)

@@ -220,6 +220,16 @@ class VirtualHardware:
             mux = data["muxes"].get(serial, {})
             if mux.get("side") != "host":
                 return None
+            if self._attached_ok(serial, mux):
+                return Path(mux.get("dm") or mux.get("loop") or self.card_path(serial))
+        # the loop device went away behind our back (reboot, someone ran losetup -D): re-attach
+        with self._locked(write=True) as data:
+            mux = data["muxes"].setdefault(serial, {"side": "off"})
+            if mux.get("side") != "host":
+                return None
+            if not self._attached_ok(serial, mux):
+                self._detach(mux)
+                self._attach(serial, mux)
             return Path(mux.get("dm") or mux.get("loop") or self.card_path(serial))
 
     # -- loop / device-mapper plumbing -------------------------------------------
