@@ -13,9 +13,9 @@ from typing import Any
 
 from rig.config import DeviceConfig, RigConfig
 from rig.errors import ConfigError
-from rig.hardware.mux import CardMux, SdwireMux, UsbSdMuxDriver, VirtualDiskFinder
+from rig.hardware.mux import SdwireMux, UsbSdMuxDriver, VirtualDiskFinder
 from rig.hardware.power import CommandPower, UsbHubPower, YkushPower
-from rig.hardware.protocols import PowerSwitch
+from rig.hardware.protocols import CardMux, PowerSwitch
 
 POWER_DRIVERS = ("usb-hub", "ykush", "command")
 MUX_DRIVERS = ("usb-sd-mux", "sdwire")

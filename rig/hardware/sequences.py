@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rig.events import StepLog
-from rig.hardware.mux import CardMux
-from rig.hardware.protocols import PowerSwitch
+from rig.hardware.protocols import CardMux, PowerSwitch
 
 DISK_TIMEOUT = 30.0  # a USB card reader enumerates in ~2-5 s; 30 s is clearly broken
 
