@@ -178,15 +178,15 @@ class Queue:
             yield None
             return
         try:
-            conn = self.conn
-            conn.execute("PRAGMA busy_timeout = 0")
+            conn = getattr(self._local, "nowait", None)
+            if conn is None:  # this thread's never-waiting connection
+                conn = self._local.nowait = connect(self.state_dir)
+                conn.execute("PRAGMA busy_timeout = 0")
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:  # another process is writing
                 yield None
                 return
-            finally:
-                conn.execute("PRAGMA busy_timeout = 30000")
             try:
                 yield conn
             except BaseException:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +40,7 @@ from rig.daemon.queue import (
     AWAITING,
     ERROR,
     FAILED,
+    FINAL,
     PUBLISHED,
     QUEUED,
     RUNNING,
@@ -154,6 +156,16 @@ class Worker:
         for t in self._threads:
             t.join(timeout)
 
+    def _cleanup(self) -> None:
+        """Delete candidate images of decided jobs: a flash host's disk is small, reports stay."""
+        for job in self.queue.jobs(FINAL, limit=20):
+            if not job.image_path:
+                continue
+            folder = Path(job.image_path).parent
+            if folder.parent == self.settings.images_dir and folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("job %s: removed its image %s", job.id, job.image_path)
+
     def _heartbeat(self) -> None:
         while not self.stopping.wait(10):
             try:
@@ -175,6 +187,7 @@ class Worker:
                 log.exception("claiming a job failed")
                 job = None
             if job is None:
+                self._cleanup()
                 self._wait(2.0)
                 continue
             self.current["test"] = job.id

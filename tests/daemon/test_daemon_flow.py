@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 import httpx
 from conftest import (
@@ -74,6 +75,9 @@ def test_release_webhook_to_tested_image_to_approved_publish(rig):
     assert len(rig.github.calls_to("PATCH", "/releases/")) == 1
     wait_for("the published mail", lambda: len(rig.inbox.messages) == 2)
     assert "published" in rig.inbox.messages[1]["Subject"]
+    # a decided job's image is deleted (the flash host's disk is small); its report stays
+    wait_for("the image to be removed", lambda: not Path(job.image_path).exists())
+    assert httpx.get(f"{rig.url}/jobs/{job_id}/report/report.html").status_code == 200
 
 
 def test_workflow_run_artifact_with_commit_statuses_and_rejection(rig):
