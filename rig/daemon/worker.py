@@ -218,6 +218,11 @@ class Worker:
 
     def _run_test(self, job: Job) -> None:
         attempt = job.attempts + 1
+        if attempt > 2 * self.settings.max_attempts:  # killed mid-job again and again
+            self.queue.update(
+                job.id, state=ERROR, phase=None, error=f"interrupted {job.attempts} times; given up"
+            )
+            return
         self.queue.update(job.id, state=RUNNING, attempts=attempt, error=None)
         log.info("job %s: attempt %s: %s", job.id, attempt, job.title)
         done = self.queue.done_steps(job.id)
