@@ -57,7 +57,11 @@ class InjectedRelease:
 
 
 def feed_app(release: InjectedRelease) -> Starlette:
-    """The feed as an ASGI app; ``app.state.requests`` counts what devices asked."""
+    """The feed as an ASGI app.
+
+    ``app.state.release`` is the injected release (replace it to inject another);
+    ``app.state.requests`` lists the paths devices asked for.
+    """
 
     async def releases(request: Request) -> JSONResponse:
         repo = request.path_params["repo"]
@@ -68,7 +72,7 @@ def feed_app(release: InjectedRelease) -> Starlette:
             device_series = int(request.query_params.get("series", "1"))
         except ValueError:
             device_series = 1
-        return JSONResponse([release.as_github(device_series)])
+        return JSONResponse([request.app.state.release.as_github(device_series)])
 
     def empty(value: list | dict) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def answer(request: Request) -> JSONResponse:
@@ -78,7 +82,8 @@ def feed_app(release: InjectedRelease) -> Starlette:
         return answer
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"release": release.version, "channel": release.channel})
+        current = request.app.state.release
+        return JSONResponse({"release": current.version, "channel": current.channel})
 
     app = Starlette(
         routes=[

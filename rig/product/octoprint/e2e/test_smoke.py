@@ -1,0 +1,81 @@
+"""Smoke checks a maintainer runs after an update: log in, print, settings, no errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rig.product.octoprint.ui import footer_version, login
+
+GCODE = "\n".join(
+    [
+        "; rig smoke test: a few moves, no heating",
+        "G21",
+        "G90",
+        "G28",
+        *[f"G1 X{10 + i} Y{10 + i} F6000" for i in range(20)],
+        "M400",
+        "",
+    ]
+)
+
+
+@pytest.fixture
+def logged_in(page, octoprint):
+    login(page, octoprint["url"], octoprint["user"], octoprint["password"])
+    return page
+
+
+def test_login_shows_version(logged_in, octoprint, watch):
+    page = logged_in
+    assert page.locator("#navbar_login").or_(page.locator("#navbar")).first.is_visible()
+    shown = footer_version(page)
+    if octoprint["version"]:
+        assert shown == octoprint["version"], f"UI shows {shown}"
+    watch.assert_clean()
+
+
+def test_print_on_virtual_printer(logged_in, octoprint, watch, tmp_path):
+    page = logged_in
+    ports = page.locator("#connection_ports")
+    if page.locator("#printer_connect").inner_text().strip() != "Disconnect":
+        ports.select_option("VIRTUAL")
+        page.locator("#printer_connect").click()
+    state = page.locator("[data-test-id=state-string]")
+    page.wait_for_function(
+        "el => el.textContent.trim().startsWith('Operational')",
+        arg=state.element_handle(),
+        timeout=60_000,
+    )
+    gcode = tmp_path / f"rig-smoke-{int(time.time())}.gcode"
+    gcode.write_text(GCODE)
+    page.locator("#gcode_upload").set_input_files(str(gcode))
+    entry = page.locator(".gcode_files .entry", has_text=gcode.name)
+    entry.wait_for(state="visible", timeout=60_000)
+    entry.locator("[title='Load and Print']").click()
+    page.wait_for_function(
+        "el => el.textContent.trim().startsWith('Printing')",
+        arg=state.element_handle(),
+        timeout=30_000,
+    )
+    deadline = time.monotonic() + 180
+    while True:
+        job = page.request.get(octoprint["url"] + "/api/job").json()
+        if job["state"].startswith("Operational") and (job["progress"]["completion"] or 0) >= 100:
+            break
+        assert time.monotonic() < deadline, f"print did not finish: {job['state']}"
+        assert not job["state"].startswith(("Error", "Offline")), job["state"]
+        page.wait_for_timeout(500)
+    page.locator("#printer_connect").click()  # disconnect again
+    watch.assert_clean()
+
+
+def test_settings_open_and_close(logged_in, watch):
+    page = logged_in
+    page.locator("#navbar_show_settings").click()
+    dialog = page.locator("#settings_dialog")
+    dialog.wait_for(state="visible")
+    page.locator("[data-test-id=settings-close-button]").click()
+    dialog.wait_for(state="hidden")
+    watch.assert_clean()
