@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import uuid
 
-from .common import Context, FileChange, yaml_str
+from .common import Context, FileChange, ssh_change, yaml_str
 
 NAME = "cloud-init"
-FILES = ("user-data", "network-config", "meta-data")
+FILES = ("user-data", "network-config", "meta-data", "ssh")
 IMAGES = "Raspberry Pi OS Trixie (October 2025 on)"
 
 
@@ -76,4 +76,5 @@ def plan(ctx: Context) -> list[FileChange]:
             "Wi-Fi",
         ),
         FileChange("meta-data", meta.encode(), note="fresh instance-id"),
+        ssh_change(),  # no userconf.txt: cloud-init creates the user
     ]

@@ -6,17 +6,18 @@ helper pastes the SSID unescaped into a NetworkManager keyfile, so SSIDs a
 keyfile cannot hold verbatim (backslash, ``;``, leading/trailing blanks) are
 refused here with a hint to use the ``firstrun`` scheme. Passwords go in
 pre-hashed (``password_encrypted = true``): the user's as SHA-512 crypt, the
-Wi-Fi's as the 64-hex PSK.
+Wi-Fi's as the 64-hex PSK. ``ssh`` and ``userconf.txt`` are written too, so
+Bookworm images older than custom.toml support still get the user and SSH.
 """
 
 from __future__ import annotations
 
 from rig.errors import ConfigError
 
-from .common import Context, FileChange, toml_str
+from .common import Context, FileChange, ssh_change, toml_str, userconf_change
 
 NAME = "custom-toml"
-FILES = ("custom.toml",)
+FILES = ("custom.toml", "ssh", "userconf.txt")
 IMAGES = "Raspberry Pi OS Bookworm"
 
 
@@ -67,5 +68,8 @@ def plan(ctx: Context) -> list[FileChange]:
     return [
         FileChange(
             "custom.toml", render(ctx).encode(), (ctx.psk_hex, ctx.password_hash), "first boot"
-        )
+        ),
+        # early Bookworm images ignore custom.toml: they still get the user and SSH
+        ssh_change(),
+        userconf_change(ctx),
     ]
