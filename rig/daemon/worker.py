@@ -144,7 +144,9 @@ class Worker:
             t.start()
             self._threads.append(t)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 75.0) -> None:
+        """Stop the lanes; a running acceptance run gets SIGTERM and ``timeout`` seconds to
+        power its devices off and write its partial report (systemd: TimeoutStopSec=90)."""
         self.stopping.set()
         self.wake.set()
         proc = self._proc
@@ -153,8 +155,11 @@ class Worker:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.1, deadline - time.monotonic()))
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
 
     def _cleanup(self) -> None:
         """Delete candidate images of decided jobs: a flash host's disk is small, reports stay."""
