@@ -180,26 +180,38 @@ class _Failure:
 # --- the target ---------------------------------------------------------------------
 
 
+def _lock_card(target: Path) -> int:
+    """Wait for our turn on this card: an exclusive flock on the target itself.
+
+    Taken through a plain read-only descriptor before the O_EXCL open, so a second
+    rig writer queues here instead of failing with EBUSY; writers of different cards
+    never wait for each other.
+    """
+    try:
+        fd = os.open(
+            target, os.O_RDONLY | os.O_CLOEXEC | (0 if target.exists() else os.O_CREAT), 0o644
+        )
+    except OSError as e:
+        raise InfraError(f"cannot open: {e.strerror}", where=f"card {target}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another writer on this card: wait our turn
+    return fd
+
+
 def _open_target(target: Path, image_size: int) -> tuple[int, bool]:
     """Open for writing: O_EXCL on block devices (fails if mounted or opened exclusively)."""
+    st = os.stat(target)
+    is_block = stat.S_ISBLK(st.st_mode)
+    flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_EXCL if is_block else 0)
     try:
-        st = os.stat(target)
-    except FileNotFoundError:
-        st = None
-    is_block = st is not None and stat.S_ISBLK(st.st_mode)
-    flags = os.O_WRONLY | os.O_CLOEXEC
-    flags |= os.O_EXCL if is_block else os.O_CREAT
-    try:
-        fd = os.open(target, flags, 0o644)
+        fd = os.open(target, flags)
     except OSError as e:
         hint = "unmount it / close programs using it" if e.errno == errno.EBUSY else ""
         raise InfraError(
             f"cannot open for writing: {e.strerror}", where=f"card {target}", hint=hint
         ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # another writer on this card: wait our turn
     if is_block:
         size = device_size(fd)
         if size < image_size:
@@ -369,9 +381,11 @@ def write_image(
         len(block_map.extents), 0.0, None, False, list(block_map.notes),
     )  # fmt: skip
     try:
-        fd, _is_block = _open_target(target, block_map.image_size)
+        lock_fd = _lock_card(target)
+        fd = -1
         verifier = None
         try:
+            fd, _is_block = _open_target(target, block_map.image_size)
             t0 = time.monotonic()
             if verify:
                 verifier = _Verifier(source, target, digests, log, progress, total)
@@ -387,7 +401,9 @@ def write_image(
         finally:
             if verifier is not None:
                 verifier.abort()
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
+            os.close(lock_fd)
     except InfraError as e:
         _record(state_dir, card, result, failed="verify" if "verif" in e.message else "io")
         raise

@@ -186,3 +186,32 @@ def test_card_too_small_is_refused_before_writing(image, tmp_path):
     assert writer.CHUNK % 4096 == 0
     with pytest.raises(ConfigError, match="the target is the image itself"):
         write_image(img, img)
+
+
+def test_one_writer_per_card_different_cards_in_parallel(image, tmp_path):
+    import threading
+    import time
+
+    img, _, _ = image
+    spans: dict[str, list[float]] = {}
+
+    def job(key: str, target: Path) -> None:
+        def progress(phase, done, total):
+            spans.setdefault(key, []).append(time.monotonic())
+
+        write_image(img, target, progress=progress)
+
+    same = tmp_path / "same.bin"
+    threads = [
+        threading.Thread(target=job, args=("a", same)),
+        threading.Thread(target=job, args=("b", same)),
+        threading.Thread(target=job, args=("c", tmp_path / "other.bin")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(spans) == {"a", "b", "c"}
+    a, b = (min(spans["a"]), max(spans["a"])), (min(spans["b"]), max(spans["b"]))
+    assert a[1] < b[0] or b[1] < a[0], "two writers on one card overlapped"
+    assert _used_ranges_equal(img, same) > 0
