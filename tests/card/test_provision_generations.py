@@ -247,3 +247,21 @@ def test_psk_given_as_hex_key(tmp_path):
     assert card.mtype("wpa_supplicant.conf") == cards.expected(
         "wpa-supplicant", "wpa_supplicant.conf"
     )
+
+
+def test_catalog_names_only_known_schemes():
+    from rig.card.catalog import load_catalog
+    from rig.card.provision import SCHEMES
+
+    catalog = load_catalog()
+    assert catalog.images
+    for image in catalog.images.values():
+        assert image.scheme in SCHEMES, image.name
+    assert set(SCHEMES) == {
+        "octopi-legacy",
+        "wpa-supplicant",
+        "firstrun",
+        "nmconnection",
+        "custom-toml",
+        "cloud-init",
+    }
