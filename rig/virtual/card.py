@@ -79,6 +79,19 @@ class Card:
     def root(self) -> Partition | None:
         return self.table.root()
 
+    def size(self) -> int:
+        """Bytes on the card (file or block device)."""
+        with open(self.path, "rb") as f:
+            return f.seek(0, os.SEEK_END)
+
+    def set_partition_sectors(self, index: int, sectors: int) -> None:
+        """Rewrite one MBR entry's sector count (what parted resizepart does)."""
+        entry = 0x1BE + 16 * (index - 1)
+        with open(self.path, "r+b") as f:
+            f.seek(entry + 12)
+            f.write(struct.pack("<I", sectors))
+        self.__dict__.pop("table", None)
+
     # -------------------------------------------------------------- boot (FAT)
 
     def _fat(self) -> str:

@@ -16,11 +16,15 @@ reflash starts again from the image.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rig.card.mbr import SECTOR
 from rig.errors import ConfigError
 from rig.virtual.bootfiles import BootFileError
 from rig.virtual.bootfiles import cmdline as cmdl
@@ -220,6 +224,7 @@ def _boot(
     # -- first boot through init= (resize; Bookworm: init_config for custom.toml)
     init = params.get("init")
     if init in FIRSTBOOT_INITS:
+        _expand_root(c, root_part.index, changes, say)
         if init.endswith("/firstboot") and "init_config" in services:
             toml = c.read_boot("custom.toml")
             if toml is not None:
@@ -274,6 +279,65 @@ def _boot(
 
 
 # ------------------------------------------------------------------ services
+
+
+def _expand_root(c: Card, index: int, changes: list[str], say: Callable[[str], None]) -> None:
+    """init_resize.sh / rpi-resize: grow the last partition and its ext4 to the card's end.
+
+    resize2fs cannot grow a file system inside a regular file at an offset (it
+    truncates the file to the file system's size, cutting off its tail), so a
+    card that is a plain file is resized through a loop device (root only); a
+    card that already is a block device is resized in place. Without either,
+    the root is left at the image's size and the log says so.
+    """
+    part = c.partition(index)
+    size = c.size()
+    if part is None or part != c.table.partitions[-1] or part.end >= size:
+        return
+    sectors = size // SECTOR - part.start_lba
+    new_bytes = sectors * SECTOR
+    if c.path.is_block_device():
+        target, loop = f"{c.path}?offset={part.offset}", None
+    elif os.geteuid() == 0 and shutil.which("losetup"):
+        proc = subprocess.run(
+            [
+                "losetup",
+                "--find",
+                "--show",
+                "--offset",
+                str(part.offset),
+                "--sizelimit",
+                str(new_bytes),
+                str(c.path),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        if proc.returncode != 0:
+            say(f"root not expanded: no loop device ({proc.stderr.strip()})")
+            return
+        target = loop = proc.stdout.strip()
+    else:
+        say("root not expanded: growing a file system inside a card file needs root")
+        return
+    try:
+        c.set_partition_sectors(index, sectors)
+        proc = subprocess.run(
+            ["resize2fs", target, f"{new_bytes // 1024}K"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+    finally:
+        if loop:
+            subprocess.run(["losetup", "-d", loop], capture_output=True, check=False, timeout=30)
+    if proc.returncode != 0:
+        raise _NotBooted(f"resizing the root file system failed: {proc.stderr.strip()}")
+    changes.append(f"partition {index} and its file system grown to {new_bytes >> 20} MiB")
+    say(f"root partition expanded to the end of the card ({new_bytes >> 20} MiB)")
 
 
 def _sshswitch(c: Card, changes: list[str], say: Callable[[str], None]) -> None:

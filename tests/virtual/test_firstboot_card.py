@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,30 @@ def test_card_wins_over_callers_belief(image, tmp_path) -> None:  # type: ignore
     out = boot_card(card, ap=AP, first_boot_done=True, log=lines.append)
     assert out.first_boot
     assert any("caller thought" in ln for ln in lines)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="growing ext4 inside a card file needs a loop device")
+def test_first_boot_grows_root_to_the_card(image, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    card = tmp_path / "card.img"
+    with open(card, "wb") as f:
+        f.truncate(1024**3)  # a 1 GiB card, like the virtual muxes' sparse cards
+    subprocess.run(
+        ["dd", f"if={image}", f"of={card}", "bs=1M", "conv=notrunc,sparse", "status=none"],
+        check=True,
+    )
+    before = read_partition_table(str(card)).root()
+    out = boot_card(card, ap=AP)
+    assert out.booted, out.reason
+    root = read_partition_table(str(card)).root()
+    assert before is not None and root is not None
+    assert root.start_lba == before.start_lba and root.end == 1024**3
+    assert any("grown" in ch for ch in out.first_boot_changes)
+    info = subprocess.run(
+        ["dumpe2fs", "-h", f"{card}?offset={root.offset}"], capture_output=True, text=True
+    ).stdout
+    blocks = int(next(ln for ln in info.splitlines() if ln.startswith("Block count:")).split()[-1])
+    assert blocks * 4096 == root.size
+    assert fsck_root(card, tmp_path).returncode == 0
+    again = boot_card(card, ap=AP)
+    assert again.booted and not any("grown" in ch for ch in again.first_boot_changes)
