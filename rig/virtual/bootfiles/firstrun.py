@@ -76,14 +76,14 @@ Token = Word | Op
 def _lex(text: str) -> list[Token]:
     toks: list[Token] = []
     i, n, line = 0, len(text), 1
-    pending_heredocs: list[tuple[Word, str, bool]] = []
+    pending_heredocs: list[tuple[Word, str]] = []
     while i < n:
         c = text[i]
         if c == "\n":
             toks.append(Op("\n", line))
             line += 1
             i += 1
-            for word, delim, _quoted in pending_heredocs:
+            for word, delim in pending_heredocs:
                 body = []
                 while True:
                     if i >= n:
@@ -121,9 +121,8 @@ def _lex(text: str) -> list[Token]:
                     i += 1
                 word, i, line = _word(text, i, line)
                 delim = "".join(t for _, t in word.parts)
-                quoted = any(k == "lit" for k, _ in word.parts) and text[i - 1] in "'\""
                 toks.append(word)
-                pending_heredocs.append((word, delim, quoted))
+                pending_heredocs.append((word, delim))
             continue
         word, i, line = _word(text, i, line)
         toks.append(word)
@@ -295,6 +294,7 @@ class _Run:
         self.hostname = hostname
         self.first_user = first_user  # (name, home)
         self.fx = FirstrunEffects()
+        self.exited = False
 
     # -- expansion
     def expand(self, w: Word) -> str:
@@ -397,14 +397,10 @@ def _block(run: _Run, cmds: list[Command], i: int, end: int, active: bool) -> in
         if kw == "for":
             i = _for(run, cmds, i, end, active)
             continue
-        if active and run.fx.exit_code == 0 and not _exited(run):
+        if active and not run.exited:
             _simple(run, c)
         i += 1
     return i
-
-
-def _exited(run: _Run) -> bool:
-    return "exit" in run.vars.get("__state", "")
 
 
 def _if(run: _Run, cmds: list[Command], i: int, end: int, active: bool) -> int:
@@ -523,7 +519,7 @@ def _simple(run: _Run, c: Command) -> None:
         return
     if cmd == "exit":
         fx.exit_code = int(args[0]) if args and args[0].isdigit() else 0
-        run.vars["__state"] = "exit"
+        run.exited = True
         return
     if argv[0] == IMAGER:
         _imager(run, args, where)
