@@ -139,3 +139,11 @@ def test_wifi_nmconnection_is_copied_on_every_boot(images, card, tmp_path) -> No
         tmp_path,
     )
     assert boot_card(c, ap=AP).wifi_joined
+
+
+def test_wpa_supplicant_conf_is_ignored_on_bookworm(images, card, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    c = card(images, "1.1.0")
+    put_fixture(c, "wpa/passphrase.txt", "wpa_supplicant.conf", tmp_path)
+    out = boot_card(c, ap=AP)
+    assert out.booted and not out.wifi_joined
+    assert "wpa_supplicant.conf" in names(c)  # nothing on Bookworm moves it
