@@ -265,3 +265,21 @@ def test_catalog_names_only_known_schemes():
         "custom-toml",
         "cloud-init",
     }
+
+
+def test_a_user_filled_template_keeps_its_network_with_a_warning(tmp_path):
+    template = cards.boot_file("octopi-1.0.0", "octopi-wpa-supplicant.txt").replace(
+        b'#network={\n#  ssid="put SSID here"\n#  psk="put password here"\n#}',
+        b'network={\n  ssid="Home"\n  psk="home-passphrase"\n}',
+        1,
+    )
+    assert b'ssid="Home"' in template
+    card = cards.build_card(
+        tmp_path, {"octopi-wpa-supplicant.txt": template}, generation="octopi-1.0.0", fat=16
+    )
+    result = provision_card(card.path, settings(tmp_path))
+    text = card.mtype("octopi-wpa-supplicant.txt").decode()
+    assert 'ssid="Home"' in text and 'ssid="IEEE"' in text
+    assert any("active network block" in w for w in result.warnings)
+    again = provision_card(card.path, settings(tmp_path))
+    assert again.changed == []

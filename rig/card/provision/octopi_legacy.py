@@ -9,7 +9,7 @@ and our network block plus ``country=`` go in a marked block before the
 
 from __future__ import annotations
 
-from .common import Context, FileChange, replace_block, ssh_change, userconf_change
+from .common import BEGIN, END, Context, FileChange, replace_block, ssh_change, userconf_change
 from .wpa_supplicant import network_block
 
 NAME = "octopi-legacy"
@@ -33,9 +33,14 @@ update_config=1
 
 def fill_template(template: str, ctx: Context) -> str:
     lines = []
+    inside = False
     for line in template.splitlines():
-        if line.strip().startswith("country="):
+        if line.strip() in (BEGIN, END):
+            inside = line.strip() == BEGIN
+        elif line.strip().startswith("country="):
             line = "#" + line
+        elif not inside and line.strip().replace(" ", "") == "network={":
+            ctx.warn(f"{NAME}: the card already has an active network block; it is kept")
         lines.append(line)
     block = [*network_block(ctx), f"country={ctx.settings.country}"]
     return replace_block("\n".join(lines), block, before="###")
