@@ -94,3 +94,41 @@ def test_loop_lost_behind_our_back_is_reattached(tmp_path: Path) -> None:
         assert str(hw.card_path("s1").resolve()) in _loops_for(hw.card_path("s1"))
     finally:
         cleanup(tmp_path)
+
+
+def _can_fault() -> bool:
+    from rig.virtual.hw.state import dm_available
+
+    return loop_available() and (dm_available() or Path("/dev/fuse").exists())
+
+
+@pytest.mark.skipif(not _can_fault(), reason="needs loop devices and device-mapper or FUSE")
+def test_write_error_at_really_fails_writes_from_that_offset(tmp_path: Path) -> None:
+    import errno
+    import os
+
+    hw = VirtualHardware(tmp_path, card_size=16 << 20, faults={"s1": {"write_error_at": 8 << 20}})
+    try:
+        hw.set_mux_side("s1", "host")
+        disk = hw.host_disk("s1")
+        assert disk is not None and disk.is_block_device()
+        fd = os.open(disk, os.O_RDWR | os.O_EXCL)
+        try:
+            os.pwrite(fd, b"A" * 65536, 0)
+            os.fsync(fd)
+            with pytest.raises(OSError) as e:
+                os.pwrite(fd, b"B" * 65536, (8 << 20) - 4096)
+                os.fsync(fd)
+            assert e.value.errno == errno.EIO
+        finally:
+            os.close(fd)
+        hw.set_mux_side("s1", "dut")
+        card = hw.card_path("s1").read_bytes()
+        assert card[:65536] == b"A" * 65536
+        assert card[8 << 20 : (8 << 20) + 4096] == bytes(4096)  # nothing landed past the fault
+        assert hw.host_disk("s1") is None
+        assert not os.path.ismount(tmp_path / "faultfs" / "s1")
+    finally:
+        cleanup(tmp_path)
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(tmp_path) not in mounts

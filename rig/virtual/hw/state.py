@@ -20,7 +20,10 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,37 @@ def _flush(dev: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _unmount(mnt: Path) -> None:
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text().split("\n")
+    except OSError:
+        return
+    if any(len(line.split()) > 4 and line.split()[4] == str(mnt) for line in mounts):
+        subprocess.run(["umount", str(mnt)], capture_output=True, check=False)
+        if os.path.ismount(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+
+
+def _stop(pid: int) -> None:
+    """End a FUSE server we started (it exits by itself once unmounted)."""
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        except ChildProcessError:  # not our child: check it is gone
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 class VirtualHardware:
@@ -255,12 +289,10 @@ class VirtualHardware:
         if error_at is None:
             return
         if not dm_available():
+            # no device-mapper here: serve the card through a FUSE file that fails from the offset
             self._detach(mux)
-            raise InfraError(
-                "the write_error_at fault needs device-mapper, which this machine lacks",
-                where=f"virtual mux {serial}",
-                hint="drop virtual.faults.*.write_error_at, or run where /dev/mapper/control works",
-            )
+            self._attach_faultfs(serial, mux, int(error_at))
+            return
         sectors = os.path.getsize(card) // SECTOR
         good = max(0, min(int(error_at) // SECTOR, sectors))
         table = ""
@@ -283,9 +315,51 @@ class VirtualHardware:
             raise InfraError(f"dmsetup create {name} failed: {e}", where=serial) from e
         mux["dm"] = f"/dev/mapper/{name}"
 
+    def _attach_faultfs(self, serial: str, mux: dict[str, Any], error_at: int) -> None:
+        if not Path("/dev/fuse").exists():
+            raise InfraError(
+                "the write_error_at fault needs device-mapper or FUSE; this machine has neither",
+                where=f"virtual mux {serial}",
+                hint="drop virtual.faults.*.write_error_at, or run where /dev/mapper/control works",
+            )
+        mnt = self.state_dir / "faultfs" / serial
+        mnt.mkdir(parents=True, exist_ok=True)
+        _unmount(mnt)
+        with open(mnt.with_suffix(".log"), "ab") as log_file:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "rig.virtual.hw.faultfs",
+                    str(self.card_path(serial)),
+                    str(mnt),
+                    str(error_at),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+            )
+        mux["faultfs"] = {"pid": proc.pid, "mount": str(mnt)}
+        deadline = time.monotonic() + 10
+        while not (mnt / "card").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                self._detach(mux)
+                raise InfraError(
+                    f"the FUSE file for the write fault did not come up (see {mnt}.log)",
+                    where=f"virtual mux {serial}",
+                )
+            time.sleep(0.02)
+        try:
+            mux["loop"] = _run("losetup", "--find", "--show", str(mnt / "card"))
+        except InfraError:
+            self._detach(mux)
+            raise
+
     def _detach(self, mux: dict[str, Any]) -> None:
         dm = mux.pop("dm", None)
         loop = mux.pop("loop", None)
+        faultfs = mux.pop("faultfs", None)
         if dm:
             _flush(dm)
             with contextlib.suppress(InfraError):
@@ -295,6 +369,9 @@ class VirtualHardware:
             if _loop_backing(loop) is not None:
                 with contextlib.suppress(InfraError):
                     _run("losetup", "-d", loop)
+        if faultfs:
+            _unmount(Path(faultfs["mount"]))
+            _stop(int(faultfs["pid"]))
 
 
 def cleanup(state_dir: Path) -> list[str]:
@@ -323,6 +400,18 @@ def cleanup(state_dir: Path) -> list[str]:
                     if name.startswith(prefix):
                         _run("dmsetup", "remove", "--retry", name)
                         removed.append(f"/dev/mapper/{name}")
+        faultfs = hw.state_dir / "faultfs"
+        if faultfs.is_dir():
+            for mnt in faultfs.iterdir():
+                if mnt.is_dir() and os.path.ismount(mnt):
+                    with contextlib.suppress(InfraError):
+                        for line in _run("losetup", "-j", str(mnt / "card")).splitlines():
+                            loop = line.split(":", 1)[0]
+                            _flush(loop)
+                            _run("losetup", "-d", loop)
+                            removed.append(loop)
+                    _unmount(mnt)
+                    removed.append(str(mnt))
         cards = hw.state_dir / "cards"
         if cards.is_dir():
             for card in cards.glob("*.img"):
