@@ -132,6 +132,7 @@ class VirtualPi:
         self.boots = 0
         self.booted_at: float | None = None
         self._lock = threading.RLock()
+        self._svc_lock = threading.Lock()
         self._cancel = threading.Event()
         self._sandbox: Sandbox | None = None
         self._sshd: DeviceSSHServer | None = None
@@ -432,15 +433,18 @@ class VirtualPi:
     # -- the octoprint service (what systemd does on OctoPi) ----------------------
 
     def _service(self, action: str) -> tuple[int, str]:
-        with self._lock:
-            if action == "start":
-                return self._service_start()
-            if action == "stop":
-                self._service_stop()
-                return 0, ""
-            if action == "restart":
-                self._service_stop()
-                return self._service_start()
+        """One systemd job at a time; the device lock is held only for state changes,
+        so a power cut never waits for OctoPrint to stop."""
+        with self._svc_lock:
+            if action in ("stop", "restart"):
+                with self._lock:
+                    proc = self._detach_service()
+                _terminate(proc)
+                if action == "stop":
+                    return 0, ""
+            if action in ("start", "restart"):
+                with self._lock:
+                    return self._service_start()
             if action in ("status", "is-active"):
                 return self._service_status(action)
         return 1, f"unknown action {action}\n"
@@ -490,27 +494,14 @@ class VirtualPi:
                 self._octoprint = None
                 self._service_start()
 
-    def _service_stop(self) -> None:
+    def _detach_service(self) -> subprocess.Popen[bytes] | None:
         proc = self._octoprint
         self._service_gen += 1
         self._octoprint = None
-        if proc is None or proc.poll() is not None:
-            return
-        # SIGTERM to every process of the service but nsenter, which must stay to reap
-        # OctoPrint (it would exit on SIGTERM at once and orphan it)
-        for pid in _group_members(proc.pid):
-            if pid != proc.pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pass
-        # KillMode=control-group: whatever the service started (pip) goes too
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
+        return proc
+
+    def _service_stop(self) -> None:
+        _terminate(self._detach_service())
 
     def octoprint_pid(self) -> int | None:
         """Host pid of the OctoPrint process (the child of nsenter), if it runs."""
@@ -610,12 +601,19 @@ class VirtualPi:
 
     def _soft(self, what: str) -> None:
         """`sudo reboot` / `shutdown -h`: services stop in order, then the board resets or halts."""
+        with self._svc_lock:
+            with self._lock:
+                if self._sandbox is None:
+                    return
+                gen = self.generation
+                proc = self._detach_service()
+            _terminate(proc)  # outside the device lock: a power cut may still come first
         with self._lock:
-            if self._sandbox is None:
+            if gen != self.generation:
                 return
             self.generation += 1
             self._cancel.set()
-            self._teardown(graceful=True)
+            self._teardown(graceful=False)
             self.say(what)
             if what == "reboot":
                 self._start_boot("reboot")
@@ -701,23 +699,24 @@ class VirtualPi:
         return None
 
     def status(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "device": self.spec.name,
-                "phase": self.phase,
-                "reason": self.reason,
-                "booted": self.phase in ("up", "unreachable"),
-                "address": self.spec.host,
-                "ssh": f"{self.spec.host}:{self.spec.ssh_port}" if self._sshd else None,
-                "http": f"{self.spec.host}:{self.spec.http_port}" if self._front else None,
-                "octoprint_version": self.installed_octoprint()
-                if self.phase in ("up", "unreachable")
-                else None,
-                "pid": self.octoprint_pid(),
-                "sandbox_pid": self._sandbox.pid if self._sandbox else None,
-                "boots": self.boots,
-                "card_state": str(self.root) if self.root else None,
-            }
+        # no lock: a snapshot of plain attributes, never blocked by a stopping service
+        box = self._sandbox
+        return {
+            "device": self.spec.name,
+            "phase": self.phase,
+            "reason": self.reason,
+            "booted": self.phase in ("up", "unreachable"),
+            "address": self.spec.host,
+            "ssh": f"{self.spec.host}:{self.spec.ssh_port}" if self._sshd else None,
+            "http": f"{self.spec.host}:{self.spec.http_port}" if self._front else None,
+            "octoprint_version": self.installed_octoprint()
+            if self.phase in ("up", "unreachable")
+            else None,
+            "pid": self.octoprint_pid(),
+            "sandbox_pid": box.pid if box else None,
+            "boots": self.boots,
+            "card_state": str(self.root) if self.root else None,
+        }
 
 
 def _ns_pid(host_pid: int) -> int | None:
@@ -740,3 +739,24 @@ def _group_members(pgid: int) -> list[int]:
             if int(fields[2]) == pgid:
                 pids.append(int(entry.name))
     return pids
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """systemd's stop: SIGTERM, wait, then SIGKILL to what is left of the service."""
+    if proc is None or proc.poll() is not None:
+        return
+    # SIGTERM to every process of the service but nsenter, which must stay to reap
+    # OctoPrint (it would exit on SIGTERM at once and orphan it)
+    for pid in _group_members(proc.pid):
+        if pid != proc.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pass
+    # KillMode=control-group: whatever the service started (pip) goes too
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)

@@ -155,6 +155,21 @@ def test_pip_upgrade_inside_the_device_leaves_the_venv_cache_intact(dev: SimpleN
     assert f"Starting OctoPrint {TARGET}" in log
 
 
+def test_sudo_reboot_boots_again_with_the_card_s_state(dev: SimpleNamespace) -> None:
+    boots = dev.pi.boots
+    with _login(dev) as c:
+        assert run(c, "echo survives > ~/kept")[0] == 0
+        run(c, "sudo reboot")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and dev.pi.boots == boots:
+        time.sleep(0.05)
+    wait_phase(dev.pi, ("up",))
+    assert dev.pi.boots == boots + 1
+    with _login(dev) as c:
+        assert run(c, "cat ~/kept")[1] == "survives\n"
+    wait_online(dev.spec.host, dev.spec.http_port)
+
+
 def test_reflash_resets_the_device(dev: SimpleNamespace) -> None:
     with _login(dev) as c:
         assert run(c, "echo kept > ~/marker")[0] == 0

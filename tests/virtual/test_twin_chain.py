@@ -72,7 +72,8 @@ def test_flash_provision_boot_login_restart_reflash(tmp_path: Path) -> None:
     ensure_twin(config)
     try:
         _flash_and_boot(config, "pi3-a", img)
-        assert _status(config, "pi3-a", ("up", "unreachable", "failed"))["phase"] == "up"
+        st = _status(config, "pi3-a", ("up", "unreachable", "failed"))
+        assert st["phase"] == "up", st
         shell = _shell(config, "pi3-a", tmp_path)
         assert shell.run("cat /etc/octopi_version").stdout.strip() == "1.1.0"
         assert shell.run("id -un").stdout.strip() == config.user.name
