@@ -122,7 +122,7 @@ def check_devices(config: Any) -> list[Finding]:
 
 def check_virtual_system() -> list[Finding]:
     """What the virtual rig needs from this machine."""
-    from rig.virtual.hw.state import dm_available, loop_available
+    from rig.virtual.hw.state import dm_available, loop_available, write_fault_available
 
     out = []
     if loop_available():
@@ -137,14 +137,13 @@ def check_virtual_system() -> list[Finding]:
                 "run as root (or in a VM/container with loop devices) to flash real block devices",
             )
         )
-    out.append(
-        Finding(
-            "system",
-            "device-mapper",
-            "available" if dm_available() else "missing: the write_error_at fault cannot be used",
-            True,
-        )
-    )
+    if dm_available():
+        fault = "device-mapper error target"
+    elif write_fault_available():
+        fault = "FUSE file (no device-mapper here)"
+    else:
+        fault = "unavailable (needs loop devices plus device-mapper or /dev/fuse)"
+    out.append(Finding("system", "write faults", fault, True))
     bwrap = shutil.which("bwrap")
     out.append(
         Finding(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rig.virtual.hw import VirtualHardware, cleanup
-from rig.virtual.hw.state import loop_available
+from rig.virtual.hw.state import loop_available, write_fault_available
 
 
 def test_port_power_and_version(tmp_path: Path) -> None:
@@ -96,13 +96,9 @@ def test_loop_lost_behind_our_back_is_reattached(tmp_path: Path) -> None:
         cleanup(tmp_path)
 
 
-def _can_fault() -> bool:
-    from rig.virtual.hw.state import dm_available
-
-    return loop_available() and (dm_available() or Path("/dev/fuse").exists())
-
-
-@pytest.mark.skipif(not _can_fault(), reason="needs loop devices and device-mapper or FUSE")
+@pytest.mark.skipif(
+    not write_fault_available(), reason="needs loop devices and device-mapper or FUSE"
+)
 def test_write_error_at_really_fails_writes_from_that_offset(tmp_path: Path) -> None:
     import errno
     import os

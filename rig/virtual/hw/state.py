@@ -74,6 +74,11 @@ def dm_available() -> bool:
     return True
 
 
+def write_fault_available() -> bool:
+    """Whether ``write_error_at`` can be applied here (loop devices plus device-mapper or FUSE)."""
+    return loop_available() and (dm_available() or Path("/dev/fuse").exists())
+
+
 def _loop_backing(loop: str) -> str | None:
     name = Path(loop).name
     try:
