@@ -4,13 +4,16 @@ Keys (all optional)::
 
     virtual:
       boot_delay: 1.0            # seconds from power on (card on the DUT side) to sshd/OctoPrint
-      first_boot_reboot: false   # first boot of a fresh card reboots once more (resize, as Pi OS)
+      first_boot_reboot: false   # the first boot reboots as the real one does (resize,
+                                 # firstrun.sh: BootOutcome.reboots, at least 1): +boot_delay each
       profile: fast              # fast | pi3: pi3 only feeds schedule estimates, never sleeps
+      access_point: {ssid: ..., psk: ..., country: DE}   # the virtual Wi-Fi; default: `wifi:`
+      card_size: 2147483648      # bytes per virtual card (read by the virtual hardware)
       faults:
         pi3-b:
           never_boots: true          # powered, card in place, nothing ever answers
-          wifi_drops_after: 30       # seconds after boot: SSH and HTTP go away, OctoPrint runs on
-          power_glitch_after: 20     # seconds after boot: a brown-out, the device reboots
+          wifi_drops_after: 30       # seconds after each boot: SSH and HTTP go away, OctoPrint runs on
+          power_glitch_after: 20     # seconds after each boot: a brown-out, the device reboots
           write_error_at: 1048576    # byte offset where host-side writes fail (virtual hardware)
 
 Defaults are fast (a boot takes about a second plus OctoPrint's start), so
