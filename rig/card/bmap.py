@@ -39,6 +39,7 @@ class BlockMap:
     origin: str  # "bmap" | "derived" | "full"
     checksum_type: str | None = None
     notes: list[str] = field(default_factory=list)
+    until_eof: bool = False  # a stream of unknown length: image_size is only a cap
 
     @property
     def mapped_bytes(self) -> int:

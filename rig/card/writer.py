@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.card import archive
-from rig.card.bmap import BlockMap, find_bmap, parse_bmap
+from rig.card.bmap import BlockMap, Extent, find_bmap, parse_bmap
 from rig.card.usedmap import derive_map
 from rig.errors import ConfigError, InfraError
 from rig.events import StepLog
@@ -114,16 +114,14 @@ class _Source:
             os.close(self.fd)
 
 
-def _chunks(block_map: BlockMap, size: int = CHUNK) -> list[tuple[int, int, int]]:
+def _chunks(block_map: BlockMap, size: int = CHUNK) -> Iterator[tuple[int, int, int]]:
     """(offset, length, extent index), split at multiples of ``size``."""
-    out = []
     for i, e in enumerate(block_map.extents):
         off = e.start
         while off < e.end:
             end = min(e.end, (off // size + 1) * size)
-            out.append((off, end - off, i))
+            yield off, end - off, i
             off = end
-    return out
 
 
 def _ahead(produce: Callable[[Callable[[Any], None]], None], depth: int) -> Iterator[Any]:
@@ -313,12 +311,11 @@ def plan(
         return raw, derive_map(raw), False
     with archive.ImageStream(image, extract_size=extract_size, limit=limit) as s:
         size = s.size
-    if size is None:  # xz/gz/zst do not say: measure by decompressing once
-        with archive.ImageStream(image, extract_size=extract_size, limit=limit) as s:
-            size = 0
-            while chunk := s.read(CHUNK):
-                size += len(chunk)
-    return image, BlockMap.full(size, "compressed, no .bmap: written in full"), True
+    note = "compressed, no .bmap: written in full"
+    if size is None:  # xz/gz/zst do not say: write until the stream ends (at most the cap)
+        cap = s.limit
+        return image, BlockMap(cap, [Extent(0, cap)], "full", notes=[note], until_eof=True), True
+    return image, BlockMap.full(size, note), True
 
 
 # --- the write -------------------------------------------------------------------------
@@ -360,7 +357,7 @@ def write_image(
     )
     for note in block_map.notes:
         log(f"map: {note}")
-    total = block_map.mapped_bytes
+    total = 0 if block_map.until_eof else block_map.mapped_bytes
     log(
         f"writing {total} of {block_map.image_size} bytes ({block_map.origin} map, "
         f"{len(block_map.extents)} ranges) to {target}",
@@ -385,13 +382,17 @@ def write_image(
         fd = -1
         verifier = None
         try:
-            fd, _is_block = _open_target(target, block_map.image_size)
+            fd, _is_block = _open_target(target, 0 if block_map.until_eof else block_map.image_size)
             t0 = time.monotonic()
             if verify:
                 verifier = _Verifier(source, target, digests, log, progress, total)
-            _write(source, target, fd, block_map, chunks, digests, log, progress, verifier)
+            written = _write(
+                source, target, fd, block_map, chunks, digests, log, progress, verifier
+            )
             result.write_seconds = time.monotonic() - t0
-            result.bytes_written = total
+            result.bytes_written = written
+            if block_map.until_eof:
+                result.image_size = written
             if verifier is not None:
                 t1 = time.monotonic()
                 v, verifier = verifier, None
@@ -438,7 +439,7 @@ class _Meter:
         self.done += n
         if self.progress is not None:
             self.progress(self.phase, self.done, self.total)
-        elif self.done >= self.next_log and self.done < self.total:
+        elif self.done >= self.next_log and (self.done < self.total or not self.total):
             self.next_log = self.done + self.total / 10
             now = time.monotonic()
             if now - self.last_log < 3:
@@ -448,8 +449,10 @@ class _Meter:
             rate = self.done / elapsed if elapsed else 0.0
             eta = (self.total - self.done) / rate if rate else 0.0
             self.log(
-                f"{self.phase} {100 * self.done // max(1, self.total)}% "
-                f"{rate / 1e6:.1f} MB/s ETA {eta:.0f}s",
+                f"{self.phase} {100 * self.done // self.total}% "
+                f"{rate / 1e6:.1f} MB/s ETA {eta:.0f}s"
+                if self.total
+                else f"{self.phase} {self.done / 1e6:.0f} MB {rate / 1e6:.1f} MB/s",
                 phase=self.phase,
                 done=self.done,
                 total=self.total,
@@ -462,18 +465,23 @@ def _write(
     target: Path,
     fd: int,
     block_map: BlockMap,
-    chunks: list[tuple[int, int, int]],
+    chunks: Iterable[tuple[int, int, int]],
     digests: dict[int, bytes | None],
     log: StepLog,
     progress: Progress | None,
     verifier: _Verifier | None = None,
-) -> None:
+) -> int:
+    """Write every chunk, the first one last; returns the bytes written."""
     ctype = block_map.checksum_type
 
     def produce(put: Callable[[Any], None]) -> None:
         ext_hash = None
         for off, n, ei in chunks:
             data = source.read_at(off, n)
+            if len(data) != n and block_map.until_eof:
+                if data:
+                    put((off, data, hashlib.sha256(data).digest()))
+                break
             if len(data) != n:
                 raise ConfigError(
                     "image is shorter than its block map", where=f"{source.path} at byte {off}"
@@ -494,7 +502,7 @@ def _write(
             put((off, data, None if source.seekable else hashlib.sha256(data).digest()))
         source.drain()
 
-    meter = _Meter("write", block_map.mapped_bytes, log, progress)
+    meter = _Meter("write", 0 if block_map.until_eof else block_map.mapped_bytes, log, progress)
     # nothing that looks like a partition table until the end
     _pwrite_all(fd, bytes(4096 if block_map.image_size >= 4096 else 512), 0, target)
     os.fdatasync(fd)
@@ -536,6 +544,7 @@ def _write(
         _pwrite_all(fd, held[1], 0, target)
         meter.add(len(held[1]))
         sync()
+    return meter.done
 
 
 class _Verifier:

@@ -63,8 +63,8 @@ def progress_view(enabled: bool) -> Iterator[Callable[[str, int, int], None] | N
 
         def update(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total)
-            bar.update(tasks[phase], completed=done)
+                tasks[phase] = bar.add_task(phase, total=total or None)
+            bar.update(tasks[phase], completed=done, total=total or None)
 
         yield update
 
