@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +66,8 @@ def cmd_power(args: argparse.Namespace) -> int:
 def cmd_mux(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     mux = mux_for(config, args.device)
+    if args.action in ("host", "dut", "off"):
+        _warn_if_powered(config, args.device)
     if args.action == "host":
         mux.host()
         disk = mux.disk(args.disk_timeout)
@@ -77,6 +80,20 @@ def cmd_mux(args: argparse.Namespace) -> int:
         mux.off()
     print(f"{args.device}: card on {mux.state()}")
     return EXIT_OK
+
+
+def _warn_if_powered(config: RigConfig, device: str) -> None:
+    """Moving the card of a running DUT is a power cut for its file system: say so."""
+    try:
+        powered = power_for(config, device).state()
+    except RigError:
+        return
+    if powered:
+        print(
+            f"rig: warning: {device} is powered; its card changes side under a running system "
+            f"(`rig power {device} off` first)",
+            file=sys.stderr,
+        )
 
 
 def _cell(fn: Callable[[], Any]) -> str:

@@ -121,3 +121,12 @@ def test_doctor_fails_when_a_device_sits_on_a_ganged_hub(tmp_path: Path, capsys)
         assert main(["--config", str(cfg), "power", "pi3-x", "off"]) == 2
     finally:
         cleanup(tmp_path / "state" / "virtual")
+
+
+def test_mux_warns_when_the_dut_is_powered(rig_yaml: Path, capsys) -> None:
+    main(["--config", str(rig_yaml), "power", "pi3-a", "on"])
+    assert main(["--config", str(rig_yaml), "mux", "pi3-a", "dut"]) == 0
+    assert "pi3-a is powered" in capsys.readouterr().err
+    main(["--config", str(rig_yaml), "power", "pi3-a", "off"])
+    assert main(["--config", str(rig_yaml), "mux", "pi3-a", "dut"]) == 0
+    assert "powered" not in capsys.readouterr().err

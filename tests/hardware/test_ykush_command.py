@@ -79,3 +79,13 @@ def test_command_status_disagreeing_is_an_error(tmp_path) -> None:
 def test_command_unknown_placeholder() -> None:
     with pytest.raises(ConfigError, match="placeholder"):
         CommandPower(on="relay {outlet}", off="true").on()
+
+
+def test_power_key_names_where_the_virtual_pis_look(bus, hw) -> None:
+    from rig.config import PowerConfig
+    from rig.virtual.hw.state import power_key
+
+    YkushPower(VIRTUAL_YKUSH, 3, backend=bus).on()
+    location, port = power_key(PowerConfig(driver="ykush", serial=VIRTUAL_YKUSH, port=3))
+    assert hw.port_power(location, port) is True
+    assert power_key(PowerConfig(driver="usb-hub", location="1-1", port=2)) == ("1-1", 2)

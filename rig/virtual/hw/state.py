@@ -74,6 +74,17 @@ def dm_available() -> bool:
     return True
 
 
+def power_key(power: Any) -> tuple[str, int]:
+    """Where VirtualHardware keeps a device's power: (location, port) for ``port_power``.
+
+    usb-hub ports live under the hub's location ("1-1"), YKUSH ports under
+    "ykush:<serial>"; a ``command`` switch has no emulated hardware.
+    """
+    if power.driver == "ykush":
+        return f"ykush:{power.serial}", int(power.port or 0)
+    return str(power.location or ""), int(power.port or 0)
+
+
 def write_fault_available() -> bool:
     """Whether ``write_error_at`` can be applied here (loop devices plus device-mapper or FUSE)."""
     return loop_available() and (dm_available() or Path("/dev/fuse").exists())
