@@ -41,8 +41,12 @@ def fetch(
     log: StepLog | None = None,
     progress: Progress | None = None,
     catalog: Catalog | None = None,
+    sha256: str | None = None,
 ) -> Fetched:
-    """Download a catalogue image or URL into the cache (or find it there)."""
+    """Download a catalogue image or URL into the cache (or find it there).
+
+    A URL's checksum is ``sha256`` when given, else the ``<url>.sha256`` file.
+    """
     log = log or StepLog()
     cache = cache_for(config)
     item: CatalogImage | None = None
@@ -56,8 +60,9 @@ def fetch(
             )
         url = item.url
     extract_size = item.extract_size if item else None
-    if item and item.sha256:  # known hash: the cache answers without the network
-        hit = cache.get(item.sha256)
+    known = item.sha256 if item else sha256
+    if known:  # known hash: the cache answers without the network
+        hit = cache.get(known.lower())
         if hit:
             cache.touch(hit)
             log(f"{name_or_url}: cached ({hit.file.name})", sha256=hit.sha256)
@@ -66,7 +71,7 @@ def fetch(
         pub = published_checksums(
             url,
             http,
-            sha256=item.sha256 if item else None,
+            sha256=item.sha256 if item else sha256,
             sha256_url=item.sha256_url if item else None,
             rpi_imager_json=item.rpi_imager_json if item else None,
         )

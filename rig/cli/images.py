@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f = isub.add_parser("fetch", help="download (resuming) and check an image into the cache")
     f.add_argument("image", metavar="NAME|URL")
     f.add_argument("--unpack", action="store_true", help="also unpack it for the writer now")
+    f.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of a URL (else URL.sha256)")
     f.set_defaults(func=cmd_fetch)
 
 
@@ -64,7 +65,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     log = _log()
     with progress_view(sys.stderr.isatty()) as progress:
-        got = fetch(args.image, config, log, progress)
+        got = fetch(args.image, config, log, progress, sha256=args.sha256)
     path = unpacked(got, log) if args.unpack else got.entry.file
     print(f"{path} sha256={got.entry.sha256}")
     return 0

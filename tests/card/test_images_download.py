@@ -213,3 +213,21 @@ def test_lru_eviction(tmp_path):
     assert shas[1] not in left  # least recently used went first
     assert {shas[0], sha3} <= left
     assert sum(e.size for e in cache.entries()) <= (7 << 20) // 2
+
+
+def test_cli_fetch_then_list(server, tmp_path, monkeypatch, capsys):
+    from rig.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    body = _image_bytes()
+    server.files["/custom.img"] = body
+    good = hashlib.sha256(body).hexdigest()
+    assert main(["images", "fetch", server.url + "/custom.img", "--sha256", "0" * 64]) == 3
+    assert "checksum mismatch" in capsys.readouterr().err
+    assert main(["images", "fetch", server.url + "/custom.img", "--sha256", good]) == 0
+    out = capsys.readouterr().out
+    assert f"sha256={good}" in out
+    assert Path(out.split()[0]).read_bytes() == body
+    assert main(["images", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "custom.img" in listing and "cached: 1 image(s)" in listing
