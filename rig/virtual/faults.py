@@ -12,7 +12,7 @@ Keys (all optional)::
       faults:
         pi3-b:
           never_boots: true          # powered, card in place, nothing ever answers
-          wifi_drops_after: 30       # seconds after each boot: SSH and HTTP go away, OctoPrint runs on
+          wifi_drops_after: 30       # s after each boot: SSH and HTTP go away, OctoPrint runs on
           power_glitch_after: 20     # seconds after each boot: a brown-out, the device reboots
           write_error_at: 1048576    # byte offset where host-side writes fail (virtual hardware)
 
