@@ -84,7 +84,19 @@ def scan_sdmuxes(fs: Sysfs = REAL_SYSFS) -> list[Finding]:
         node = fs.dev / entry.name
         disks = blockdev.disks_below(usb_dir, fs)
         detail = f"{node} ({product}), card disk: {', '.join(disks) or 'none (card on DUT side?)'}"
-        if os.access(node, os.R_OK | os.W_OK):
+        closed = [d for d in disks if not os.access(fs.dev / d, os.R_OK | os.W_OK)]
+        if closed:
+            out.append(
+                Finding(
+                    "usb-sd-mux",
+                    serial,
+                    f"{detail}: no read/write access to {', '.join(closed)}",
+                    False,
+                    'udev rule: SUBSYSTEM=="block", ATTRS{manufacturer}=="Linux Automation GmbH", '
+                    'ATTRS{product}=="usb-sd-mux*", MODE="0660", GROUP="rig"',
+                )
+            )
+        elif os.access(node, os.R_OK | os.W_OK):
             out.append(Finding("usb-sd-mux", serial, detail, True))
         else:
             out.append(

@@ -222,3 +222,20 @@ def test_image_file_is_locked_while_open(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert blockdev.check_card(card, below=None, where="t") == card
+
+
+def test_doctor_lists_muxes_with_their_disks_and_the_rule_for_missing_access(
+    tmp_path: Path,
+) -> None:
+    from rig.hardware.inventory import scan_sdmuxes
+
+    t = Tree(tmp_path)
+    (t.dev / "sg0").touch()
+    found = {f.name: f for f in scan_sdmuxes(t.fs)}
+    assert found["000000000041"].ok and "card disk: sda" in found["000000000041"].detail
+    bad = found["000000000042"]  # no /dev/sg1, no /dev/sdb: as good as no access
+    assert not bad.ok and "sdb" in bad.detail
+    assert 'SUBSYSTEM=="block"' in bad.fix and 'GROUP="rig"' in bad.fix
+    (t.dev / "sdb").touch()
+    bad = {f.name: f for f in scan_sdmuxes(t.fs)}["000000000042"]
+    assert not bad.ok and 'SUBSYSTEM=="scsi_generic"' in bad.fix
