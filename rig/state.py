@@ -20,7 +20,9 @@ _lock = threading.Lock()
 def connect(state_dir: Path) -> sqlite3.Connection:
     """A connection to ``state_dir/rig.db``; callers close it (or use ``transaction``)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(state_dir / "rig.db", timeout=30, isolation_level=None)
+    conn = sqlite3.connect(
+        state_dir / "rig.db", timeout=30, isolation_level=None, check_same_thread=False
+    )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")

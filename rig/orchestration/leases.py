@@ -8,9 +8,11 @@ forever. Two runs never share a device: acquiring is one atomic UPDATE.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _locked(method):
+    """One connection is shared by the run's threads: one statement at a time."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Leases:
     """Leases and health for the devices of one state directory."""
 
@@ -72,7 +85,9 @@ class Leases:
         self.pid = os.getpid()
         self.holder = holder or f"{self.pid}@{self.host}"
         self.ttl = ttl
+        self._lock = threading.RLock()
 
+    @_locked
     def close(self) -> None:
         self.conn.close()
 
@@ -81,6 +96,7 @@ class Leases:
             return True
         return row["host"] == self.host and not _pid_alive(row["pid"])
 
+    @_locked
     def acquire(self, device: str, purpose: str = "") -> bool:
         """Take the device if free or stale; False if another live holder has it."""
         now = time.time()
@@ -94,18 +110,22 @@ class Leases:
             )
         return True
 
+    @_locked
     def renew(self, device: str) -> None:
         self.conn.execute(
             "UPDATE leases SET expires=? WHERE device=? AND holder=?",
             (time.time() + self.ttl, device, self.holder),
         )
 
+    @_locked
     def release(self, device: str) -> None:
         self.conn.execute("DELETE FROM leases WHERE device=? AND holder=?", (device, self.holder))
 
+    @_locked
     def release_all(self) -> None:
         self.conn.execute("DELETE FROM leases WHERE holder=?", (self.holder,))
 
+    @_locked
     def holder_of(self, device: str) -> Lease | None:
         """The live lease on a device (stale leases count as free)."""
         row = self.conn.execute("SELECT * FROM leases WHERE device=?", (device,)).fetchone()
@@ -115,13 +135,16 @@ class Leases:
 
     # --- health --------------------------------------------------------------
 
+    @_locked
     def health(self, device: str) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM device_health WHERE device=?", (device,)).fetchone()
 
+    @_locked
     def quarantined(self, device: str) -> str | None:
         row = self.health(device)
         return row["reason"] if row is not None and row["quarantined"] else None
 
+    @_locked
     def record(self, device: str, outcome: str, scenario: str, reason: str = "") -> bool:
         """Count an outcome against the device; True if this put it into quarantine."""
         with state.transaction(self.conn):
@@ -136,6 +159,7 @@ class Leases:
             )
         return quarantine
 
+    @_locked
     def unquarantine(self, device: str) -> None:
         self.conn.execute(
             "UPDATE device_health SET quarantined=0, infra_failures=0, reason='' WHERE device=?",

@@ -170,7 +170,7 @@ class Runner:
     # --- images ------------------------------------------------------------------
 
     def resolve_images(self, scenarios: list[Scenario]) -> None:
-        from rig.card.cache import resolve_image
+        from rig.card.images import resolve_image
 
         log = StepLog(self.bus)
         for name in sorted({s.image for s in scenarios}):
@@ -341,7 +341,8 @@ class Runner:
         from rig.orchestration.feed_server import FeedServer, reachable_address
 
         profile = self.profile_factory(self.config.device(self.held[0]).profile)
-        app = profile.release_feed(self.matrix.release.version, self.matrix.release.channel)
+        feed = getattr(profile, "release_feed", None)
+        app = feed(self.matrix.release.version, self.matrix.release.channel) if feed else None
         if app is None:
             return None
         run_cfg = self.config.sections.get("run", {})

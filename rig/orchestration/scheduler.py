@@ -8,6 +8,7 @@ quarantined and takes no more work.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from rig.orchestration.matrix import Scenario
 from rig.orchestration.pipeline import Attempt
 
 MAX_ATTEMPTS = 2
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Scheduler:
         cancel: threading.Event,
     ) -> None:
         self.pending = sorted(jobs, key=lambda j: -j.estimate)
+        self.all_jobs = list(jobs)
         self.devices = dict(devices)
         self.run_attempt = run_attempt
         self.on_device_result = on_device_result
@@ -83,7 +86,11 @@ class Scheduler:
                 self.lock.wait(0.5)
 
     def _finish(self, job: Job, device: str, attempt: Attempt) -> None:
-        quarantined = self.on_device_result(device, job, attempt)
+        try:
+            quarantined = self.on_device_result(device, job, attempt)
+        except Exception:  # bookkeeping must never lose the job
+            log.exception("recording the result of %s on %s failed", job.scenario.id, device)
+            quarantined = False
         with self.lock:
             self.in_flight -= 1
             if quarantined:
@@ -120,7 +127,11 @@ class Scheduler:
                 return
             if not job.started:
                 job.started = time.time()
-            attempt = self.run_attempt(job, device)
+            try:
+                attempt = self.run_attempt(job, device)
+            except Exception as e:  # a bug in an attempt is that attempt's error, not a lost job
+                log.exception("attempt of %s on %s crashed", job.scenario.id, device)
+                attempt = Attempt(device, "error", f"{type(e).__name__}: {e}")
             job.attempts.append(attempt)
             self._finish(job, device, attempt)
 
@@ -152,4 +163,8 @@ class Scheduler:
                 job.attempts.append(Attempt("-", "interrupted", "not started: run interrupted"))
                 self.done.append(job)
             self.pending.clear()
+            for job in self.all_jobs:  # whatever happened, every job is reported
+                if job not in self.done:
+                    job.attempts.append(Attempt("-", "interrupted", "stopped before it finished"))
+                    self.done.append(job)
         return self.done
