@@ -123,3 +123,12 @@ def test_cycle_waits_off_time(bus, hw) -> None:
         if (t.bmRequestType, t.bRequest, t.wIndex) == (0x23, 0x01, 3)
     ]
     assert len(offs) == 1
+
+
+def test_power_set_from_outside_the_hub_is_what_get_status_reports(bus, hw) -> None:
+    power = UsbHubPower("1-1", 2, backend=bus)
+    power.off()
+    hw.set_port_power("1-1", 2, True)  # e.g. a test or a fault forcing VBUS
+    assert power.state() is True
+    hw.set_port_power("1-1", 2, False)
+    assert power.state() is False

@@ -221,9 +221,17 @@ class VirtualHardware:
         with self._locked(write=False) as data:
             return bool(data["ports"].get(location, {}).get(str(port), False))
 
-    def set_port_power(self, location: str, port: int, on: bool) -> None:
+    def set_port_power(
+        self, location: str, port: int, on: bool, *, hub_halves: bool = True
+    ) -> None:
+        """Set the port's VBUS. Set from outside the hub (tests, faults), both halves of an
+        emulated USB3 hub follow, so GET_STATUS agrees; the hub itself passes hub_halves=False."""
         with self._locked(write=True) as data:
             data["ports"].setdefault(location, {})[str(port)] = bool(on)
+            if hub_halves:
+                for half in data.get("extra", {}).get(f"hub:{location}", {}).values():
+                    if isinstance(half, dict) and str(port) in half:
+                        half[str(port)] = bool(on)
 
     # -- device-private registers (hub halves, GPIO expanders) --------------------
 

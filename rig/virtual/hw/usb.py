@@ -250,7 +250,7 @@ class EmulatedHub(EmulatedDevice):
         extra = self.hw.update_extra(f"hub:{self.power_key}", update)
         for p in ports:
             vbus = extra["usb2"][str(p)] or extra["usb3"][str(p)]
-            self.hw.set_port_power(self.power_key, p, vbus)
+            self.hw.set_port_power(self.power_key, p, vbus, hub_halves=False)
 
     def descriptor(self) -> bytes:
         if self.half == "usb3":
