@@ -14,6 +14,7 @@ from rig.virtual.bootfiles.wifi import AccessPoint, WifiNetwork, network_matches
 from rig.virtual.bootfiles.wpa import parse_wpa_supplicant
 
 AP = AccessPoint("rig-test-net", "correct horse 42", "DE")
+HEXKEY = "01a89ea46658f5dfcd99cf0763c45979ab27bb1ed2df5fab1a73a67ab5383b78"  # openssl kdf
 # `openssl passwd -5 -salt fixturesalt secret` and `openssl passwd -1 -salt fixture secret`
 SHA256 = "$5$fixturesalt$yQ9wI.JJHWDU4H4JdHHQk6QqyKfhqdp60cw72YP8Ab4"
 MD5 = "$1$fixture$54oOozwK4IYJYhbde0cvJ0"
@@ -139,3 +140,10 @@ def test_cmdline_edits() -> None:
     assert strip_systemd_run(kept) == line.rstrip("\n") + " cfg80211.ieee80211_regdom=GB\n"
     assert params("a=1 b\nsecond=line ignored")["a"] == "1"
     assert "second" not in params("a=1 b\nsecond=line ignored")
+
+
+def test_access_point_given_as_key() -> None:
+    hex_ap = AccessPoint("rig-test-net", HEXKEY, "DE")
+    assert network_matches(WifiNetwork("rig-test-net", "correct horse 42", "t"), hex_ap)[0]
+    assert network_matches(WifiNetwork("rig-test-net", HEXKEY.upper(), "t"), hex_ap)[0]
+    assert not network_matches(WifiNetwork("rig-test-net", "correct horse 43", "t"), hex_ap)[0]

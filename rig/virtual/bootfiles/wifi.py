@@ -14,8 +14,12 @@ class AccessPoint:
     """The virtual Wi-Fi a device can join: exact SSID, passphrase and country."""
 
     ssid: str
-    psk: str
+    psk: str  # the passphrase, or the 64-hex key itself
     country: str
+
+    def key(self) -> str:
+        """The 256-bit key both sides derive; what really has to match."""
+        return self.psk.lower() if HEX64.fullmatch(self.psk) else psk_key(self.psk, self.ssid)
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,10 @@ def network_matches(net: WifiNetwork, ap: AccessPoint) -> tuple[bool, str]:
     if net.psk is None:
         return False, f"{net.source}: {net.ssid!r} is configured as an open network"
     if HEX64.fullmatch(net.psk):
-        ok = net.psk.lower() == psk_key(ap.psk, ap.ssid)
+        key = net.psk.lower()
     elif 8 <= len(net.psk) <= 63:
-        ok = net.psk == ap.psk
+        key = psk_key(net.psk, net.ssid)
     else:
         return False, f"{net.source}: PSK must be 8..63 characters or 64 hex digits"
+    ok = key == ap.key()
     return (True, "") if ok else (False, f"{net.source}: wrong PSK for {net.ssid!r}")
