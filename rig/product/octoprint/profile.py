@@ -72,6 +72,12 @@ class OctoPrintProfile:
         self._shell_factory = shell_factory
         self._shells: dict[str, DeviceShell] = {}
 
+    def release_feed(self, version: str, channel: str) -> Any:
+        """The feed that offers ``version`` on ``channel`` to the devices' release check."""
+        from rig.product.octoprint.feed import InjectedRelease, feed_app
+
+        return feed_app(InjectedRelease(version, channel))
+
     # -- plumbing ---------------------------------------------------------------
 
     def shell(self, ctx: ScenarioContext) -> DeviceShell:
