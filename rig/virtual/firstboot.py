@@ -824,7 +824,7 @@ def _report(
     shadow = _shadow(c)
     for name, (uid, home) in passwd.items():
         hash_ = shadow.get(name, "")
-        if uid >= 1000 and hash_ and not hash_.startswith(("!", "*")):
+        if 1000 <= uid < 65534 and hash_ and not hash_.startswith(("!", "*")):
             out.users[name] = hash_
             out.homes[name] = home
         keys = c.read_root_text(f"{home}/.ssh/authorized_keys") if uid >= 1000 else None

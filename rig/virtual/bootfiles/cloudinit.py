@@ -44,23 +44,26 @@ def _yaml(text: str, name: str) -> dict:  # type: ignore[type-arg]
     return data
 
 
-def parse_meta_data(text: str) -> str:
+def parse_meta_data(text: str) -> tuple[str, str | None]:
+    """(instance-id, local-hostname)."""
     data = _yaml(text, "meta-data")
     iid = data.get("instance-id") or data.get("instance_id")
     if not iid:
         raise BootFileError("meta-data: no instance-id")
-    return str(iid)
+    host = data.get("local-hostname")
+    return str(iid), None if host is None else str(host)
 
 
 def parse_cloud_init(
     meta_data: str, user_data: str | None, network_config: str | None
 ) -> CloudConfig:
-    cfg = CloudConfig(parse_meta_data(meta_data))
+    iid, local_hostname = parse_meta_data(meta_data)
+    cfg = CloudConfig(iid, hostname=local_hostname)
     if user_data is not None:
         if not user_data.startswith("#cloud-config"):
             raise BootFileError("user-data: must start with '#cloud-config'")
         ud = _yaml(user_data, "user-data")
-        cfg.hostname = ud.get("hostname") or ud.get("fqdn")
+        cfg.hostname = ud.get("hostname") or ud.get("fqdn") or cfg.hostname
         if "ssh_pwauth" in ud:
             cfg.ssh_pwauth = bool(ud["ssh_pwauth"])
         if ud.get("enable_ssh") is True:
