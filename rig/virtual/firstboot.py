@@ -177,7 +177,7 @@ def _boot(
     root_part = c.partition(index)
     if root_part is None or not root_part.is_linux:
         raise _NotBooted(f"root partition {index} does not exist or is not Linux")
-    if root_part.end > c.path.stat().st_size and not c.path.is_block_device():
+    if root_part.end > c.size():
         raise _NotBooted("root partition extends past the end of the card")
     if not c.has_ext_root():
         raise _NotBooted("root partition holds no ext4 file system; kernel panic")
