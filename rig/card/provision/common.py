@@ -30,6 +30,7 @@ from passlib.hash import sha512_crypt
 from rig.card.fat import FatVolume
 from rig.errors import ConfigError
 
+from .rootfs import read_root_file
 from .settings import ProvisionSettings
 
 BEGIN = "# --- rig provision: begin (rewritten on every provisioning) ---"
@@ -73,6 +74,11 @@ class CardView:
     @property
     def names(self) -> list[str]:
         return sorted(self._names.values())
+
+    def root_text(self, path: str) -> str | None:
+        """A small file of the root partition (ext4), or None when it cannot be read."""
+        data = read_root_file(self.vol.file, path)
+        return None if data is None else data.decode("utf-8", "replace")
 
 
 @dataclass

@@ -1,27 +1,63 @@
-"""Which scheme a card needs, read from what its boot partition holds.
+"""Which scheme a card needs, read from what it holds.
 
-Markers, most specific first: OctoPi's Wi-Fi templates, cloud-init's NoCloud
-files, then the init= of cmdline.txt (``raspberrypi-sys-mods/firstboot`` is
-Bookworm and later, ``init_resize.sh`` Buster/Bullseye), then OctoPi's
-``octopi.txt``. Each answer carries the reason, shown to the user.
+Markers, most specific first: OctoPi's Wi-Fi templates and cloud-init's NoCloud
+files on the boot partition (what first boot will actually read); then the root
+partition's ``/etc/octopi_version`` and ``/etc/os-release`` codename; then the
+init= of cmdline.txt (``raspberrypi-sys-mods/firstboot`` is Bookworm and later,
+``init_resize.sh`` Buster/Bullseye) and OctoPi's ``octopi.txt``. Each answer
+carries the reason, shown to the user.
 """
 
 from __future__ import annotations
 
+import re
+
 from .common import CardView
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def root_facts(card: CardView) -> tuple[str | None, str | None]:
+    """(OctoPi version, os-release codename) from the root file system, when readable."""
+    octopi = card.root_text("/etc/octopi_version")
+    release = card.root_text("/etc/os-release") or ""
+    m = re.search(r"^VERSION_CODENAME=\"?([a-z]+)", release, re.M)
+    return (octopi.strip() or None) if octopi else None, m.group(1) if m else None
 
 
 def detect(card: CardView) -> tuple[str, str]:
     """(scheme name, why)."""
+    octopi_version, codename = root_facts(card)
+    facts = ", ".join(
+        x
+        for x in (
+            f"OctoPi {octopi_version}" if octopi_version else "",
+            f"Debian {codename}" if codename else "",
+        )
+        if x
+    )
+    seen = f"; root file system: {facts}" if facts else ""
     if card.exists("octopi-wpa-supplicant.txt"):
-        return "octopi-legacy", "the card has octopi-wpa-supplicant.txt (OctoPi up to 1.0.x)"
+        return "octopi-legacy", f"the card has octopi-wpa-supplicant.txt{seen}"
     if card.exists("wifi.nmconnection"):
-        return "nmconnection", "the card has a wifi.nmconnection template (OctoPi 1.1, Bookworm)"
+        return "nmconnection", f"the card has a wifi.nmconnection template{seen}"
     nocloud = [n for n in ("user-data", "network-config", "meta-data") if card.exists(n)]
     if nocloud:
-        return "cloud-init", f"the card has cloud-init NoCloud files ({', '.join(nocloud)})"
+        return "cloud-init", f"the card has cloud-init NoCloud files ({', '.join(nocloud)}){seen}"
+    octopi = card.exists("octopi.txt") or octopi_version is not None
+    if octopi_version:
+        if _version(octopi_version) >= (1, 1):
+            return "nmconnection", f"OctoPi {octopi_version} uses NetworkManager{seen}"
+        return "octopi-legacy", f"OctoPi {octopi_version} reads octopi-wpa-supplicant.txt{seen}"
+    if codename in ("buster", "bullseye"):
+        return ("firstrun" if octopi else "wpa-supplicant"), f"Raspberry Pi OS {codename}{seen}"
+    if codename == "bookworm":
+        return ("nmconnection" if octopi else "custom-toml"), f"Raspberry Pi OS bookworm{seen}"
+    if codename == "trixie":
+        return "firstrun", f"Raspberry Pi OS trixie without cloud-init files{seen}"
     cmdline = card.text("cmdline.txt") or ""
-    octopi = card.exists("octopi.txt")
     if "raspberrypi-sys-mods/firstboot" in cmdline:
         if octopi:
             return "nmconnection", "OctoPi on Bookworm (octopi.txt and the firstboot init)"
