@@ -3,11 +3,12 @@
 Why our own code (the options were tried, 2026-11):
 
 - pyfatfs works, but it is built on PyFilesystem2 (`fs`), whose package
-  ``__init__`` imports ``pkg_resources``. setuptools deprecated that module
-  (a UserWarning on every import since 80.x) and removed it in setuptools 82;
-  ``fs`` is unmaintained (PyFilesystem2 issue 577 is still open), so on a fresh
-  Trixie/3.13 venv ``import fs`` fails. It also left the FAT32 FSInfo free
-  count wrong in our trial (fsck.fat: "Free cluster summary wrong").
+  ``__init__`` runs ``pkg_resources.declare_namespace``. The setuptools 65.5 of
+  this venv prints nothing; setuptools >= 67.5 warns on every import (since 80.x
+  "slated for removal as early as 2025-11-30"), and setuptools 82 removed
+  ``pkg_resources``: ``import fs`` then fails. ``fs`` is unmaintained
+  (PyFilesystem2 issue 577 open since 2023). In our trial it also left the
+  FAT32 FSInfo free count wrong (fsck.fat: "Free cluster summary wrong").
 - mtools (``mcopy -i img@@OFFSET``) is robust, but it is a binary the flash
   host must have, it is driven by parsing text output, one process per file
   makes an all-or-nothing change of several files impossible, and the tests
