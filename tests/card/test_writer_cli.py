@@ -26,7 +26,8 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_image(work, boot, root)
 
 
-def test_flash_target_file(image, tmp_path, capsys):
+def test_flash_target_file(image, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # the unpacked copy goes here
     xz = tmp_path / "disk.img.xz"
     xz.write_bytes(lzma.compress(image.read_bytes(), preset=0))
     target = tmp_path / "card.bin"
@@ -34,6 +35,7 @@ def test_flash_target_file(image, tmp_path, capsys):
     assert main(["flash", "--target", str(target), str(xz)]) == 0
     out = capsys.readouterr().out
     assert "derived map" in out and "verified" in out
+    assert len(list((tmp_path / "xdg" / "rig" / "images" / "unpacked").iterdir())) == 1
     with open(target, "rb") as t, open(image, "rb") as s:
         for e in derive_map(image).extents:
             t.seek(e.start)
