@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -26,7 +27,8 @@ sys.modules["provision_cards"] = cards
 _spec.loader.exec_module(cards)
 
 pytestmark = pytest.mark.skipif(
-    cards.tools_missing() is not None, reason=f"{cards.tools_missing()} not installed"
+    cards.tools_missing() is not None or shutil.which("openssl") is None,
+    reason="mtools, dosfstools and openssl are needed",
 )
 
 PASSWORD = "raspberry-rig"
