@@ -75,7 +75,7 @@ def test_nmconnection_variants() -> None:
         (f"Bob:{SHA256}", False),
         (f"9bob:{SHA256}", False),
         (f"bob_x:{SHA256}", False),
-        ("bob:plaintext", False),
+        ("bob:plaintext", True),
         (f"bob:{SHA256}\nalice:{SHA256}\n", False),
         (f"{'a' * 33}:{SHA256}", False),
         ("", False),
@@ -84,7 +84,10 @@ def test_nmconnection_variants() -> None:
 def test_userconf_rules(text: str, ok: bool) -> None:
     if ok:
         _name, hash_ = parse_userconf(text)
-        assert check_password(hash_, "secret") and not check_password(hash_, "Secret")
+        usable = hash_.startswith("$")  # plain text is stored as-is and matches nothing
+        assert check_password(hash_, "secret") is usable
+        assert not check_password(hash_, "Secret")
+        assert not check_password(hash_, hash_)
     else:
         with pytest.raises(BootFileError):
             parse_userconf(text)

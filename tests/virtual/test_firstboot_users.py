@@ -54,10 +54,9 @@ def test_userconf_renames_the_first_user(images, tmp_path) -> None:  # type: ign
     assert out.octoprint_user == "pi"
 
 
-@pytest.mark.parametrize("fixture", ["userconf/bad-name.txt", "userconf/plaintext.txt"])
-def test_rejected_userconf_is_renamed_and_nobody_can_log_in(images, tmp_path, fixture) -> None:  # type: ignore[no-untyped-def]
+def test_rejected_userconf_is_renamed_and_nobody_can_log_in(images, tmp_path) -> None:  # type: ignore[no-untyped-def]
     card = flash(images["1.1.0"], tmp_path / "card.img")
-    put_fixture(card, fixture, "userconf.txt", tmp_path)
+    put_fixture(card, "userconf/bad-name.txt", "userconf.txt", tmp_path)
     out = boot_card(card, ap=AP)
     assert out.booted
     assert out.users == {}  # pi stays locked: the shipped userconf.txt was replaced
@@ -115,3 +114,12 @@ def test_octopi_hostname_with_invalid_characters_is_refused(images, tmp_path) ->
     out = boot_card(card, ap=AP)
     assert out.hostname == "octopi"
     assert "octopi-hostname.txt" in names(card)
+
+
+def test_plain_text_userconf_is_taken_but_matches_nothing(images, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    card = flash(images["1.0.0"], tmp_path / "card.img")
+    put_fixture(card, "userconf/plaintext.txt", "userconf.txt", tmp_path)
+    out = boot_card(card, ap=AP)
+    assert "userconf.txt" not in names(card) and "failed_userconf.txt" not in names(card)
+    assert list(out.users) == ["alice"]
+    assert not check_password(out.users["alice"], "secret")
