@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rig.config import RigConfig, load_config
-from rig.errors import EXIT_INFRA, EXIT_OK, RigError
+from rig.errors import EXIT_INFRA, EXIT_OK, ConfigError, RigError
 from rig.hardware.build import mux_for, power_for, usb_backend
 
 # More columns for `rig devices` (health, last result, ...): (header, fn(config, name) -> text).
@@ -37,13 +37,57 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     m.set_defaults(func=cmd_mux)
 
-    d = sub.add_parser("devices", help="table of devices: power, mux side, card, disk")
+    d = sub.add_parser(
+        "devices",
+        help="table of devices: power, mux side, card, disk, health, lease, last result",
+    )
+    d.add_argument(
+        "action", nargs="?", choices=("release",), help="release: take a device out of quarantine"
+    )
+    d.add_argument("name", nargs="?", help="the device to release")
     d.set_defaults(func=cmd_devices)
 
     doc = sub.add_parser(
         "doctor", help="check hardware, permissions and udev rules; say how to fix"
     )
     doc.set_defaults(func=cmd_doctor)
+
+
+def _health_columns() -> None:
+    """Health, lease and last result from the state store shared with `rig run`."""
+    if any(h == "health" for h, _ in DEVICE_COLUMNS):
+        return
+    from rig.orchestration.leases import Leases
+
+    def health(config: RigConfig, name: str) -> str:
+        leases = Leases(config.paths.state)
+        try:
+            why = leases.quarantined(name)
+            if why:
+                return f"[red]quarantined[/red]: {escape(why)}"
+            row = leases.health(name)
+            failures = row["infra_failures"] if row else 0
+            return f"ok ({failures} recent error)" if failures else "ok"
+        finally:
+            leases.close()
+
+    def lease(config: RigConfig, name: str) -> str:
+        leases = Leases(config.paths.state)
+        try:
+            held = leases.holder_of(name)
+            return f"{escape(held.purpose)} (pid {held.pid})" if held else "free"
+        finally:
+            leases.close()
+
+    def last(config: RigConfig, name: str) -> str:
+        leases = Leases(config.paths.state)
+        try:
+            row = leases.health(name)
+            return f"{row['last_result']} {row['last_scenario']}" if row else "-"
+        finally:
+            leases.close()
+
+    DEVICE_COLUMNS.extend([("health", health), ("lease", lease), ("last result", last)])
 
 
 def _shown(state: bool | None) -> str:
@@ -129,6 +173,20 @@ def device_row(config: RigConfig, name: str) -> dict[str, str]:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.action == "release":
+        from rig.orchestration.leases import Leases
+
+        if not args.name:
+            raise ConfigError("which device? `rig devices release NAME`", where="rig devices")
+        config.device(args.name)
+        leases = Leases(config.paths.state)
+        try:
+            leases.unquarantine(args.name)
+        finally:
+            leases.close()
+        print(f"{args.name}: released from quarantine")
+        return EXIT_OK
+    _health_columns()
     headers = ["device", "power", "mux", "card", "disk", *(h for h, _ in DEVICE_COLUMNS)]
     table = Table(title=f"devices ({config.where})")
     for h in headers:

@@ -478,6 +478,7 @@ def default_kit_factory(config: RigConfig) -> KitFactory:
     def factory(device: str, scenario: Scenario, image: Path, bus: EventBus) -> DeviceKit:
         from rig.card.provision import ProvisionSettings, provision_card
         from rig.card.writer import write_image
+        from rig.device.ssh import forget_host_key
         from rig.hardware import sequences
         from rig.hardware.build import mux_for, power_for
 
@@ -494,6 +495,8 @@ def default_kit_factory(config: RigConfig) -> KitFactory:
                 card_identity=mux.card_identity(),
                 state_dir=config.paths.state,
             )
+            # a freshly written card boots with a new host key: forget the old one
+            forget_host_key(dev.host or f"{device}.local", dev.ssh_port)
             return _plain(result)
 
         def provision(disk: Path, log: StepLog) -> dict[str, Any]:
