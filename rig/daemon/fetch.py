@@ -82,10 +82,7 @@ def fetch(image: dict[str, Any], gh: GitHub, dest_dir: Path) -> dict[str, Any]:
     if kind == "url":
         name = PurePosixPath(image["url"].split("?", 1)[0]).name or "image"
         path = dest_dir / name
-        actual = gh.download(image["url"], path)
-        if actual != image["sha256"]:
-            path.unlink(missing_ok=True)
-            raise _mismatch(name, "the announced sha256", image["sha256"], actual)
+        actual = gh.download(image["url"], path, sha256=image["sha256"])
         return {"path": str(path), "sha256": actual, "verified": ["announced sha256"]}
     raise ConfigError(f"unknown image source {kind!r}", where="job image")
 
@@ -118,12 +115,13 @@ def _release(image: dict[str, Any], gh: GitHub, dest_dir: Path) -> dict[str, Any
             where=f"{repo} release {image['release_id']}",
             hint=f"publish {name}.sha256 or rpi-imager.json beside the image",
         )
+    if len({value for _, value in expected}) > 1:
+        raise InfraError(
+            f"{name}: the published checksums disagree: {expected}",
+            where=f"{repo} release {image['release_id']}",
+        )
     path = dest_dir / name
-    actual = gh.download_asset(repo, asset["id"], path)
-    for source, value in expected:
-        if value != actual:
-            path.unlink(missing_ok=True)
-            raise _mismatch(name, source, value, actual)
+    actual = gh.download_asset(repo, asset["id"], path, sha256=expected[0][1])
     return {"path": str(path), "sha256": actual, "verified": [s for s, _ in expected]}
 
 
@@ -142,14 +140,10 @@ def _artifact(image: dict[str, Any], gh: GitHub, dest_dir: Path) -> dict[str, An
         )
     art = artifacts[0]
     zpath = dest_dir / f"artifact-{art['id']}.zip"
-    actual = gh.download_artifact(repo, art["id"], zpath)
-    verified = []
     digest = str(art.get("digest") or "")
-    if digest.startswith("sha256:"):
-        if digest[7:] != actual:
-            zpath.unlink(missing_ok=True)
-            raise _mismatch(zpath.name, "the artifact digest", digest[7:], actual)
-        verified.append("artifact digest")
+    expected = digest[7:] if digest.startswith("sha256:") else None
+    gh.download_artifact(repo, art["id"], zpath, sha256=expected)
+    verified = ["artifact digest"] if expected else []
     path, sha, more = _unwrap(zpath, dest_dir)
     zpath.unlink(missing_ok=True)
     return {"path": str(path), "sha256": sha, "verified": verified + more + ["zip CRC"]}

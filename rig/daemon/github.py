@@ -8,7 +8,6 @@ storage host. Every failure is an InfraError naming the call.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 
 from rig import __version__
+from rig.card import download as card_download
 from rig.config import Secret
 from rig.errors import InfraError
 
@@ -34,22 +34,16 @@ class GitHub:
         }
         if token is not None:
             headers["Authorization"] = f"Bearer {token.reveal()}"
+        self._timeout = httpx.Timeout(timeout, read=max(timeout, 120.0))
         self._client = httpx.Client(
             base_url=self.api_url,
             headers=headers,
-            timeout=httpx.Timeout(timeout, read=max(timeout, 120.0)),
-            follow_redirects=True,
-        )
-
-        self._plain = httpx.Client(
-            headers={"User-Agent": headers["User-Agent"]},
-            timeout=httpx.Timeout(timeout, read=max(timeout, 120.0)),
+            timeout=self._timeout,
             follow_redirects=True,
         )
 
     def close(self) -> None:
         self._client.close()
-        self._plain.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -96,43 +90,58 @@ class GitHub:
 
     # downloads ------------------------------------------------------------------
 
-    def download(self, url: str, dest: Path, *, accept: str | None = None) -> str:
-        """Stream ``url`` (API path or absolute URL) to ``dest`` atomically; return its SHA-256."""
+    def download(
+        self, url: str, dest: Path, *, accept: str | None = None, sha256: str | None = None
+    ) -> str:
+        """Fetch ``url`` (API path or absolute URL) to ``dest``; return its SHA-256.
+
+        The card layer's resumable download does the transfer: an interrupted
+        download (network, daemon restart) continues from its ``.part`` file, and
+        ``sha256``, when known, is checked before the file is renamed into place.
+        """
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        digest = hashlib.sha256()
-        headers = {"Accept": accept} if accept else {}
+        part = dest.with_name(dest.name + ".part")
         foreign = url.startswith(("http://", "https://")) and not url.startswith(self.api_url)
-        client = self._plain if foreign else self._client  # no token for a foreign host
-        try:
-            with (
-                client.stream("GET", url, headers=headers) as response,
-                open(tmp, "wb") as f,
-            ):
-                if response.status_code >= 400:
-                    raise InfraError(f"download {url}: HTTP {response.status_code}", where="github")
-                for chunk in response.iter_bytes(1 << 20):
-                    f.write(chunk)
-                    digest.update(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-        except httpx.HTTPError as e:
-            tmp.unlink(missing_ok=True)
-            raise InfraError(f"download {url}: {e}", where="github") from e
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, dest)
-        return digest.hexdigest()
+        if foreign:  # no token for a foreign host
+            http = httpx.Client(
+                headers={"User-Agent": self._client.headers["User-Agent"]},
+                timeout=self._timeout,
+                follow_redirects=True,
+            )
+        else:
+            headers = httpx.Headers(self._client.headers)  # case-insensitive: one Accept
+            if accept:
+                headers["Accept"] = accept
+            http = httpx.Client(
+                base_url=self.api_url,
+                headers=headers,
+                timeout=self._timeout,
+                follow_redirects=True,  # the token is dropped when a redirect leaves the API
+            )
+        with http:
+            digest = card_download.download(
+                str(http.build_request("GET", url).url), part, expected_sha256=sha256, http=http
+            )
+        os.replace(part, dest)
+        return digest
 
-    def download_artifact(self, repo: str, artifact_id: int, dest: Path) -> str:
-        return self.download(f"/repos/{repo}/actions/artifacts/{artifact_id}/zip", dest)
+    def download_artifact(
+        self, repo: str, artifact_id: int, dest: Path, sha256: str | None = None
+    ) -> str:
+        """The artifact's zip (GitHub answers 302 to a short-lived storage URL)."""
+        return self.download(
+            f"/repos/{repo}/actions/artifacts/{artifact_id}/zip", dest, sha256=sha256
+        )
 
-    def download_asset(self, repo: str, asset_id: int, dest: Path) -> str:
+    def download_asset(
+        self, repo: str, asset_id: int, dest: Path, sha256: str | None = None
+    ) -> str:
+        """A release asset's bytes (``Accept: application/octet-stream``: 200 or 302)."""
         return self.download(
             f"/repos/{repo}/releases/assets/{asset_id}",
             dest,
             accept="application/octet-stream",
+            sha256=sha256,
         )
 
     # writes -----------------------------------------------------------------------

@@ -162,7 +162,7 @@ def test_repository_dispatch_with_image_url_and_checksum(rig):
     bad = {**payload, "client_payload": {**payload["client_payload"], "sha256": "0" * 64}}
     bad_id = rig.hook("repository_dispatch", bad).json()["job"]
     job = rig.wait_state(bad_id, "error")
-    assert "does not match" in job.error and job.attempts == 2
+    assert "checksum mismatch" in job.error and job.attempts == 2
     other = {**payload, "action": "something-else"}
     assert rig.hook("repository_dispatch", other).json()["outcome"] == "ignored"
 
