@@ -178,15 +178,34 @@ def shims_target() -> str:
     return "/usr/local/sbin" if Path("/usr/local/sbin").is_dir() else "/.rig/bin"
 
 
+NETWORK_ENV = (
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
+
+
 def pip_environment() -> dict[str, str]:
-    """The host's pip settings (index, certificates), so pip inside works as outside."""
-    return {k: v for k, v in os.environ.items() if k.startswith("PIP_")}
+    """The host's pip and network settings (index, certificate bundle, proxies), so pip
+    and OctoPrint inside reach the package index exactly as the host does."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("PIP_")}
+    env.update({k: os.environ[k] for k in NETWORK_ENV if k in os.environ})
+    return env
 
 
 def _pip_paths() -> list[str]:
     """Local directories the host's pip settings name (find-links dirs), to bind read-only."""
     paths: list[str] = []
-    for value in pip_environment().values():
+    for key, value in pip_environment().items():
+        if not key.startswith("PIP_"):
+            continue
         for part in value.replace(",", " ").split():
             part = part.removeprefix("file://")
             if part.startswith("/") and Path(part).is_dir() and not part.startswith("/usr"):
