@@ -86,7 +86,8 @@ def plan(ctx: Context) -> list[FileChange]:
         userconf_change(ctx),
     ]
     if ctx.card.exists("octopi.txt"):
-        changes.insert(2, FileChange("octopi-hostname.txt", f"{s.hostname}\n".encode()))
+        hostname = FileChange("octopi-hostname.txt", f"{s.hostname}\n".encode(), note="hostname")
+        changes.insert(2, hostname)
     else:
         ctx.warn(f"{NAME}: not an OctoPi card, the hostname is not set by this scheme")
     return changes
