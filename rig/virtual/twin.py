@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # port probes (connect, close) make paramiko log banner tracebacks; sshd logs its own
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     try:
         config = load_config(args.config, search=False)
         if args.state:
