@@ -49,6 +49,7 @@ UID = 1000
 GID = 1000
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SHIMS_DIR = Path(__file__).with_name("shims")
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 # host files a Debian userland needs to work (read-only inside the device's /etc)
 HOST_ETC = (
@@ -125,6 +126,12 @@ def require_sandbox() -> None:
                 where="virtual rig sandbox",
                 hint=f"apt-get install {package}",
             )
+    if not Path(SFTP_SERVER).exists():  # the rig copies files to devices over SFTP
+        raise InfraError(
+            f"the virtual Pis serve SFTP with OpenSSH's {SFTP_SERVER}, which is not installed",
+            where="virtual rig sandbox",
+            hint="apt-get install openssh-sftp-server",
+        )
     cmd = [
         "bwrap",
         "--unshare-user",

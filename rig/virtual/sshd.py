@@ -20,10 +20,9 @@ from pathlib import Path
 import paramiko
 
 from rig.errors import InfraError
+from rig.virtual.sandbox import SFTP_SERVER
 
 log = logging.getLogger(__name__)
-
-SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 # (user, argv, channel) -> None; runs argv in the device and closes the channel
 Runner = Callable[[str, list[str], paramiko.Channel], None]
