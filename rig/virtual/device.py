@@ -133,6 +133,7 @@ class VirtualPi:
         self.booted_at: float | None = None
         self._lock = threading.RLock()
         self._svc_lock = threading.Lock()
+        self._prepare_lock = threading.Lock()
         self._cancel = threading.Event()
         self._sandbox: Sandbox | None = None
         self._sshd: DeviceSSHServer | None = None
@@ -232,7 +233,11 @@ class VirtualPi:
             self.say("first boot: rebooting once more (resize, firstrun)")
             if cancel.wait(self.settings.boot_delay):
                 return
-        self._prepare(root, outcome, first)
+        # a boot cut short may still be laying out the card (building a venv): one at a time
+        with self._prepare_lock:
+            if cancel.is_set():
+                return
+            self._prepare(root, outcome, first)
         if cancel.is_set():
             return
         with self._lock:
