@@ -170,8 +170,6 @@ def ensure_twin(config: Any) -> None:
     d = twin_dir(config)
     d.mkdir(parents=True, exist_ok=True)
     logfile = d / "twin.log"
-    ready = d / "ready"
-    ready.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "rig.virtual.twin"]
     if config.source:
         cmd += ["--config", str(config.source)]
@@ -189,12 +187,10 @@ def ensure_twin(config: Any) -> None:
     threading.Thread(target=proc.wait, name="twin-reaper", daemon=True).start()
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if ready.exists():
+        if _ready(config):  # ours, or another caller's that won the race
             return
         rc = proc.poll()
-        if rc is not None:
-            if running_pid(config):  # another caller won the race
-                return
+        if rc is not None and not running_pid(config):
             tail = logfile.read_text(errors="replace").strip().splitlines()[-5:]
             raise InfraError(
                 f"the virtual rig did not start (exit {rc}): " + " | ".join(tail),
@@ -204,6 +200,13 @@ def ensure_twin(config: Any) -> None:
     raise InfraError(
         f"the virtual rig did not report ready within {START_TIMEOUT:.0f} s", where=str(logfile)
     )
+
+
+def _ready(config: Any) -> bool:
+    """A supervisor holds the lock and has written its status (so its devices exist)."""
+    pid = running_pid(config)
+    status = read_status(config)
+    return bool(pid and status and status.get("pid") == pid)
 
 
 def stop_twin(config: Any) -> list[str]:
@@ -278,8 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         twin = Twin(config)
         signal.signal(signal.SIGTERM, lambda *_: twin.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: twin.stop_event.set())
-        twin.write_status()
-        (d / "ready").write_text(f"{os.getpid()}\n")
+        twin.write_status()  # ensure_twin waits for this
         log.info("virtual rig up: %s", ", ".join(twin.devices))
         twin.run()
         log.info("virtual rig down")
