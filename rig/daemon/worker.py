@@ -367,7 +367,7 @@ class Worker:
                 for s in results.get("scenarios", [])
             ]
         self.queue.update(job.id, result=result)
-        return result
+        return {**result, "argv": argv}
 
     def _step_notify(self, job: Job, gh: GitHub, step_id: int) -> dict[str, Any]:
         result = job.result or {}
