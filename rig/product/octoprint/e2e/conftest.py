@@ -54,10 +54,7 @@ class Watch:
             lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"),
         )
         page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        page.on(
-            "requestfailed",
-            lambda r: self.problems.append(f"request failed: {r.method} {r.url} {r.failure}"),
-        )
+        page.on("requestfailed", self._failed)
         page.on(
             "response",
             lambda r: (
@@ -65,6 +62,14 @@ class Watch:
                 and self.problems.append(f"HTTP {r.status}: {r.request.method} {r.url}")
             ),
         )
+
+    def _failed(self, request) -> None:
+        # ERR_ABORTED: the browser cancelled it because the page navigated away
+        # (the login page's own redirect does this); not a failure of the server
+        if "ERR_ABORTED" not in (request.failure or ""):
+            self.problems.append(
+                f"request failed: {request.method} {request.url} {request.failure}"
+            )
 
     def assert_clean(self) -> None:
         assert not self.problems, "browser saw problems:\n" + "\n".join(self.problems)

@@ -1,0 +1,120 @@
+"""The OctoPrint profile against real OctoPrint servers started here.
+
+One device per OctoPrint version per module (each prepare restarts it, as on a
+real device); the tests in a module run in order and build on each other the way
+a scenario does: prepare, channel switch, offer, update, verify.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from rig.errors import ProductError
+from rig.product import get_profile
+from rig.product.octoprint.profile import OctoPrintProfile
+
+pytestmark = pytest.mark.slow
+
+OLD = "1.10.3"
+TARGET = "1.11.8"
+
+
+def test_get_profile_returns_the_octoprint_profile():
+    assert isinstance(get_profile("octoprint"), OctoPrintProfile)
+
+
+def test_prepare_brings_old_version_to_its_starting_state(old_rig):
+    ctx = old_rig.ctx(channel="maintenance")
+    old_rig.profile.prepare(ctx)
+    assert ctx.facts["octoprint_version"] == OLD
+    assert ctx.facts["octopi_version"] == "1.0.0"
+    assert ctx.facts["python_version"].startswith("3.")
+    assert ctx.facts["pip_version"]
+    config = yaml.safe_load((old_rig.device.home / ".octoprint/config.yaml").read_text())
+    assert config["server"]["firstRun"] is False
+    check = config["plugins"]["softwareupdate"]["checks"]["octoprint"]
+    assert check["prerelease"] is True
+    assert check["prerelease_channel"] == "rc/maintenance"
+    assert check["pip"] == "OctoPrint=={target_version}"
+    assert (old_rig.device.home / ".octoprint/plugins/rig_release_injection.py").exists()
+    # the admin user works and the injected feed is what the device asks
+    assert any(p.startswith("/releases/") for p in old_rig.feed.app.state.requests)
+
+
+def test_maintenance_channel_sees_maintenance_but_not_devel_rcs(old_rig):
+    profile = old_rig.profile
+    old_rig.inject(TARGET, "devel")
+    profile.update(old_rig.ctx(channel="maintenance", expect="not-offered"))
+    old_rig.inject(TARGET, "maintenance")
+    with pytest.raises(ProductError, match="is offered on channel maintenance"):
+        profile.update(old_rig.ctx(channel="maintenance", expect="not-offered"))
+
+
+def test_channel_switch_to_stable_hides_rcs_and_shows_releases(old_rig):
+    profile = old_rig.profile
+    ctx = old_rig.ctx(channel="stable", expect="not-offered")
+    profile.prepare(ctx)
+    config = yaml.safe_load((old_rig.device.home / ".octoprint/config.yaml").read_text())
+    check = config["plugins"]["softwareupdate"]["checks"]["octoprint"]
+    assert check["prerelease"] is False
+    assert "prerelease_channel" not in check
+    profile.update(ctx)  # the maintenance RC is not offered on stable
+    assert ctx.facts["offered_version"] != TARGET
+    old_rig.inject(TARGET, "stable")
+    with pytest.raises(ProductError, match="must not be"):
+        profile.update(ctx)
+
+
+def test_update_through_api_reaches_target_and_verifies(old_rig):
+    ctx = old_rig.ctx(channel="stable", checks=("update-api",))
+    old_rig.profile.update(ctx)
+    old_rig.profile.verify(ctx)
+    assert ctx.facts["final_version"] == TARGET
+    assert ctx.facts["restarts"] == 1
+    old_rig.profile.collect(ctx)
+    assert (old_rig.results / "octoprint.log").stat().st_size > 0
+    assert (old_rig.results / "plugin_softwareupdate_console.log").exists()
+    old_rig.ctx_after_update = ctx
+
+
+def test_verify_catches_wrong_version(old_rig):
+    ctx = old_rig.ctx(target_version="1.11.9")
+    ctx.facts.update(old_rig.ctx_after_update.facts)
+    with pytest.raises(ProductError, match=r"runs 1\.11\.8, expected 1\.11\.9"):
+        old_rig.profile.verify(ctx)
+
+
+def test_verify_catches_a_new_error_line(old_rig):
+    ctx = old_rig.ctx()
+    ctx.facts.update(old_rig.ctx_after_update.facts)
+    log = old_rig.device.home / ".octoprint/logs/octoprint.log"
+    with log.open("a") as f:
+        f.write("2026-01-01 00:00:00,000 - octoprint.plugins.foo - ERROR - it broke\n")
+    with pytest.raises(ProductError, match="it broke"):
+        old_rig.profile.verify(ctx)
+
+
+def test_smoke_passes_on_the_updated_device(old_rig):
+    ctx = old_rig.ctx(checks=("smoke",))
+    ctx.facts["final_version"] = TARGET
+    old_rig.profile.check(ctx, "smoke")
+    smoke = old_rig.results / "smoke"
+    for test in ("test_login_shows_version", "test_print_on_virtual_printer"):
+        assert (smoke / test / "screenshot.png").stat().st_size > 1000
+        assert (smoke / test / "trace.zip").stat().st_size > 1000
+    assert 'failures="0"' in (smoke / "junit.xml").read_text()
+
+
+def test_smoke_fails_when_the_ui_shows_another_version(old_rig):
+    from rig.product.octoprint.e2e import run_smoke
+
+    with pytest.raises(ProductError, match="test_login_shows_version"):
+        run_smoke(
+            old_rig.device.base_url,
+            user="admin",
+            password="rig-admin-password",
+            results=old_rig.results / "smoke-wrong",
+            expect_version="9.9.9",
+            keyword="login",
+        )
