@@ -54,6 +54,13 @@ class Daemon:
         self.lock = WorkerLock(settings.state_dir)
 
     def start(self) -> None:
+        s = self.settings
+        if s.webhook_secret is None:
+            log.warning("no webhook_secret: every delivery to /hooks/github is refused (401)")
+        if s.mail is None:
+            log.warning("no mail section: nobody will be asked to approve a tested image")
+        if s.repos and s.github_token is None:
+            log.warning("no github_token: artifacts, drafts and publishing need one")
         self.lock.acquire()
         self.worker.start()
         self.poller.start()

@@ -323,3 +323,31 @@ def test_the_workflows_signed_curl_reaches_the_daemon(rig):
     job = rig.wait_state(answer["job"], "awaiting-approval")
     assert job.image_sha256 == hashlib.sha256(data).hexdigest()
     time.sleep(0)  # the signature was made by openssl, checked by the daemon: same bytes
+
+
+def test_a_leased_job_is_not_claimed_twice_and_a_busy_store_does_not_block(tmp_path):
+    import sqlite3
+
+    from rig.daemon.queue import JobRequest
+
+    a, b = Queue(tmp_path), Queue(tmp_path)  # two processes' views of one state file
+    req = JobRequest(key="k1", source="release", title="t", image={"kind": "url"})
+    assert a.accept_delivery("d1", "release", req) == ("queued", 1)
+    first = a.claim("owner-a", ("queued",))
+    assert first is not None and first.id == 1
+    assert b.claim("owner-b", ("queued",)) is None  # leased
+    assert b.recover("owner-b") == []  # b holds the worker lock now: a's lease is stale
+    assert b.claim("owner-b", ("queued",)).id == 1
+
+    # another process holds the write lock: the webhook path does not wait on the loop
+    other = sqlite3.connect(tmp_path / "rig.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        assert a.accept_delivery("d2", "release", None, "x", wait=False) is None
+        assert time.monotonic() - started < 0.5
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert a.accept_delivery("d2", "release", None, "x", wait=False) == ("ignored", None)
+    assert a.accept_delivery("d2", "release", None, "x") == ("duplicate", None)
