@@ -75,3 +75,8 @@ def old_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 @pytest.fixture(scope="module")
 def current_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     yield from _rig(tmp_path_factory, TARGET, "current")
+
+
+@pytest.fixture(scope="module")
+def browser_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    yield from _rig(tmp_path_factory, OLD, "browser")

@@ -118,3 +118,76 @@ def test_smoke_fails_when_the_ui_shows_another_version(old_rig):
             expect_version="9.9.9",
             keyword="login",
         )
+
+
+BROKEN_PLUGIN = """
+import os
+
+import octoprint.plugin
+
+__plugin_name__ = "Broken page (rig test)"
+__plugin_pythoncompat__ = ">=3,<4"
+
+
+class Broken(octoprint.plugin.AssetPlugin):
+    def get_asset_folder(self):
+        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "rig_broken_static")
+
+    def get_assets(self):
+        return {"js": ["js/rig_broken_page.js"]}
+
+
+__plugin_implementation__ = Broken()
+"""
+
+
+def test_prepare_current_version_offers_nothing_newer(current_rig):
+    ctx = current_rig.ctx(channel="devel", expect="not-offered")
+    current_rig.profile.prepare(ctx)
+    assert ctx.facts["octoprint_version"] == TARGET
+    current_rig.profile.update(ctx)  # 1.11.8 is what it runs: not an update
+    assert ctx.facts["check_status"] == "current"
+    current_rig.profile.verify(ctx)  # still the start version, no restart, no errors
+
+
+def test_smoke_fails_on_a_broken_page(current_rig):
+    from rig.product.octoprint.e2e import run_smoke
+
+    plugins = current_rig.device.home / ".octoprint/plugins"
+    (plugins / "rig_broken_static/js").mkdir(parents=True)
+    (plugins / "rig_broken_static/js/rig_broken_page.js").write_text(
+        'throw new Error("rig test: this page is broken");\n'
+    )
+    (plugins / "rig_broken_page.py").write_text(BROKEN_PLUGIN)
+    shell = current_rig.device.shell()
+    shell.run("sudo service octoprint restart")
+    api = current_rig.profile.api(current_rig.ctx())
+    try:
+        api.wait_ready()
+    finally:
+        api.close()
+    with pytest.raises(ProductError, match="test_login_shows_version"):
+        run_smoke(
+            current_rig.device.base_url,
+            user="admin",
+            password="rig-admin-password",
+            results=current_rig.results / "smoke-broken",
+            expect_version=TARGET,
+            keyword="login",
+        )
+    log = (current_rig.results / "smoke-broken" / "pytest.log").read_text()
+    assert "this page is broken" in log
+
+
+def test_update_in_the_browser_reaches_target(browser_rig):
+    profile = browser_rig.profile
+    ctx = browser_rig.ctx(channel="maintenance", release_channel="maintenance", checks=("update",))
+    browser_rig.inject(TARGET, "maintenance")
+    profile.prepare(ctx)
+    profile.update(ctx)
+    assert ctx.facts["ui_version_after_update"] == TARGET
+    profile.verify(ctx)
+    shots = sorted(p.name for p in (browser_rig.results / "update").glob("*.png"))
+    assert any("notification" in s for s in shots)
+    assert any("confirm" in s for s in shots)
+    assert (browser_rig.results / "update" / "trace.zip").exists()
