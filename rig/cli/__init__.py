@@ -21,6 +21,7 @@ COMMANDS = {
     "flash": "rig.cli.flash",
     "images": "rig.cli.images",
     "matrix": "rig.cli.matrix",
+    "e2e": "rig.cli.e2e",
     "serve": "rig.cli.serve",
     "run": "rig.cli.run",
     "twin": "rig.cli.twin",
