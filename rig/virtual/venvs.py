@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -136,6 +135,6 @@ def copy_venv(base: Path, dest: Path) -> None:
     )
     if proc.returncode != 0:
         shutil.rmtree(dest, ignore_errors=True)
-        print(f"cp -al failed ({proc.stderr.strip()}); copying", file=sys.stderr)
+        log.warning("hard links impossible (%s): copying the venv", proc.stderr.strip())
         shutil.copytree(base, dest, symlinks=True)
     (dest / ".rig-complete").unlink(missing_ok=True)

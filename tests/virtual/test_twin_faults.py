@@ -118,3 +118,21 @@ def test_faults_for_unknown_devices_and_profiles_are_config_errors(tmp_path: Pat
     pi3 = expected_durations("pi3")
     assert 45 <= pi3["boot"] <= 90 and 180 <= pi3["first_boot"] <= 300
     assert expected_durations("fast")["boot"] < pi3["boot"]
+
+
+def test_shutdown_halts_until_the_power_is_cycled(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    for twin in _twin(config):
+        _power(twin, "pi3-b")
+        _wait(twin, "pi3-b", ("up",))
+        dev = config.devices["pi3-b"]
+        with ssh(dev.host, dev.ssh_port, "pi", config.user.password.reveal()) as c:
+            c.exec_command("sudo shutdown -h now")
+        _wait(twin, "pi3-b", ("halted",), timeout=20)
+        assert twin.devices["pi3-b"].status()["sandbox_pid"] is None
+        assert _refused(twin, "pi3-b")
+        twin.hw.set_port_power(dev.power.location, dev.power.port, False)
+        _wait(twin, "pi3-b", ("off",), timeout=5)
+        twin.hw.set_port_power(dev.power.location, dev.power.port, True)
+        _wait(twin, "pi3-b", ("up",))
+        assert not _refused(twin, "pi3-b")
