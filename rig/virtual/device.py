@@ -249,7 +249,7 @@ class VirtualPi:
             reachable = bool(getattr(outcome, "wifi_joined", False))
             self.phase = "up" if reachable else "unreachable"
             if not reachable:
-                self.reason = getattr(outcome, "reason", "") or "Wi-Fi not joined"
+                self.reason = getattr(outcome, "wifi_reason", "") or "Wi-Fi not joined"
             self._arm_faults(gen)
         self.say(f"{self.phase} after {time.monotonic() - started:.1f} s")
 
