@@ -49,6 +49,7 @@ from rig.events import StepLog
 CHUNK = 8 << 20
 SYNC_EVERY = 32 << 20
 QUEUE_DEPTH = 8  # chunks the reader may run ahead: 64 MiB of memory at most
+SKIP_GIVE_UP = 8  # differing chunks in a row after which the card is assumed to differ
 BLKFLSBUF = 0x1261
 BLKGETSIZE64 = 0x80081272
 
@@ -68,6 +69,7 @@ class WriteResult:
     verify_seconds: float | None
     verified: bool
     notes: list[str] = field(default_factory=list)
+    bytes_unchanged: int = 0  # mapped bytes the card already held (read, compared, not written)
 
     @property
     def seconds(self) -> float:
@@ -334,8 +336,12 @@ def write_image(
     unpack_dir: Path | None = None,
     extract_size: int | None = None,
     extract_sha256: str | None = None,
+    skip_same: bool = True,
 ) -> WriteResult:
     """Write ``image`` to ``target`` (block device or regular file) and read it back.
+
+    ``skip_same``: compare each chunk with what the card holds first and write only
+    those that differ (see ``_write``); off, every mapped chunk is written.
 
     Raises InfraError (where="card <target> at byte N") on an I/O error or a
     verification mismatch, ConfigError for a bad image or a card too small.
@@ -386,13 +392,15 @@ def write_image(
             t0 = time.monotonic()
             if verify:
                 verifier = _Verifier(source, target, digests, log, progress, total)
-            written = _write(
-                source, target, fd, block_map, chunks, digests, log, progress, verifier
-            )
+            written, same = _write(
+                source, target, fd, block_map, chunks, digests, log, progress, verifier,
+                skip_same,
+            )  # fmt: skip
             result.write_seconds = time.monotonic() - t0
             result.bytes_written = written
+            result.bytes_unchanged = same
             if block_map.until_eof:
-                result.image_size = written
+                result.image_size = written + same
             if verifier is not None:
                 t1 = time.monotonic()
                 v, verifier = verifier, None
@@ -411,13 +419,19 @@ def write_image(
     finally:
         source.close()
     log(
-        f"wrote {total} bytes in {result.write_seconds:.1f}s"
+        f"wrote {result.bytes_written} bytes in {result.write_seconds:.1f}s"
+        + (
+            f" ({result.bytes_unchanged} bytes were already on the card)"
+            if result.bytes_unchanged
+            else ""
+        )
         + (
             f", read back and verified ({result.verify_seconds:.1f}s after the last write)"
             if result.verified
             else ", not verified"
         ),
-        bytes=total,
+        bytes=result.bytes_written,
+        unchanged=result.bytes_unchanged,
         write_s=round(result.write_seconds, 3),
         verify_s=round(result.verify_seconds or 0, 3),
     )
@@ -470,17 +484,37 @@ def _write(
     log: StepLog,
     progress: Progress | None,
     verifier: _Verifier | None = None,
-) -> int:
-    """Write every chunk, the first one last; returns the bytes written."""
+    skip_same: bool = False,
+) -> tuple[int, int]:
+    """Write every chunk, the first one last; returns (bytes written, bytes already there).
+
+    With ``skip_same`` the reader also reads the card's current content of each
+    chunk (page cache dropped first, so it comes from the card) and a chunk the
+    card already holds is not written: re-flashing the image a card already has
+    (the rig does it before every scenario) costs one read instead of a write and
+    a read-back, and spares the card's flash. That read is the chunk's
+    verification. After SKIP_GIVE_UP differing chunks in a row (another image on
+    the card) the reader stops comparing and every further chunk is written.
+    """
     ctype = block_map.checksum_type
 
     def produce(put: Callable[[Any], None]) -> None:
+        cmp_fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC) if skip_same else -1
+        try:
+            for item in read_chunks(cmp_fd):
+                put(item)
+        finally:
+            if cmp_fd >= 0:
+                os.close(cmp_fd)
+
+    def read_chunks(cmp_fd: int) -> Iterator[tuple[int, bytes, bytes | None, bool]]:
         ext_hash = None
+        misses = 0
         for off, n, ei in chunks:
             data = source.read_at(off, n)
             if len(data) != n and block_map.until_eof:
                 if data:
-                    put((off, data, hashlib.sha256(data).digest()))
+                    yield off, data, hashlib.sha256(data).digest(), False
                 break
             if len(data) != n:
                 raise ConfigError(
@@ -499,7 +533,16 @@ def _write(
                         where=str(source.path),
                     )
             # a raw file can be read again for the comparison; a stream cannot: keep a hash
-            put((off, data, None if source.seekable else hashlib.sha256(data).digest()))
+            digest = None if source.seekable else hashlib.sha256(data).digest()
+            same = False
+            if cmp_fd >= 0 and off != 0 and misses < SKIP_GIVE_UP:
+                os.posix_fadvise(cmp_fd, off, n, os.POSIX_FADV_DONTNEED)
+                try:
+                    same = os.pread(cmp_fd, n, off) == data
+                except OSError:
+                    same = False
+                misses = 0 if same else misses + 1
+            yield off, data, digest, same
         source.drain()
 
     meter = _Meter("write", 0 if block_map.until_eof else block_map.mapped_bytes, log, progress)
@@ -527,10 +570,15 @@ def _write(
         window.clear()
         unsynced = 0
 
-    for off, data, digest in _ahead(produce, QUEUE_DEPTH):
+    skipped = 0
+    for off, data, digest, same in _ahead(produce, QUEUE_DEPTH):
         digests[off] = digest
         if off == 0:
             held = (off, data)
+            continue
+        if same:
+            skipped += len(data)
+            meter.add(len(data))
             continue
         _pwrite_all(fd, data, off, target)
         window.append((off, data))
@@ -544,7 +592,7 @@ def _write(
         _pwrite_all(fd, held[1], 0, target)
         meter.add(len(held[1]))
         sync()
-    return meter.done
+    return meter.done - skipped, skipped
 
 
 class _Verifier:

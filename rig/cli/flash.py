@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("args", nargs="+", metavar="[DEVICE] IMAGE")
     p.add_argument("--target", metavar="PATH", help="write this file or block device instead")
     p.add_argument("--no-verify", action="store_true", help="skip the read-back verification")
+    p.add_argument(
+        "--rewrite-all",
+        action="store_true",
+        help="write every mapped chunk even where the card already holds it",
+    )
     p.add_argument("--bmap", metavar="FILE", help="block map to use (default: IMAGE.bmap if any)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the card")
     p.set_defaults(func=cmd_flash)
@@ -105,6 +110,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
                 state_dir=config.paths.state,
                 bmap=Path(args.bmap) if args.bmap else None,
                 unpack_dir=config.paths.images / "unpacked",
+                skip_same=not args.rewrite_all,
             )
         else:
             result = _flash_device(config, device, image, args, log, progress)
@@ -131,6 +137,7 @@ def _flash_device(config, device: str, image: Path, args, log: StepLog, progress
         state_dir=config.paths.state,
         bmap=Path(args.bmap) if args.bmap else None,
         unpack_dir=config.paths.images / "unpacked",
+        skip_same=not args.rewrite_all,
     )
 
 
@@ -141,6 +148,8 @@ def _summary(r: WriteResult) -> str:
         f"{r.target}: wrote {mb:.1f} MB of {r.image_size / 1e6:.1f} MB "
         f"({r.origin} map, {r.ranges} ranges) in {r.write_seconds:.1f}s ({rate:.1f} MB/s)"
     )
+    if r.bytes_unchanged:
+        line += f", {r.bytes_unchanged / 1e6:.1f} MB already on the card"
     if r.verified:
         line += f", verified ({r.verify_seconds:.1f}s after the last write)"
     else:

@@ -172,10 +172,10 @@ def test_partition_table_is_written_last(image, tmp_path, monkeypatch):
 def test_records_per_card(image, tmp_path):
     img, _, _ = image
     target = tmp_path / "card.bin"
-    write_image(img, target, state_dir=tmp_path, card_identity="mux-0001")
+    first = write_image(img, target, state_dir=tmp_path, card_identity="mux-0001")
     r = write_image(img, target, state_dir=tmp_path, card_identity="mux-0001", verify=False)
     rec = {x["card"]: x for x in card_records(tmp_path)}["mux-0001"]
-    assert rec["writes"] == 2 and rec["bytes"] == 2 * r.bytes_written
+    assert rec["writes"] == 2 and rec["bytes"] == first.bytes_written + r.bytes_written
     assert rec["last_image"] == str(img) and rec["last_result"] == "written"
     assert rec["verify_failures"] == 0
 
@@ -215,3 +215,28 @@ def test_one_writer_per_card_different_cards_in_parallel(image, tmp_path):
     a, b = (min(spans["a"]), max(spans["a"])), (min(spans["b"]), max(spans["b"]))
     assert a[1] < b[0] or b[1] < a[0], "two writers on one card overlapped"
     assert _used_ranges_equal(img, same) > 0
+
+
+def test_reflash_writes_only_what_changed(image, tmp_path):
+    """The card already holds the image except one damaged byte: only that chunk (and the
+    held-back first chunk) is written, and the card ends up exact."""
+    img, _, _ = image
+    target = tmp_path / "card.bin"
+    fill_random(target, img.stat().st_size)
+    full = write_image(img, target)
+    assert full.bytes_unchanged == 0
+    m = derive_map(img)
+    victim = m.extents[-1].end - 100
+    with open(target, "r+b") as f:
+        f.seek(victim)
+        b = f.read(1)
+        f.seek(victim)
+        f.write(bytes([b[0] ^ 0x5A]))
+    again = write_image(img, target)
+    assert again.verified
+    first_chunk = min(writer.CHUNK, m.extents[0].end)
+    assert again.bytes_written <= first_chunk + writer.CHUNK
+    assert again.bytes_written + again.bytes_unchanged == m.mapped_bytes
+    _used_ranges_equal(img, target)
+    forced = write_image(img, target, skip_same=False)
+    assert forced.bytes_written == m.mapped_bytes and forced.bytes_unchanged == 0
