@@ -11,6 +11,10 @@ with the image file (read again, usually from the page cache: no hashing on
 either side); a decompressing stream cannot be read again, so each chunk's
 SHA-256 is kept and compared. A mismatch or an I/O error names the byte offset.
 
+Chunks the card already holds are compared, not rewritten (``skip_same``, see
+``_write``): re-flashing the same image, as the rig does before each scenario,
+costs one read pass and no flash wear.
+
 Order of writes: the first sector of the card is zeroed (and synced) first, the
 chunk holding the MBR is held back and written last, so a card whose write was
 interrupted never has a partition table pointing at half-written partitions.
