@@ -365,7 +365,7 @@ class VirtualPi:
         box.start()
         self._sandbox = box
         self._start_control()
-        self._service("start")
+        self._service_start()  # under the device lock already (boot)
         if not getattr(outcome, "wifi_joined", False):
             return
         self._front = HttpFront(
@@ -376,7 +376,8 @@ class VirtualPi:
         )
         self._front.start()
         if getattr(outcome, "ssh_enabled", False):
-            key = load_or_create_host_key(root / "etc" / "ssh" / "ssh_host_ecdsa_key")
+            # outside the bound directories: nobody inside is root, so nobody may read it
+            key = load_or_create_host_key(root / "sshd" / "ssh_host_ecdsa_key")
             self._sshd = DeviceSSHServer(
                 self.spec.name,
                 self.spec.host,
