@@ -142,6 +142,11 @@ class SSHShell:
                     hint=f"add the key to {self.known_hosts} or use accept-new",
                 ) from e
             raise InfraError(f"SSH protocol error: {e}", where=self.where) from e
+        except paramiko.ssh_exception.NoValidConnectionsError as e:
+            client.close()
+            refused = all(isinstance(x, ConnectionRefusedError) for x in e.errors.values())
+            reason = "connection refused (sshd not up yet?)" if refused else f"cannot connect: {e}"
+            raise InfraError(reason, where=self.where) from e
         except ConnectionRefusedError as e:
             client.close()
             raise InfraError("connection refused (sshd not up yet?)", where=self.where) from e
