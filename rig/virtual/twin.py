@@ -166,6 +166,7 @@ def ensure_twin(config: Any) -> None:
         return
     from rig.virtual.sandbox import require_sandbox
 
+    settings_from_config(config)  # a config error is the caller's, with its exit code
     require_sandbox()
     d = twin_dir(config)
     d.mkdir(parents=True, exist_ok=True)
