@@ -96,25 +96,27 @@ class Attempt:
     phases: list[PhaseRecord] = field(default_factory=list)
 
 
-def wait_reachable(host: str, port: int, timeout: float, cancel: threading.Event) -> float:
+def wait_reachable(
+    host: str, port: int, timeout: float, stop: Callable[[], bool] = lambda: False
+) -> float:
     """Poll a TCP port until it accepts; returns the seconds it took."""
     start = time.monotonic()
     delay = 0.05
     last = "no answer"
     while True:
-        if cancel.is_set():
-            raise Cancelled("interrupted while waiting for the device")
+        if stop():
+            raise Cancelled("stopped while waiting for the device")
         try:
-            with socket.create_connection((host, port), timeout=min(2.0, timeout)):
+            with socket.create_connection((host, port), timeout=min(2.0, max(0.1, timeout))):
                 return time.monotonic() - start
         except OSError as e:
             last = e.strerror or str(e)
-        if time.monotonic() - start > timeout:
+        if time.monotonic() - start >= timeout:
             raise InfraError(
                 f"{host}:{port} not reachable after {timeout:.0f}s (last: {last})",
                 hint="check Wi-Fi credentials and country in rig.yaml, and the device's power",
             )
-        cancel.wait(delay)
+        time.sleep(max(0.0, min(delay, timeout - (time.monotonic() - start))))
         delay = min(delay * 1.5, 1.0)
 
 
@@ -142,6 +144,7 @@ class ScenarioPipeline:
         self.cancel = cancel or threading.Event()
         self.on_prepared = on_prepared
         self.attempt = Attempt(kit.name)
+        self.abandoned = threading.Event()  # a phase timed out: its thread must stop waiting
         self.log = ctx.log
         self.phase: Phase | None = None
 
@@ -166,6 +169,7 @@ class ScenarioPipeline:
             try:
                 result = future.result(timeout=timeout)
             except concurrent.futures.TimeoutError:
+                self.abandoned.set()
                 raise InfraError(
                     f"phase {phase.value} did not finish within {timeout:.0f}s",
                     where=f"{self.kit.name}: {phase.value}",
@@ -247,16 +251,29 @@ class ScenarioPipeline:
             self._finish()
         return self.attempt
 
+    def _stopped(self) -> bool:
+        return self.cancel.is_set() or self.abandoned.is_set()
+
     def _boot(self) -> None:
+        """Wait for SSH; if it never answers, power cycle once and wait again."""
         timeout = self.timeouts[Phase.BOOT]
+        end = time.monotonic() + timeout * 0.9  # two waits and a cycle fit the phase
+        host, port = self.kit.host, self.kit.ssh_port
         try:
-            took = wait_reachable(self.kit.host, self.kit.ssh_port, timeout / 2, self.cancel)
+            took = wait_reachable(host, port, timeout * 0.4, self._stopped)
         except InfraError as first:
             self.log(f"device not reachable ({first.message}); power cycling once")
             self.kit.power.cycle()
-            took = wait_reachable(self.kit.host, self.kit.ssh_port, timeout / 2, self.cancel)
+            try:
+                took = wait_reachable(host, port, end - time.monotonic(), self._stopped)
+            except InfraError as second:
+                raise InfraError(
+                    f"never came up: {second.message}, also after a power cycle",
+                    where=f"{self.kit.name}: boot",
+                    hint=second.hint,
+                ) from None
         self.ctx.facts["boot_seconds"] = round(took, 2)
-        self.log(f"{self.kit.host}:{self.kit.ssh_port} reachable after {took:.1f}s")
+        self.log(f"{host}:{port} reachable after {took:.1f}s")
 
     def _checks(self, checks: list[str]) -> None:
         failures = []
@@ -271,7 +288,8 @@ class ScenarioPipeline:
 
     def _finish(self) -> None:
         """Collect what there is and power the device off, whatever happened."""
-        if self.phase not in (None, Phase.TO_HOST, Phase.WRITE, Phase.PROVISION, Phase.TO_DUT):
+        booted = any(p.phase == Phase.BOOT.value and p.outcome == "ok" for p in self.attempt.phases)
+        if booted:  # nothing to collect from a device that never answered
             try:
                 self._run_phase(Phase.COLLECT, lambda: self.profile.collect(self.ctx))
             except Exception as e:

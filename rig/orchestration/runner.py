@@ -501,7 +501,7 @@ def default_kit_factory(config: RigConfig) -> KitFactory:
 
         def provision(disk: Path, log: StepLog) -> dict[str, Any]:
             settings = ProvisionSettings.from_config(config, device)
-            return _plain(provision_card(disk, settings, log=log))
+            return provision_card(disk, settings, log=log).summary()
 
         return DeviceKit(
             name=device,

@@ -1,0 +1,280 @@
+"""`rig run` end to end on the virtual rig: the production path, no stand-ins.
+
+Power, mux, writer, provisioning, boot, the OctoPrint profile and the report all
+run for real against three virtual Pi 3s running the real OctoPrint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rig.config import VIRTUAL_CONFIG, load_config
+from rig.orchestration.leases import Leases
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def rig_yaml(tmp_path):
+    """A virtual rig of its own: state, reports and twin under tmp_path."""
+    configs = []
+
+    def make(virtual: dict | None = None, run: dict | None = None) -> Path:
+        # addresses of their own, so no other virtual rig on this machine can answer
+        net = random.randrange(100, 250)
+        devices = {
+            name: {**dev, "host": f"127.{net}.0.{10 + i}"}
+            for i, (name, dev) in enumerate(VIRTUAL_CONFIG["devices"].items(), start=1)
+        }
+        data = {
+            "devices": devices,
+            "paths": {"state": str(tmp_path / "state"), "reports": str(tmp_path / "reports")},
+            "virtual": virtual or {},
+        }
+        if run:
+            data["run"] = run
+        path = tmp_path / "rig.yaml"
+        path.write_text(yaml.safe_dump(data))
+        configs.append(path)
+        return path
+
+    yield make
+    from rig.virtual.hw.state import cleanup
+    from rig.virtual.twin import stop_twin
+
+    for path in configs:
+        config = load_config(path)
+        stop_twin(config)
+        cleanup(config.paths.state / "virtual")
+
+
+def _matrix(tmp_path: Path, scenarios: list[dict], release: dict | None = None) -> Path:
+    data = {
+        "release": release
+        or {"version": "1.11.8", "channel": "maintenance", "pip": "OctoPrint=={target_version}"},
+        "scenarios": scenarios,
+    }
+    path = tmp_path / "matrix.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _rig(config: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rig", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _results(report_dir: Path) -> dict:
+    return json.loads((report_dir / "results.json").read_text())
+
+
+def test_demo_matrix_passes_on_three_devices_in_parallel(rig_yaml, tmp_path) -> None:
+    config = rig_yaml()
+    out = tmp_path / "report"
+    proc = _rig(config, "run", str(REPO / "matrix" / "demo.json"), "--report-dir", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = _results(out)
+    assert data["passed"] and data["outcome"] == "passed"
+    assert {s["outcome"] for s in data["scenarios"]} == {"passed"}
+    devices = {s["device"] for s in data["scenarios"]}
+    assert devices == {"pi3-a", "pi3-b", "pi3-c"}
+    # the scenarios overlapped in time: parallel, not one after the other
+    spans = [
+        (
+            min(p["start"] for a in s["attempts"] for p in a["phases"]),
+            max(p["end"] for a in s["attempts"] for p in a["phases"]),
+        )
+        for s in data["scenarios"]
+    ]
+    assert max(start for start, _ in spans) < min(end for _, end in spans)
+    # the updated devices really run the release now
+    for s in data["scenarios"]:
+        phases = [p["phase"] for p in s["attempts"][-1]["phases"]]
+        assert phases[:6] == ["to-host", "write", "provision", "to-dut", "boot", "prepare"]
+        if s["expect"] == "updated":
+            assert "verify" in phases
+    suite = ET.parse(out / "junit.xml").getroot()
+    assert suite.get("tests") == "3" and suite.get("failures") == "0" and suite.get("errors") == "0"
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "rig run" in html
+    for s in data["scenarios"]:
+        assert f"--scenario {s['id']}" in html
+    assert "report.html" in proc.stdout
+
+
+def test_wrong_expectation_is_a_product_failure_not_retried(rig_yaml, tmp_path) -> None:
+    config = rig_yaml()
+    matrix = _matrix(
+        tmp_path,
+        [
+            {
+                "id": "wrongly-expects-nothing",
+                "image": "octopi-1.1.0",
+                "channel": "maintenance",
+                "expect": "not-offered",
+                "checks": ["update-api"],
+            }
+        ],
+    )
+    out = tmp_path / "report"
+    proc = _rig(config, "run", str(matrix), "--report-dir", str(out))
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = _results(out)["scenarios"][0]
+    assert s["outcome"] == "failed"
+    assert len(s["attempts"]) == 1  # product failures are never retried
+    suite = ET.parse(out / "junit.xml").getroot()
+    assert suite.get("failures") == "1" and suite.get("errors") == "0"
+
+
+def test_device_that_never_boots_is_retried_elsewhere_then_an_error(rig_yaml, tmp_path) -> None:
+    config = rig_yaml(
+        virtual={"faults": {"pi3-a": {"never_boots": True}, "pi3-b": {"never_boots": True}}},
+        run={"timeouts": {"boot": 6}},
+    )
+    matrix = _matrix(
+        tmp_path,
+        [
+            {
+                "id": "no-boot",
+                "image": "octopi-0.18.0",
+                "channel": "stable",
+                "expect": "not-offered",
+                "checks": ["update-api"],
+            }
+        ],
+    )
+    out = tmp_path / "report"
+    proc = _rig(
+        config,
+        "run",
+        str(matrix),
+        "--device",
+        "pi3-a",
+        "--device",
+        "pi3-b",
+        "--report-dir",
+        str(out),
+    )
+    assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = _results(out)["scenarios"][0]
+    assert s["outcome"] == "error"
+    assert sorted(a["device"] for a in s["attempts"]) == ["pi3-a", "pi3-b"]
+    assert all("not reachable" in a["message"] for a in s["attempts"])
+    suite = ET.parse(out / "junit.xml").getroot()
+    assert suite.get("errors") == "1" and suite.get("failures") == "0"
+
+
+def _wait_for_phase(
+    report: Path, scenario: str, phase: str, proc: subprocess.Popen, timeout: float = 300
+) -> None:
+    log = report / "scenarios" / scenario / "scenario.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and f"[{phase}]" in log.read_text():
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError(f"{scenario} never reached {phase}")
+
+
+def _state(config_path: Path):
+    from rig.hardware.build import power_for
+
+    config = load_config(config_path)
+    leases = Leases(config.paths.state, holder="observer")
+    try:
+        return {
+            name: (power_for(config, name).state(), leases.holder_of(name))
+            for name in config.devices
+        }
+    finally:
+        leases.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_killed_run_leaves_devices_free_and_the_next_run_proceeds(rig_yaml, tmp_path, sig) -> None:
+    config = rig_yaml()
+    matrix = _matrix(
+        tmp_path,
+        [
+            {
+                "id": "long",
+                "image": "octopi-1.0.0",
+                "octoprint": "1.10.3",
+                "channel": "maintenance",
+                "checks": ["update-api"],
+            },
+        ],
+    )
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rig",
+            "--config",
+            str(config),
+            "run",
+            str(matrix),
+            "--device",
+            "pi3-a",
+            "--report-dir",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_for_phase(out, "long", "prepare", proc)
+        proc.send_signal(sig)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 3, stdout[-3000:]
+        data = _results(out)  # a partial report
+        assert data["outcome"] == "interrupted"
+        assert data["scenarios"][0]["outcome"] == "interrupted"
+        powered, lease = _state(config)["pi3-a"]
+        assert powered is False and lease is None
+    else:
+        powered, lease = _state(config)["pi3-a"]
+        assert lease is None  # its holder is dead: the lease is free
+    # the next run takes the same device and finishes
+    quick = _matrix(
+        tmp_path,
+        [
+            {
+                "id": "quick",
+                "image": "octopi-0.18.0",
+                "channel": "stable",
+                "expect": "not-offered",
+                "checks": ["update-api"],
+            }
+        ],
+    )
+    nxt = _rig(
+        config, "run", str(quick), "--device", "pi3-a", "--report-dir", str(tmp_path / "next")
+    )
+    assert nxt.returncode == 0, nxt.stdout[-3000:] + nxt.stderr[-3000:]
+    powered, lease = _state(config)["pi3-a"]
+    assert powered is False and lease is None
+    assert os.path.exists(tmp_path / "next" / "report.html")
