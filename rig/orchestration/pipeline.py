@@ -248,6 +248,10 @@ class ScenarioPipeline:
         except Exception as e:  # a bug in the rig is an infrastructure error, with its type
             self.attempt.outcome, self.attempt.message = "error", f"{type(e).__name__}: {e}"
         finally:
+            if self.cancel.is_set() and self.attempt.outcome in ("error", "failed", "running"):
+                # the run was stopped (devices powered off under it): not the device's fault
+                self.attempt.outcome = "interrupted"
+                self.attempt.message = f"interrupted ({self.attempt.message})"
             self._finish()
         return self.attempt
 

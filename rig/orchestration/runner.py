@@ -307,6 +307,7 @@ class Runner:
 
                 ensure_twin(self.config)
             feed = self._start_feed()
+            threading.Thread(target=self._on_cancel, daemon=True, name="cancel-watch").start()
             models = {d: self.config.device(d).model for d in devices}
             scheduler = Scheduler(jobs, models, self.run_attempt, self._device_result, self.cancel)
             jobs = scheduler.run()
@@ -326,6 +327,11 @@ class Runner:
             self._store(report)
             self.leases.close()
         return RunOutcome(report, self.directory)
+
+    def _on_cancel(self) -> None:
+        """On Ctrl-C/SIGTERM cut power at once: in-flight steps fail fast and nothing runs on."""
+        self.cancel.wait()
+        self._power_off_held()
 
     def _power_off_held(self) -> None:
         from rig.hardware.build import power_for
