@@ -206,7 +206,8 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
             history = queue.jobs(FINAL, limit=20)
             running = [j for j in active if j.state == RUNNING]
             tail = _tail(running[0].id) if running else ""
-            return pages.dashboard(_devices(), active, list(reversed(waiting)), history, tail)
+            live = scenario_phases(running[0].report_dir) if running else []
+            return pages.dashboard(_devices(), active, list(reversed(waiting)), history, tail, live)
 
         return HTMLResponse(await run_in_threadpool(render))
 
@@ -228,7 +229,8 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
                     for p in Path(job.report_dir).rglob("*")
                     if p.is_file()
                 )[:200]
-            return pages.job_page(job, queue.steps(job_id), files, _tail(job_id, 40))
+            live = scenario_phases(job.report_dir) if job.state == RUNNING else []
+            return pages.job_page(job, queue.steps(job_id), files, _tail(job_id, 40), live)
 
         text = await run_in_threadpool(render)
         if text is None:
@@ -322,6 +324,29 @@ def feed_mount(settings: DaemonSettings) -> Mount | None:
     release = load_matrix(settings.matrix).release
     injected = InjectedRelease(version=release.version, channel=release.channel, name=release.name)
     return Mount("/feed", app=feed_app(injected))
+
+
+def scenario_phases(report_dir: str | None) -> list[tuple[str, str, str]]:
+    """(scenario, phase, last line) from `rig run`'s per-scenario logs, as they grow.
+
+    Lines look like ``19:14:12 [power-off] power-off ok``; the report directory is
+    the only thing the daemon and the acceptance run share, so it is read, not asked.
+    """
+    if not report_dir:
+        return []
+    rows = []
+    for log_file in sorted(Path(report_dir).glob("scenarios/*/scenario.log"))[:50]:
+        try:
+            with open(log_file, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 2048))
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            continue
+        last = lines[-1] if lines else ""
+        phase = last.split("[", 1)[1].split("]", 1)[0] if "[" in last and "]" in last else ""
+        rows.append((log_file.parent.name, phase, last))
+    return rows
 
 
 def device_rows(settings: DaemonSettings) -> list[dict[str, Any]]:

@@ -72,6 +72,7 @@ def dashboard(
     waiting: list[Job],
     history: list[Job],
     log_tail: str,
+    live: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
 ) -> str:
     dev_rows = [
         [
@@ -90,6 +91,7 @@ def dashboard(
         "<h2>Running</h2>",
         table(JOB_HEADERS, job_rows(active), "nothing running"),
     ]
+    parts.append(live_table(live))
     if log_tail:
         parts.append(f"<pre class='log'>{e(log_tail)}</pre>")
     parts += [
@@ -99,6 +101,17 @@ def dashboard(
         table(JOB_HEADERS, job_rows(history), "no finished jobs yet"),
     ]
     return page("dashboard", "\n".join(parts), refresh=10)
+
+
+def live_table(live: list[tuple[str, str, str]]) -> str:
+    """Each scenario of the running acceptance run: its current phase and last log line."""
+    if not live:
+        return ""
+    rows = [
+        [e(scenario), f"<strong>{e(phase)}</strong>", f"<code>{e(last)}</code>"]
+        for scenario, phase, last in live
+    ]
+    return table(["scenario", "phase", "last log line"], rows)
 
 
 def history(jobs: list[Job]) -> str:
@@ -116,13 +129,21 @@ def _image_facts(job: Job) -> list[list[str]]:
     ]
 
 
-def job_page(job: Job, steps: list[Any], files: list[str], log_tail: str) -> str:
+def job_page(
+    job: Job,
+    steps: list[Any],
+    files: list[str],
+    log_tail: str,
+    live: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
+) -> str:
     facts = [["state", state(job)], *_image_facts(job), ["attempts", e(job.attempts)]]
     if job.error:
         facts.append(["error", f"<code>{e(job.error)}</code>"])
     if job.decision:
         facts.append(["decision", e(job.decision)])
     parts = [f"<h2>Job #{job.id}</h2>", table(["", ""], facts)]
+    if live:
+        parts += ["<h2>Now</h2>", live_table(live)]
     scen = (job.result or {}).get("scenarios") or []
     if scen:
         parts += [

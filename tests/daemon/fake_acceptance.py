@@ -22,6 +22,9 @@ with open(args.runlog, "a") as f:
     f.write(f"start {os.getpid()}\n")
 head = Path(args.candidate).read_bytes()[:64]
 print(f"testing {args.candidate} ({len(head)} bytes head)", flush=True)
+live = Path(args.report_dir) / "scenarios" / "candidate-smoke"
+live.mkdir(parents=True, exist_ok=True)
+(live / "scenario.log").write_text(time.strftime("%H:%M:%S") + " [flash] writing the card\n")
 if args.hold:
     deadline = time.monotonic() + 60
     while not Path(args.hold).exists() and time.monotonic() < deadline:

@@ -45,7 +45,7 @@ def test_dashboard_and_approval_work_in_chromium_without_javascript(rig):
             page.get_by_role("link", name="history").click()
             page.get_by_role("link", name=f"#{bad_id}").click()
             page.wait_for_url(f"{rig.url}/jobs/{bad_id}")
-            expect(page.get_by_text("candidate-smoke")).to_be_visible()
+            expect(page.get_by_role("cell", name="candidate-smoke")).to_be_visible()
             page.get_by_role("link", name="report.html").click()
             expect(page.get_by_role("heading", name="acceptance: failed")).to_be_visible()
 
@@ -66,3 +66,33 @@ def test_dashboard_and_approval_work_in_chromium_without_javascript(rig):
             expect(page.get_by_text("already used")).to_be_visible()
         finally:
             browser.close()
+
+
+def test_dashboard_shows_the_running_jobs_live_phase(tmp_path, github, smtp):
+    import httpx
+    from conftest import Rig, free_port, write_config
+
+    inbox, smtp_port = smtp
+    port, hold = free_port(), tmp_path / "go"
+    path = write_config(tmp_path, github, smtp_port, port, tmp_path / "runs.log", hold=str(hold))
+    rig = Rig(tmp_path, path, port, github, inbox, tmp_path / "runs.log")
+    release = add_octopi_release(github, "1.1.0-1.11.0-live")
+    rig.start()
+    try:
+        job_id = rig.hook("release", release_payload(release)).json()["job"]
+
+        def live() -> str | None:
+            text = httpx.get(rig.url + "/").text
+            return text if "writing the card" in text else None
+
+        page = wait_for("the live phase on the dashboard", live)
+        assert "<strong>flash</strong>" in page and "candidate-smoke" in page
+        assert "(test)" in page  # the daemon's own step
+        job_page = httpx.get(f"{rig.url}/jobs/{job_id}").text
+        assert "<h2>Now</h2>" in job_page and "<strong>flash</strong>" in job_page
+        hold.touch()
+        rig.wait_state(job_id, "awaiting-approval")
+        assert "<h2>Now</h2>" not in httpx.get(f"{rig.url}/jobs/{job_id}").text
+    finally:
+        hold.touch()
+        rig.stop()
