@@ -37,7 +37,13 @@ from rig.errors import InfraError, RigError
 from rig.virtual.faults import DeviceFaults, VirtualSettings
 from rig.virtual.proxy import HttpFront
 from rig.virtual.sandbox import PATH, Sandbox, pip_environment
-from rig.virtual.sshd import DeviceSSHServer, load_or_create_host_key, pump_process
+from rig.virtual.sshd import (
+    DeviceSSHServer,
+    Pty,
+    load_or_create_host_key,
+    pump_process,
+    pump_pty,
+)
 from rig.virtual.venvs import base_venv, copy_venv
 
 log = logging.getLogger(__name__)
@@ -414,17 +420,24 @@ class VirtualPi:
                         )
         return keys
 
-    def _run_session(self, user: str, argv: list[str], channel: paramiko.Channel) -> None:
+    def _run_session(
+        self, user: str, argv: list[str], channel: paramiko.Channel, pty: Pty | None = None
+    ) -> None:
         box = self._sandbox
         try:
             if box is None or box.pid is None:
                 channel.close()
                 return
-            cmd = box.command(argv, cwd=self._home_of(user), env=self._env(user))
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
-            rc = pump_process(proc, channel)
+            env = self._env(user)
+            if pty is not None:
+                env["TERM"] = pty.term
+                rc = self._run_on_pty(box, argv, env, user, channel, pty)
+            else:
+                cmd = box.command(argv, cwd=self._home_of(user), env=env)
+                proc = subprocess.Popen(
+                    cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                )
+                rc = pump_process(proc, channel)
             if box.pid is None:  # power cut: the connection just drops
                 channel.close()
                 return
@@ -435,6 +448,39 @@ class VirtualPi:
             log.warning("%s: session ended: %s", self.spec.name, e)
             with contextlib.suppress(Exception):
                 channel.close()
+
+    def _run_on_pty(
+        self,
+        box: Sandbox,
+        argv: list[str],
+        env: dict[str, str],
+        user: str,
+        channel: paramiko.Channel,
+        pty: Pty,
+    ) -> int | None:
+        """A login with a terminal: the pty becomes the session's controlling terminal."""
+        import fcntl
+        import termios
+
+        master, slave = _device_pty(box)
+        pty.master = master
+        pty.apply_size()
+        try:
+            proc = subprocess.Popen(
+                box.command(argv, cwd=self._home_of(user), env=env),
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                start_new_session=True,
+                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+            )
+        finally:
+            os.close(slave)
+        try:
+            return pump_pty(proc, master, channel)
+        finally:
+            pty.master = None
+            os.close(master)
 
     # -- the octoprint service (what systemd does on OctoPi) ----------------------
 
@@ -766,3 +812,25 @@ def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
+
+
+TIOCGPTPEER = 0x5441  # Linux >= 4.13: the slave of a master, whatever mount it lives in
+TIOCSPTLCK = 0x40045431
+
+
+def _device_pty(box: Sandbox) -> tuple[int, int]:
+    """A terminal from the device's own /dev/pts (so `tty` names it inside), else the host's."""
+    import fcntl
+    import struct
+
+    try:
+        master = os.open(f"/proc/{box.pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return os.openpty()
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        os.close(master)
+        return os.openpty()
+    return master, int(slave)

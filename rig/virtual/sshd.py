@@ -4,17 +4,23 @@ Every session command runs with ``bash -c`` inside the device's sandbox as uid
 1000, with stdin, stdout, stderr and the exit status carried over the channel.
 SFTP is OpenSSH's own ``sftp-server`` run inside the sandbox over the channel,
 so paths, symlinks and file ownership are the device's, never the host's.
-No pty: interactive shells work line by line, like ``ssh -T``.
+A pty is given when the client asks for one (``ssh`` from a terminal), so an
+interactive login behaves like one on a Pi.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import os
 import socket
+import struct
 import subprocess
+import termios
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
@@ -24,8 +30,25 @@ from rig.virtual.sandbox import SFTP_SERVER
 
 log = logging.getLogger(__name__)
 
-# (user, argv, channel) -> None; runs argv in the device and closes the channel
-Runner = Callable[[str, list[str], paramiko.Channel], None]
+
+@dataclass
+class Pty:
+    """A terminal the client asked for; ``master`` is set once a process runs on it."""
+
+    term: str
+    width: int
+    height: int
+    master: int | None = None
+
+    def apply_size(self) -> None:
+        if self.master is not None:
+            with contextlib.suppress(OSError):
+                size = struct.pack("HHHH", self.height, self.width, 0, 0)
+                fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
+
+
+# (user, argv, channel, pty or None) -> None; runs argv in the device, closes the channel
+Runner = Callable[[str, list[str], paramiko.Channel, "Pty | None"], None]
 
 
 def load_or_create_host_key(path: Path) -> paramiko.PKey:
@@ -42,6 +65,7 @@ class _Interface(paramiko.ServerInterface):
     def __init__(self, server: DeviceSSHServer) -> None:
         self.server = server
         self.user = ""
+        self.ptys: dict[int, Pty] = {}
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey,password"
@@ -64,8 +88,34 @@ class _Interface(paramiko.ServerInterface):
             return paramiko.OPEN_SUCCEEDED
         return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
-    def check_channel_pty_request(self, *args: object) -> bool:
-        return True  # accepted, but commands run without a terminal
+    def check_channel_pty_request(
+        self,
+        channel: paramiko.Channel,
+        term: bytes,
+        width: int,
+        height: int,
+        pixelwidth: int,
+        pixelheight: int,
+        modes: bytes,
+    ) -> bool:
+        name = term.decode(errors="replace") if isinstance(term, bytes) else str(term)
+        self.ptys[channel.get_id()] = Pty(name or "vt100", width or 80, height or 24)
+        return True
+
+    def check_channel_window_change_request(
+        self,
+        channel: paramiko.Channel,
+        width: int,
+        height: int,
+        pixelwidth: int,
+        pixelheight: int,
+    ) -> bool:
+        pty = self.ptys.get(channel.get_id())
+        if pty is None:
+            return False
+        pty.width, pty.height = width, height
+        pty.apply_size()
+        return True
 
     def check_channel_env_request(
         self, channel: paramiko.Channel, name: bytes, value: bytes
@@ -74,17 +124,20 @@ class _Interface(paramiko.ServerInterface):
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         text = command.decode("utf-8", "replace")
-        self.server.spawn(self.user, ["/bin/bash", "-c", text], channel)
+        pty = self.ptys.get(channel.get_id())
+        self.server.spawn(self.user, ["/bin/bash", "-c", text], channel, pty)
         return True
 
     def check_channel_shell_request(self, channel: paramiko.Channel) -> bool:
-        self.server.spawn(self.user, ["/bin/bash", "-l"], channel)
+        pty = self.ptys.get(channel.get_id())
+        argv = ["/bin/bash", "-l", "-i"] if pty else ["/bin/bash", "-l"]
+        self.server.spawn(self.user, argv, channel, pty)
         return True
 
     def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
         if name != "sftp" or not Path(SFTP_SERVER).exists():
             return False
-        self.server.spawn(self.user, [SFTP_SERVER], channel)
+        self.server.spawn(self.user, [SFTP_SERVER], channel, None)
         return True
 
 
@@ -163,9 +216,12 @@ class DeviceSSHServer:
             with self._lock:
                 self._transports.discard(transport)
 
-    def spawn(self, user: str, argv: list[str], channel: paramiko.Channel) -> None:
+    def spawn(self, user: str, argv: list[str], channel: paramiko.Channel, pty: Pty | None) -> None:
         threading.Thread(
-            target=self.runner, args=(user, argv, channel), name=f"{self.name}-exec", daemon=True
+            target=self.runner,
+            args=(user, argv, channel, pty),
+            name=f"{self.name}-exec",
+            daemon=True,
         ).start()
 
     def stop(self) -> None:
@@ -224,3 +280,28 @@ def pump_process(proc: subprocess.Popen[bytes], channel: paramiko.Channel) -> in
     for t in outs:
         t.join(timeout=5)
     return rc
+
+
+def pump_pty(proc: subprocess.Popen[bytes], master: int, channel: paramiko.Channel) -> int | None:
+    """Carry a terminal session (one stream both ways) over an SSH channel."""
+
+    def to_terminal() -> None:
+        try:
+            while True:
+                data = channel.recv(65536)
+                if not data:
+                    break
+                os.write(master, data)
+        except (OSError, EOFError):
+            pass
+
+    threading.Thread(target=to_terminal, daemon=True).start()
+    try:
+        while True:
+            data = os.read(master, 65536)  # EIO once the last process closed the terminal
+            if not data:
+                break
+            channel.sendall(data)
+    except (OSError, paramiko.SSHException):
+        pass
+    return proc.wait()

@@ -89,6 +89,23 @@ def test_ssh_as_the_provisioned_user_sees_octopi(dev: SimpleNamespace) -> None:
         assert run(c, "echo out; echo err >&2; exit 3")[0:3] == (3, "out\n", "err\n")
 
 
+def test_interactive_login_gets_a_terminal(dev: SimpleNamespace) -> None:
+    with _login(dev) as c:
+        chan = c.invoke_shell(term="xterm", width=100, height=30)
+        chan.settimeout(20)
+        chan.sendall(b"tty; echo TERM=$TERM; stty size; cd ~/oprint && pwd; exit 4\n")
+        out = b""
+        while not chan.exit_status_ready() or chan.recv_ready():
+            data = chan.recv(65536)
+            if not data:
+                break
+            out += data
+        text = out.decode(errors="replace")
+        assert "/dev/pts/" in text and "TERM=xterm" in text and "30 100" in text
+        assert "/home/pi/oprint" in text
+        assert chan.recv_exit_status() == 4
+
+
 def test_wrong_and_default_passwords_are_refused(dev: SimpleNamespace) -> None:
     for bad in ("wrong", "raspberry"):
         with pytest.raises(paramiko.AuthenticationException):
