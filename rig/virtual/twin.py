@@ -168,6 +168,7 @@ def ensure_twin(config: Any) -> None:
 
     settings_from_config(config)  # a config error is the caller's, with its exit code
     require_sandbox()
+    _refuse_foreign_devices(config)
     d = twin_dir(config)
     d.mkdir(parents=True, exist_ok=True)
     logfile = d / "twin.log"
@@ -201,6 +202,28 @@ def ensure_twin(config: Any) -> None:
     raise InfraError(
         f"the virtual rig did not report ready within {START_TIMEOUT:.0f} s", where=str(logfile)
     )
+
+
+def _refuse_foreign_devices(config: Any) -> None:
+    """Another virtual rig answering at our devices' addresses would take our SSH logins
+    and updates: say so instead of silently talking to the wrong device."""
+    import socket
+
+    for name, dev in config.devices.items():
+        if not dev.host:
+            continue
+        try:
+            with socket.create_connection((dev.host, dev.ssh_port), timeout=0.3):
+                pass
+        except OSError:
+            continue
+        raise InfraError(
+            f"{dev.host}:{dev.ssh_port} (device {name}) already answers: another virtual rig "
+            "is running on these addresses",
+            where=config.where,
+            hint="stop it with `rig --config <its rig.yaml> twin down`, or give this rig's "
+            "devices other addresses (host: 127.x.y.z)",
+        )
 
 
 def _ready(config: Any) -> bool:
