@@ -105,10 +105,10 @@ def test_flash_provision_boot_login_restart_reflash(tmp_path: Path) -> None:
 
 
 def test_injected_write_error_surfaces_in_the_writer(tmp_path: Path) -> None:
-    from rig.virtual.hw.state import dm_available
+    from rig.virtual.hw.state import write_fault_available
 
-    if not dm_available():
-        pytest.skip("write_error_at needs device-mapper (/dev/mapper/control), absent here")
+    if not write_fault_available():
+        pytest.skip("write_error_at needs loop devices and device-mapper or /dev/fuse")
     config = write_config(tmp_path, {"faults": {"pi3-b": {"write_error_at": 8 * 1024 * 1024}}})
     try:
         power, mux = power_for(config, "pi3-b"), mux_for(config, "pi3-b")
