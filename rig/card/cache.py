@@ -73,8 +73,22 @@ class ImageCache:
             fcntl.flock(f, fcntl.LOCK_EX)
             yield
 
-    def entries(self) -> list[Entry]:
+    def unpacked_files(self) -> list[Entry]:
+        """Local archives unpacked for the writer (unpacked/): evicted with the rest."""
+        d = self.root / "unpacked"
         out = []
+        if d.is_dir():
+            for f in d.iterdir():
+                if f.is_file():
+                    st = f.stat()
+                    out.append(
+                        Entry(f"unpacked:{f.name}", f, f, None, None, st.st_blocks * 512,
+                              max(st.st_atime, st.st_mtime))
+                    )  # fmt: skip
+        return out
+
+    def entries(self) -> list[Entry]:
+        out: list[Entry] = []
         if not self.blobs.is_dir():
             return out
         for d in self.blobs.iterdir():
@@ -136,7 +150,9 @@ class ImageCache:
 
     def evict(self, keep: str | None = None) -> list[str]:
         """Remove least recently used entries until the cache fits its limit."""
-        entries = self.entries()
+        entries = sorted(
+            self.entries() + self.unpacked_files(), key=lambda e: e.last_used, reverse=True
+        )
         total = sum(e.size for e in entries)
         removed = []
         for e in reversed(entries):  # oldest first
@@ -144,7 +160,10 @@ class ImageCache:
                 break
             if e.sha256 == keep:
                 continue
-            shutil.rmtree(e.dir, ignore_errors=True)
+            if e.dir.is_dir():
+                shutil.rmtree(e.dir, ignore_errors=True)
+            else:
+                e.dir.unlink(missing_ok=True)
             total -= e.size
             removed.append(e.sha256)
         return removed

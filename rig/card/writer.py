@@ -314,6 +314,7 @@ def plan(
             archive.unpack(
                 image, raw, extract_size=extract_size, extract_sha256=extract_sha256, limit=limit
             )
+        os.utime(raw)  # last use: the cache evicts least recently used first
         return raw, derive_map(raw), False
     with archive.ImageStream(image, extract_size=extract_size, limit=limit) as s:
         size = s.size

@@ -115,6 +115,10 @@ def cmd_flash(args: argparse.Namespace) -> int:
         else:
             result = _flash_device(config, device, image, args, log, progress)
     print(_summary(result))
+    from rig.card.images import cache_for
+
+    with cache_for(config).locked():  # unpacked copies count against the cache limit
+        cache_for(config).evict()
     return 0
 
 

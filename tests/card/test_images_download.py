@@ -231,3 +231,17 @@ def test_cli_fetch_then_list(server, tmp_path, monkeypatch, capsys):
     assert main(["images", "list"]) == 0
     listing = capsys.readouterr().out
     assert "custom.img" in listing and "cached: 1 image(s)" in listing
+
+
+def test_unpacked_copies_count_against_the_limit(tmp_path):
+    cache = ImageCache(tmp_path / "c", limit_bytes=(5 << 20) // 2)
+    unpacked = tmp_path / "c" / "unpacked"
+    unpacked.mkdir(parents=True)
+    old, new = unpacked / "old.img", unpacked / "new.img"
+    old.write_bytes(os.urandom(1 << 20))
+    new.write_bytes(os.urandom(1 << 20))
+    os.utime(old, (1000, 1000))
+    part = tmp_path / "dl.part"
+    part.write_bytes(os.urandom(1 << 20))
+    cache.add(part, hashlib.sha256(part.read_bytes()).hexdigest(), "http://h/x.img", None)
+    assert not old.exists() and new.exists()  # the least recently used file went
