@@ -24,6 +24,7 @@ class DeviceAddress:
     user: str = "pi"
     password: str = ""
     host_keys: str = "accept-new"  # accept-new | strict | ignore
+    ssh_key: str | None = None  # private key file; else the password
 
     @property
     def base_url(self) -> str:

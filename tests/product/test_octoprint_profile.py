@@ -150,6 +150,33 @@ def test_prepare_current_version_offers_nothing_newer(current_rig):
     current_rig.profile.verify(ctx)  # still the start version, no restart, no errors
 
 
+def test_rig_e2e_command_passes_against_a_healthy_octoprint(current_rig, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("RIG_OCTOPRINT_PASSWORD", "rig-admin-password")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rig",
+            "e2e",
+            current_rig.device.base_url,
+            "--expect-version",
+            TARGET,
+            "--results",
+            str(tmp_path / "e2e"),
+            "-k",
+            "settings",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "e2e" / "test_settings_open_and_close" / "trace.zip").exists()
+
+
 def test_smoke_fails_on_a_broken_page(current_rig):
     from rig.product.octoprint.e2e import run_smoke
 

@@ -53,6 +53,7 @@ def ssh_shell(ctx: ScenarioContext) -> DeviceShell:
         port=d.ssh_port,
         user=d.user,
         password=d.password or None,
+        key_filename=d.ssh_key,
         host_keys=d.host_keys,
         name=d.name,
         log=ctx.log,
