@@ -65,6 +65,7 @@ class DaemonSettings:
     matrix: Path | None
     acceptance_command: tuple[str, ...] | None  # None: `python -m rig run ...`
     acceptance_timeout: float
+    device_wait: float  # seconds `rig run` waits for devices leased by someone else
     max_attempts: int
     approval_ttl: float  # seconds
     publish: dict[str, Any]
@@ -177,6 +178,7 @@ def load_settings(config: RigConfig) -> DaemonSettings:
         matrix=path_of(d.get("matrix")),
         acceptance_command=tuple(command) if command else None,
         acceptance_timeout=float(d.get("acceptance_timeout_minutes", 240)) * 60,
+        device_wait=float(d.get("device_wait_minutes", 60)) * 60,
         max_attempts=int(d.get("max_attempts", 3)),
         approval_ttl=float(d.get("approval_ttl_hours", 168)) * 3600,
         publish=dict(d.get("publish") or {"action": "unmark"}),
@@ -220,6 +222,8 @@ def acceptance_argv(
             str(candidate),
             "--report-dir",
             str(report_dir),
+            "--wait",  # someone's `rig run` holds a device: wait for it, do not fail
+            f"{settings.device_wait:.0f}",
         ]
     values = {
         "python": sys.executable,
@@ -228,5 +232,6 @@ def acceptance_argv(
         "candidate": str(candidate),
         "report_dir": str(report_dir),
         "job": str(job_id),
+        "wait": f"{settings.device_wait:.0f}",
     }
     return [part.format(**values) for part in settings.acceptance_command]

@@ -75,7 +75,7 @@ def _proc_start(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]  # a zombie is gone already
 
 
-def stop_orphan(detail: dict[str, Any], grace: float = 10.0) -> bool:
+def stop_orphan(detail: dict[str, Any], grace: float = 30.0) -> bool:
     """Stop an acceptance run left behind by a killed daemon; True if one was running."""
     pid, start = detail.get("pid"), detail.get("start")
     if not pid or not start or _proc_start(int(pid)) != start:

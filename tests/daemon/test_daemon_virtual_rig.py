@@ -5,9 +5,13 @@ approve -> the release PATCH seen by the GitHub double."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import random
+import time
 import zipfile
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,7 +19,8 @@ import yaml
 from conftest import MARKER, REPO, release_payload, wait_for
 
 from rig.card.images import resolve_image
-from rig.config import load_config
+from rig.config import VIRTUAL_CONFIG, load_config
+from rig.orchestration.leases import Leases
 
 
 @pytest.mark.slow
@@ -59,10 +64,29 @@ def test_release_to_published_through_rig_run_on_the_virtual_rig(rig, tmp_path):
     config = yaml.safe_load(rig.config_path.read_text())
     del config["daemon"]["acceptance_command"]  # the default: the real `rig run`
     config["daemon"].update(matrix=str(matrix), max_attempts=1, acceptance_timeout_minutes=10)
+    # this rig's virtual Pis on addresses of their own: other virtual rigs may be running
+    net = f"127.{random.randint(100, 250)}.{random.randint(0, 250)}"
+    config["devices"] = {
+        name: {**dev, "host": f"{net}.{dev['host'].rsplit('.', 1)[1]}"}
+        for name, dev in copy.deepcopy(VIRTUAL_CONFIG["devices"]).items()
+    }
+    config["virtual"] = {}
     rig.config_path.write_text(yaml.safe_dump(config))
-    rig.start()
+    daemon = rig.start()
 
+    # a person's `rig run` holds every device: the daemon's run waits, it does not collide
+    person = Leases(daemon.settings.rig.paths.state, holder="someone-else")
+    devices = list(daemon.settings.rig.devices)
+    assert all(person.acquire(d, "a person's rig run") for d in devices)
     job_id = rig.hook("release", release_payload(release)).json()["job"]
+    wait_for("the acceptance run to start", lambda: rig.job(job_id).phase == "test")
+    time.sleep(3)
+    report_dir = Path(rig.job(job_id).report_dir)
+    assert not list(report_dir.glob("scenarios/*/scenario.log")), "ran on a leased device"
+    dashboard = httpx.get(rig.url + "/").text
+    assert dashboard.count("a person&#x27;s rig run") == len(devices)
+    person.release_all()
+    person.close()
     job = wait_for(
         "the acceptance run on the virtual rig",
         lambda: (j := rig.job(job_id)).state in ("awaiting-approval", "failed", "error") and j,
@@ -75,7 +99,7 @@ def test_release_to_published_through_rig_run_on_the_virtual_rig(rig, tmp_path):
     argv = json.loads(
         next(s for s in rig.daemon.queue.steps(job_id) if s["name"] == "test")["detail"]
     )
-    assert argv["argv"][-6:] == [
+    assert argv["argv"][-8:-2] == [
         "run",
         str(matrix),
         "--candidate",
@@ -83,6 +107,7 @@ def test_release_to_published_through_rig_run_on_the_virtual_rig(rig, tmp_path):
         "--report-dir",
         job.report_dir,
     ]
+    assert argv["argv"][-2:] == ["--wait", "3600"]  # busy devices are waited for
     report = httpx.get(f"{rig.url}/jobs/{job_id}/report/report.html")
     assert report.status_code == 200 and "candidate-stable-not-offered" in report.text
 
