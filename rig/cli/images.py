@@ -56,8 +56,26 @@ def cmd_list(args: argparse.Namespace) -> int:
         if e.sha256 not in shown:
             table.add_row(e.file.name, e.url or "", e.sha256[:12], _mb(e.size), "")
     total = sum(e.size for e in entries)
-    Console().print(table)
+    console = Console()
+    console.print(table)
     print(f"cached: {len(entries)} image(s), {_mb(total)}")
+    from rig.card.writer import card_records
+
+    cards = card_records(config.paths.state)
+    if cards:
+        t = Table(title="cards written (state store)")
+        for col in ("card", "writes", "written", "verify failures", "I/O errors", "last image"):
+            t.add_column(col)
+        for c in cards:
+            t.add_row(
+                c["card"],
+                str(c["writes"]),
+                _mb(c["bytes"]),
+                str(c["verify_failures"]),
+                str(c["io_errors"]),
+                f"{c['last_image']} ({c['last_result']})",
+            )
+        console.print(t)
     return 0
 
 

@@ -82,3 +82,15 @@ def test_images_list(capsys, monkeypatch, tmp_path):
     assert main(["images", "list"]) == 0
     out = capsys.readouterr().out
     assert "octopi-1.1.0" in out and "cached: 0 image(s)" in out
+    assert "cards written" not in out
+
+
+def test_images_list_shows_cards(image, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("COLUMNS", "400")  # rich wraps long paths in narrow terminals
+    target = tmp_path / "card.bin"
+    assert main(["flash", "--target", str(target), str(image)]) == 0
+    capsys.readouterr()
+    assert main(["images", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "cards written" in out and "card.bin" in out
