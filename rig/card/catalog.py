@@ -35,6 +35,7 @@ class CatalogImage:
     sha256_url: str | None = None
     rpi_imager_json: str | None = None
     extract_size: int | None = None
+    extract_sha256: str | None = None
     virtual: VirtualRecipe | None = None
 
     def shipped_octoprint(self, virtual: bool) -> str | None:

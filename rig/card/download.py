@@ -102,10 +102,16 @@ def published_checksums(
         return Published(sha256 or entry.sha256, entry.extract_sha256, entry.extract_size)
     if sha256:
         return Published(sha256)
-    if sha256_url is None:
-        sha256_url = url + ".sha256"
+    guessed = sha256_url is None
+    sha256_url = sha256_url or url + ".sha256"
     name = url.rsplit("/", 1)[-1]
-    return Published(parse_sha256_file(fetch_text(sha256_url, http), name, sha256_url))
+    try:
+        text = fetch_text(sha256_url, http)
+    except InfraError as e:
+        if guessed:
+            e.hint = "no published checksum found; give the expected one with --sha256 HEX"
+        raise
+    return Published(parse_sha256_file(text, name, sha256_url))
 
 
 def _validator(r: httpx.Response) -> str | None:

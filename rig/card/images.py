@@ -60,13 +60,14 @@ def fetch(
             )
         url = item.url
     extract_size = item.extract_size if item else None
+    extract_sha256 = item.extract_sha256 if item else None
     known = item.sha256 if item else sha256
     if known:  # known hash: the cache answers without the network
         hit = cache.get(known.lower())
         if hit:
             cache.touch(hit)
             log(f"{name_or_url}: cached ({hit.file.name})", sha256=hit.sha256)
-            return Fetched(hit, extract_size, None)
+            return Fetched(hit, extract_size, extract_sha256)
     with client() as http:
         pub = published_checksums(
             url,
@@ -80,14 +81,16 @@ def fetch(
             if hit:
                 cache.touch(hit)
                 log(f"{name_or_url}: cached ({hit.file.name})", sha256=hit.sha256)
-                return Fetched(hit, extract_size or pub.extract_size, pub.extract_sha256)
+                return Fetched(
+                    hit, extract_size or pub.extract_size, extract_sha256 or pub.extract_sha256
+                )
         part = cache.part_path(url)
         log(f"downloading {url}", url=url)
         digest = download(url, part, expected_sha256=pub.sha256, http=http, progress=progress)
     with cache.locked():
         entry = cache.add(part, digest, url, item.name if item else None)
     log(f"{name_or_url}: downloaded, SHA-256 {digest} checked", sha256=digest)
-    return Fetched(entry, extract_size or pub.extract_size, pub.extract_sha256)
+    return Fetched(entry, extract_size or pub.extract_size, extract_sha256 or pub.extract_sha256)
 
 
 def unpacked(fetched: Fetched, log: StepLog) -> Path:

@@ -245,3 +245,28 @@ def test_unpacked_copies_count_against_the_limit(tmp_path):
     part.write_bytes(os.urandom(1 << 20))
     cache.add(part, hashlib.sha256(part.read_bytes()).hexdigest(), "http://h/x.img", None)
     assert not old.exists() and new.exists()  # the least recently used file went
+
+
+def test_catalogue_extract_sha256_is_checked_on_unpack(server, tmp_path, monkeypatch):
+    img = _image_bytes()
+    packed = lzma.compress(img, preset=0)
+    server.files["/pi.img.xz"] = packed
+    catalog = tmp_path / "catalog.yaml"
+    entry = (
+        "images:\n  test-os:\n    description: t\n    base: bookworm\n    scheme: firstrun\n"
+        f"    url: {server.url}/pi.img.xz\n    sha256: {hashlib.sha256(packed).hexdigest()}\n"
+        "    extract_sha256: \"{extract}\"\n"
+    )
+    catalog.write_text(entry.format(extract="0" * 64))
+    monkeypatch.setenv("RIG_CATALOG", str(catalog))
+    with pytest.raises(ConfigError, match="does not match extract_sha256"):
+        resolve_image("test-os", _config(tmp_path))
+    catalog.write_text(entry.format(extract=hashlib.sha256(img).hexdigest()))
+    assert resolve_image("test-os", _config(tmp_path)).read_bytes() == img
+
+
+def test_url_without_published_checksum_says_how(server, tmp_path):
+    server.files["/bare.img"] = _image_bytes()
+    with pytest.raises(InfraError) as err:
+        fetch(server.url + "/bare.img", _config(tmp_path))
+    assert "--sha256" in err.value.hint
