@@ -199,6 +199,18 @@ def unpack(
 ) -> Path:
     """Decompress ``path`` to ``dest`` (sparse: all-zero MiBs become holes), atomically."""
     tmp = dest.with_name(dest.name + ".part")
+    try:
+        _unpack_to(path, tmp, extract_size, extract_sha256, limit)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a refused image leaves nothing behind
+        raise
+    os.replace(tmp, dest)
+    return dest
+
+
+def _unpack_to(
+    path: Path, tmp: Path, extract_size: int | None, extract_sha256: str | None, limit: int | None
+) -> None:
     block = 1 << 20
     zero = bytes(block)
     with (
@@ -220,5 +232,3 @@ def unpack(
             if len(data) < block:
                 break
         out.truncate(total)
-    os.replace(tmp, dest)
-    return dest
