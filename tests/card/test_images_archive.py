@@ -88,7 +88,7 @@ def test_extract_sha256_checked_while_streaming(tmp_path):
         assert _read_all(s) == data
     with pytest.raises(ConfigError, match="does not match extract_sha256"):
         unpack(p, tmp_path / "x.img", extract_sha256="0" * 64)
-    assert not list(tmp_path.glob("x.img*")), "a refused image leaves no file behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.img.xz"]  # nothing left behind
     with pytest.raises(ConfigError, match="catalogue says"):
         unpack(p, tmp_path / "y.img", extract_size=len(data) - 1 + 2)
 
