@@ -37,14 +37,25 @@ class OctoPrintAPI:
             where=self.where,
         )
 
-    def login(self) -> dict[str, Any]:
-        self.http.cookies.clear()
-        self.http.get("/")  # CSRF cookie, where the version sets one
-        r = self.http.post(
-            "/api/login",
-            json={"user": self.user, "pass": self.password, "remember": True},
-            headers=self._headers(),
-        )
+    def login(self, retry_for: float = 30) -> dict[str, Any]:
+        """Log in; connection resets right after a (re)start are retried for a while."""
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                self.http.cookies.clear()
+                self.http.get("/")  # CSRF cookie, where the version sets one
+                r = self.http.post(
+                    "/api/login",
+                    json={"user": self.user, "pass": self.password, "remember": True},
+                    headers=self._headers(),
+                )
+                break
+            except httpx.TransportError as e:
+                if time.monotonic() > deadline:
+                    raise InfraError(
+                        f"cannot reach OctoPrint to log in: {e}", where=self.where
+                    ) from e
+                time.sleep(1)
         if r.status_code != 200:
             raise InfraError(
                 f"cannot log in as {self.user!r}: HTTP {r.status_code} {r.text[:200]}",
