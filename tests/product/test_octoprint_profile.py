@@ -206,6 +206,13 @@ def test_smoke_fails_on_a_broken_page(current_rig):
     assert "this page is broken" in log
 
 
+def test_a_failing_update_is_a_product_failure(current_rig):
+    current_rig.inject("1.11.9", "stable")  # offered, but no such package to install
+    ctx = current_rig.ctx(target_version="1.11.9", start_version=None)
+    with pytest.raises(ProductError, match="the update failed"):
+        current_rig.profile.update(ctx)
+
+
 def test_update_in_the_browser_reaches_target(browser_rig):
     profile = browser_rig.profile
     ctx = browser_rig.ctx(channel="maintenance", release_channel="maintenance", checks=("update",))
