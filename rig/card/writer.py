@@ -453,8 +453,13 @@ class _Meter:
         self.start = time.monotonic()
         self.next_log = total / 10
         self.last_log = self.start
+        self.lock = threading.Lock()
 
     def add(self, n: int) -> None:
+        with self.lock:
+            self._add(n)
+
+    def _add(self, n: int) -> None:
         self.done += n
         if self.progress is not None:
             self.progress(self.phase, self.done, self.total)
@@ -581,9 +586,11 @@ def _write(
         if off == 0:
             held = (off, data)
             continue
-        if same:
+        if same:  # compared with the card just now: that was its verification
             skipped += len(data)
             meter.add(len(data))
+            if verifier is not None:
+                verifier.meter.add(len(data))
             continue
         _pwrite_all(fd, data, off, target)
         window.append((off, data))

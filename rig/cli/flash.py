@@ -65,13 +65,21 @@ def progress_view(enabled: bool) -> Iterator[Callable[[str, int, int], None] | N
         transient=False,
     ) as bar:
         tasks: dict[str, int] = {}
+        global _print_above
+        _print_above = bar.console.print  # log lines go above the bar, not through it
 
         def update(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
                 tasks[phase] = bar.add_task(phase, total=total or None)
             bar.update(tasks[phase], completed=done, total=total or None)
 
-        yield update
+        try:
+            yield update
+        finally:
+            _print_above = None
+
+
+_print_above: Callable[..., None] | None = None
 
 
 def _log() -> StepLog:
@@ -79,7 +87,10 @@ def _log() -> StepLog:
 
     def show(e: Event) -> None:
         if e.kind == "log":
-            print(f"rig: {e.message}", file=sys.stderr)
+            if _print_above is not None:
+                _print_above(f"rig: {e.message}", markup=False, highlight=False)
+            else:
+                print(f"rig: {e.message}", file=sys.stderr)
 
     bus.subscribe(show)
     return StepLog(bus)
@@ -98,8 +109,8 @@ def cmd_flash(args: argparse.Namespace) -> int:
     log = _log()
     from rig.card.images import resolve_image
 
-    image = resolve_image(image_arg, config, log)
     with progress_view(sys.stderr.isatty()) as progress:
+        image = resolve_image(image_arg, config, log, progress)
         if device is None:
             result = write_image(
                 image,
