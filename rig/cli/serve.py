@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 
@@ -33,6 +34,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(config)
     bind = args.bind or settings.bind
     port = args.port if args.port is not None else settings.port
+    public_url = (config.sections.get("daemon") or {}).get("public_url")
+    settings = dataclasses.replace(
+        settings,
+        bind=bind,
+        port=port,
+        public_url=settings.public_url if public_url else f"http://{bind}:{port}",
+    )
     if not args.verbose:  # a daemon says what it does; -v/-vv still go further
         logging.getLogger("rig").setLevel(logging.INFO)
     daemon = Daemon(settings, retry_delay=args.retry_delay)
