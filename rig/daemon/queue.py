@@ -87,7 +87,8 @@ PUBLISHED = "published"
 REJECTED = "rejected"
 FAILED = "failed"  # the image failed its acceptance tests (not published)
 ERROR = "error"  # could not test or publish (after retries)
-FINAL = (PUBLISHED, REJECTED, FAILED, ERROR)
+EXPIRED = "expired"  # nobody decided before the approval link expired
+FINAL = (PUBLISHED, REJECTED, FAILED, ERROR, EXPIRED)
 LEASE_SECONDS = 60.0
 
 
@@ -409,6 +410,22 @@ class Queue:
 
     def nonce(self, nonce: str) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM daemon_nonces WHERE nonce = ?", (nonce,)).fetchone()
+
+    def expire(self, older_than: float) -> list[int]:
+        """Jobs whose every approval link is older than ``older_than`` (epoch): expired."""
+        with self.tx() as c:
+            rows = c.execute(
+                "SELECT j.id FROM daemon_jobs j WHERE j.state = ? AND NOT EXISTS ("
+                " SELECT 1 FROM daemon_nonces n WHERE n.job_id = j.id AND n.created >= ?)",
+                (AWAITING, older_than),
+            ).fetchall()
+            ids = [r["id"] for r in rows]
+            for job_id in ids:
+                c.execute(
+                    "UPDATE daemon_jobs SET state = ?, updated = ? WHERE id = ? AND state = ?",
+                    (EXPIRED, time.time(), job_id, AWAITING),
+                )
+        return ids
 
     def decide(self, job_id: int, nonce: str, sha256: str, decision: str) -> bool:
         """Use the nonce and record the decision in one transaction: a link works once."""

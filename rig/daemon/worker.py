@@ -163,6 +163,8 @@ class Worker:
 
     def _cleanup(self) -> None:
         """Delete candidate images of decided jobs: a flash host's disk is small, reports stay."""
+        for job_id in self.queue.expire(time.time() - self.settings.approval_ttl):
+            log.info("job %s: nobody decided before the approval link expired", job_id)
         for job in self.queue.jobs(FINAL, limit=20):
             if not job.image_path:
                 continue

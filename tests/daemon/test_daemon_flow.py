@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -195,6 +196,7 @@ def test_tokens_expired_reused_tampered_or_for_another_image_are_refused(rig):
     r = httpx.post(link, data={"decision": "approve"})
     assert r.status_code == 410 and "expired" in r.text
     approvals.ttl = 3600
+    assert rig.daemon.queue.expire(time.time() - 3600) == []  # issued just now: not expired
 
     assert rig.job(job_id).state == "awaiting-approval"  # nothing above changed anything
     assert httpx.post(link, data={"decision": "maybe"}).status_code == 400
@@ -203,3 +205,19 @@ def test_tokens_expired_reused_tampered_or_for_another_image_are_refused(rig):
     assert r.status_code == 409 and re.search("already used", r.text)
     rig.wait_state(job_id, "published")
     assert job.image_sha256 == rig.job(job_id).image_sha256
+
+
+def test_an_undecided_job_expires_with_its_link_and_its_image_is_removed(rig):
+    release = add_octopi_release(rig.github, "1.1.0-1.11.0-forgotten")
+    rig.start()
+    job_id = rig.hook("release", release_payload(release)).json()["job"]
+    job = rig.wait_state(job_id, "awaiting-approval")
+    assert Path(job.image_path).exists()
+    rig.daemon.settings.__dict__["approval_ttl"] = -1.0  # frozen dataclass: test-only poke
+    rig.daemon.worker.wake.set()
+    rig.wait_state(job_id, "expired")
+    wait_for("the image to be removed", lambda: not Path(job.image_path).exists())
+    rig.daemon.approvals.ttl = 3600
+    r = httpx.post(rig.approval_link(), data={"decision": "approve"})
+    assert r.status_code == 409 and "expired" in r.text
+    assert rig.github.calls_to("PATCH", "/releases/") == []
