@@ -69,8 +69,11 @@ def _where(ctx: ScenarioContext, phase: str) -> str:
 class OctoPrintProfile:
     name = "octoprint"
 
-    def __init__(self, shell_factory: ShellFactory = ssh_shell) -> None:
+    def __init__(
+        self, shell_factory: ShellFactory = ssh_shell, upstream_checkout: str | None = None
+    ) -> None:
         self._shell_factory = shell_factory
+        self.upstream_checkout = upstream_checkout  # OctoPrint clone for octoprint-e2e
         self._shells: dict[str, DeviceShell] = {}
 
     def release_feed(self, version: str, channel: str) -> Any:
@@ -396,7 +399,14 @@ class OctoPrintProfile:
         if name == "octoprint-e2e":
             from rig.product.octoprint.upstream import run_upstream
 
-            run_upstream(ctx)
+            run_upstream(
+                ctx.device.base_url,
+                user=ctx.admin_user,
+                password=ctx.admin_password,
+                results=ctx.results / "octoprint-e2e",
+                checkout=self.upstream_checkout,
+                log=ctx.log,
+            )
             return
         raise ConfigError(
             f"unknown check {name!r} for OctoPrint", where=f"scenario {ctx.scenario_id}"
