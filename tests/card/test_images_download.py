@@ -255,7 +255,7 @@ def test_catalogue_extract_sha256_is_checked_on_unpack(server, tmp_path, monkeyp
     entry = (
         "images:\n  test-os:\n    description: t\n    base: bookworm\n    scheme: firstrun\n"
         f"    url: {server.url}/pi.img.xz\n    sha256: {hashlib.sha256(packed).hexdigest()}\n"
-        "    extract_sha256: \"{extract}\"\n"
+        '    extract_sha256: "{extract}"\n'
     )
     catalog.write_text(entry.format(extract="0" * 64))
     monkeypatch.setenv("RIG_CATALOG", str(catalog))
