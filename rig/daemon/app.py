@@ -11,6 +11,7 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -121,6 +122,10 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
         if event == "ping":
             return await _accept(delivery, event, None, "ping")
         try:
+            if request.headers.get("content-type", "").startswith(
+                "application/x-www-form-urlencoded"
+            ):  # a webhook set to content type "form": the JSON is the payload field
+                body = parse_qs(body.decode()).get("payload", [""])[0].encode()
             payload = json.loads(body)
         except ValueError:
             return _text(400, "body is not JSON")

@@ -166,3 +166,22 @@ def test_direct_notification_is_signed_with_a_timestamp_and_replay_refused(rig):
     }
     r = httpx.post(f"{rig.url}/hooks/direct", content=body, headers=stale)
     assert r.status_code == 401 and "window" in r.text
+
+
+def test_form_encoded_deliveries_are_understood(rig):
+    from urllib.parse import urlencode
+
+    release = add_octopi_release(rig.github, "1.1.0-1.11.0-form")
+    rig.start()
+    body = urlencode({"payload": json.dumps(release_payload(release))}).encode()
+    r = httpx.post(
+        f"{rig.url}/hooks/github",
+        content=body,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-GitHub-Event": "release",
+            "X-GitHub-Delivery": "form-1",
+            "X-Hub-Signature-256": signature(SECRET.encode(), body),
+        },
+    )
+    assert r.status_code == 202 and r.json()["outcome"] == "queued"
