@@ -98,6 +98,11 @@ def _workflow_run(payload: dict[str, Any], watch: Any, repo: str) -> JobRequest:
         raise Ignored(f"workflow_run: action {payload.get('action')!r}, waiting for 'completed'")
     if run.get("conclusion") != "success":
         raise Ignored(f"workflow_run: conclusion {run.get('conclusion')!r}, not 'success'")
+    head_repo = (run.get("head_repository") or {}).get("full_name")
+    if run.get("event") in ("pull_request", "pull_request_target") or (
+        head_repo and head_repo.lower() != repo.lower()
+    ):  # code from a fork never reaches the rig's devices
+        raise Ignored(f"workflow_run: built from {head_repo or 'a pull request'}, not {repo}")
     if watch.workflows:
         path = str(run.get("path") or "")
         names = {run.get("name"), path.rsplit("/", 1)[-1].split("@", 1)[0]}

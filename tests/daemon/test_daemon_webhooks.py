@@ -112,6 +112,17 @@ def test_ping_and_unknown_events_are_acknowledged_and_ignored(rig, caplog):
         {"action": "completed", "workflow_run": run, "repository": {"full_name": REPO}},
     )
     assert "conclusion 'failure'" in r.json()["reason"]
+    fork = {
+        **run,
+        "conclusion": "success",
+        "event": "pull_request",
+        "head_repository": {"full_name": "mallory/OctoPi-UpToDate"},
+    }
+    r = rig.hook(
+        "workflow_run",
+        {"action": "completed", "workflow_run": fork, "repository": {"full_name": REPO}},
+    )
+    assert "built from mallory/OctoPi-UpToDate" in r.json()["reason"]
     assert rig.daemon.queue.jobs() == []
     assert "(issues) ignored: event 'issues' is not one the rig acts on" in caplog.text
 
