@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import REPO, add_octopi_release, release_payload, wait_for
+from daemon_rig import REPO, add_octopi_release, release_payload, wait_for
 
 from rig.device.browser import launch_chromium
 
@@ -70,7 +70,7 @@ def test_dashboard_and_approval_work_in_chromium_without_javascript(rig):
 
 def test_dashboard_shows_the_running_jobs_live_phase(tmp_path, github, smtp):
     import httpx
-    from conftest import Rig, free_port, write_config
+    from daemon_rig import Rig, free_port, write_config
 
     inbox, smtp_port = smtp
     port, hold = free_port(), tmp_path / "go"

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import (
+from daemon_rig import (
     MARKER,
     REPO,
     add_octopi_release,

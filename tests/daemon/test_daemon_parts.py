@@ -19,7 +19,8 @@ import pytest
 import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from conftest import (
+from daemon_doubles import GitHubState
+from daemon_rig import (
     MARKER,
     REPO,
     SECRET,
@@ -29,7 +30,6 @@ from conftest import (
     release_payload,
     write_config,
 )
-from daemon_doubles import GitHubState
 
 from rig.config import load_config
 from rig.daemon.github import GitHub

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (
+from daemon_rig import (
     REPO,
     Rig,
     add_octopi_release,

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import MARKER, REPO, release_payload, wait_for
+from daemon_rig import MARKER, REPO, release_payload, wait_for
 
 from rig.card.images import resolve_image
 from rig.config import VIRTUAL_CONFIG, load_config

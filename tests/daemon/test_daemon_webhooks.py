@@ -8,7 +8,7 @@ import socket
 import time
 
 import httpx
-from conftest import REPO, SECRET, add_octopi_release, release_payload
+from daemon_rig import REPO, SECRET, add_octopi_release, release_payload
 
 from rig.daemon.webhooks import direct_signature, signature, verify_signature
 
