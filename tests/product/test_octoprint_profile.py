@@ -7,6 +7,8 @@ a scenario does: prepare, channel switch, offer, update, verify.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 
@@ -204,6 +206,31 @@ def test_smoke_fails_on_a_broken_page(current_rig):
         )
     log = (current_rig.results / "smoke-broken" / "pytest.log").read_text()
     assert "this page is broken" in log
+
+
+CHECKOUT = os.environ.get(
+    "RIG_OCTOPRINT_CHECKOUT", os.path.expanduser("~/.cache/rig/octoprint-checkout")
+)
+
+
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(CHECKOUT, "tests/playwright/playwright.config.js")),
+    reason="no OctoPrint checkout (set RIG_OCTOPRINT_CHECKOUT to a clone at the tested tag)",
+)
+def test_octoprint_own_suite_runs_against_the_device(current_rig, tmp_path):
+    from rig.product.octoprint.upstream import run_upstream
+
+    junit = run_upstream(
+        current_rig.device.base_url,
+        user="admin",
+        password="rig-admin-password",
+        results=tmp_path / "octoprint-e2e",
+        checkout=CHECKOUT,
+        grep="[Ll]ogin",
+    )
+    report = junit.read_text()
+    assert 'failures="0"' in report
+    assert "<testcase" in report
 
 
 def test_a_failing_update_is_a_product_failure(current_rig):

@@ -63,6 +63,7 @@ def run_upstream(
     results: Path,
     checkout: str | os.PathLike[str] | None = None,
     log=None,
+    grep: str | None = None,
     timeout: float = 1800,
 ) -> Path:
     """Run the suite; ProductError when a test fails. Returns the junit.xml path."""
@@ -102,6 +103,8 @@ def run_upstream(
         "--grep-invert",
         "@isolated|@csrf",
     ]
+    if grep:
+        cmd += ["--grep", grep]
     start = time.monotonic()
     try:
         proc = subprocess.run(
