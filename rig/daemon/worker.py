@@ -234,12 +234,14 @@ class Worker:
         log.info("job %s: attempt %s: %s", job.id, attempt, job.title)
         done = self.queue.done_steps(job.id)
         gh = self._github_factory()
-        try:
+        redo = False  # once a step runs again, every later step does too: a result
+        try:  # always belongs to the image fetched before it
             for step in TEST_STEPS:
                 if self.stopping.is_set():
                     return  # lease released; the next start resumes here
-                if step in done and self._still_valid(step, done[step]):
+                if not redo and step in done and self._still_valid(step, done[step]):
                     continue
+                redo = True
                 self.queue.update(job.id, phase=step)
                 step_id = self.queue.step_start(job.id, step, attempt)
                 try:
@@ -249,6 +251,8 @@ class Worker:
                     raise
                 self.queue.step_end(step_id, "done", detail)
                 done[step] = detail
+            if not redo:  # every step was done already, yet the job was queued again
+                self.queue.update(job.id, state=ERROR, phase=None, error="nothing left to run")
         except RigError as e:
             if self.stopping.is_set():  # shutting down: resume at the next start
                 self.queue.update(job.id, state=QUEUED, error=f"interrupted: {e}")

@@ -221,3 +221,19 @@ def test_an_undecided_job_expires_with_its_link_and_its_image_is_removed(rig):
     r = httpx.post(rig.approval_link(), data={"decision": "approve"})
     assert r.status_code == 409 and "expired" in r.text
     assert rig.github.calls_to("PATCH", "/releases/") == []
+
+
+def test_a_refetched_image_is_tested_again_before_anyone_is_asked(rig):
+    release = add_octopi_release(rig.github, "1.1.0-1.11.0-refetch")
+    rig.start()
+    job_id = rig.hook("release", release_payload(release)).json()["job"]
+    job = rig.wait_state(job_id, "awaiting-approval")
+    assert rig.runlog.read_text().split().count("end") == 1
+    # the image vanished (cache cleaned) while the job was still to be resumed
+    Path(job.image_path).unlink()
+    rig.daemon.queue.update(job_id, state="queued")
+    rig.daemon.worker.wake.set()
+    wait_for("a second acceptance run", lambda: rig.runlog.read_text().split().count("end") == 2)
+    rig.wait_state(job_id, "awaiting-approval")
+    steps = [(s["name"], s["attempt"]) for s in rig.daemon.queue.steps(job_id)]
+    assert ("fetch", 2) in steps and ("test", 2) in steps and ("notify", 2) in steps
