@@ -76,6 +76,10 @@ class GitHub:
     def release_by_tag(self, repo: str, tag: str) -> dict[str, Any]:
         return self.json("GET", f"/repos/{repo}/releases/tags/{tag}")
 
+    def commit_sha(self, repo: str, ref: str) -> str:
+        """The commit a tag or branch names (a release's tag: where statuses go)."""
+        return str(self.json("GET", f"/repos/{repo}/commits/{ref}")["sha"])
+
     def releases(self, repo: str, per_page: int = 20) -> list[dict[str, Any]]:
         """Newest releases, drafts included (only an authenticated list shows those)."""
         return list(self.json("GET", f"/repos/{repo}/releases", params={"per_page": per_page}))

@@ -296,6 +296,13 @@ class Worker:
         dest = self.settings.images_dir / f"job-{job.id}"
         got = fetch(job.image, gh, dest)
         self.queue.update(job.id, image_path=got["path"], image_sha256=got["sha256"])
+        if not job.sha and job.repo and job.image.get("tag") and self.settings.github_token:
+            try:  # a release names a tag, not a commit: statuses need the commit
+                sha = gh.commit_sha(job.repo, str(job.image["tag"]))
+                self.queue.update(job.id, sha=sha)
+                got["commit"] = sha
+            except InfraError as e:
+                log.warning("job %s: commit of tag %s unknown: %s", job.id, job.image["tag"], e)
         log.info("job %s: image %s verified (%s)", job.id, got["path"], ", ".join(got["verified"]))
         return got
 

@@ -185,6 +185,12 @@ def github_app(state: GitHubState) -> Starlette:
             return r
         return JSONResponse({"state": json.loads(await request.body())["state"]}, status_code=201)
 
+    async def commit(request: Request) -> Response:
+        if (r := await record(request)) is not None:
+            return r
+        ref = request.path_params["ref"]
+        return JSONResponse({"sha": hashlib.sha1(ref.encode()).hexdigest()})
+
     async def dispatches(request: Request) -> Response:
         if (r := await record(request)) is not None:
             return r
@@ -206,6 +212,7 @@ def github_app(state: GitHubState) -> Starlette:
             Route("/repos/{o}/{r}/releases/assets/{aid:int}", asset),
             Route("/repos/{o}/{r}/releases/{rid:int}", release, methods=["GET", "PATCH"]),
             Route("/repos/{o}/{r}/statuses/{sha}", statuses, methods=["POST"]),
+            Route("/repos/{o}/{r}/commits/{ref}", commit),
             Route("/repos/{o}/{r}/dispatches", dispatches, methods=["POST"]),
             Route("/storage/{key}", storage),
         ]

@@ -50,6 +50,12 @@ def test_release_webhook_to_tested_image_to_approved_publish(rig):
     report = httpx.get(f"{rig.url}/jobs/{job_id}/report/report.html")
     assert report.status_code == 200 and "acceptance: passed" in report.text
 
+    # the release's tag resolved to its commit: the statuses go there
+    tag_sha = hashlib.sha1(b"1.1.0-1.11.0-20261126120000").hexdigest()
+    assert job.sha == tag_sha
+    states = [c.body["state"] for c in rig.github.calls_to("POST", f"/statuses/{tag_sha}")]
+    assert states == ["pending", "success"]
+
     # GET (what a mail scanner does) shows the confirmation and changes nothing
     link = rig.approval_link()
     for _ in range(3):
