@@ -252,3 +252,12 @@ def test_update_in_the_browser_reaches_target(browser_rig):
     assert any("notification" in s for s in shots)
     assert any("confirm" in s for s in shots)
     assert (browser_rig.results / "update" / "trace.zip").exists()
+
+
+def test_a_failing_update_in_the_browser_is_a_product_failure(browser_rig):
+    browser_rig.inject("1.11.9", "stable")  # offered, nothing to install: pip fails
+    ctx = browser_rig.ctx(target_version="1.11.9", start_version=None, checks=("update",))
+    ctx.results = browser_rig.results / "failing"
+    with pytest.raises(ProductError, match="the update failed in the browser"):
+        browser_rig.profile.update(ctx)
+    assert any("failed" in p.name for p in (ctx.results / "update").glob("*.png"))
