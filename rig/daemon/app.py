@@ -6,6 +6,7 @@ threads do the slow work. The dashboard and approval pages are plain HTML.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -73,6 +74,43 @@ class Daemon:
         self.lock.release()
 
 
+class Intake:
+    """Group commit for deliveries: requests that arrive while a commit is being synced
+    wait together for the next one. Each delivery is on disk before it is answered,
+    and a burst costs one sync per batch instead of one per delivery; the sync runs
+    on a thread, so the event loop keeps reading requests meanwhile."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._flushing = False
+
+    async def accept(self, *item: Any) -> tuple[str, int | None]:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results = await run_in_threadpool(
+                        self.queue.accept_deliveries, [item for item, _ in batch]
+                    )
+                except Exception as e:
+                    for _, future in batch:
+                        future.set_exception(e)
+                else:
+                    for (_, future), result in zip(batch, results, strict=True):
+                        future.set_result(result)
+        finally:
+            self._flushing = False
+
+
 class TooLarge(Exception):
     pass
 
@@ -99,6 +137,7 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
     """The route table. ``manage``: start/stop the daemon with the app (lifespan)."""
     settings = daemon.settings
     queue = daemon.queue
+    intake = Intake(queue)
 
     async def github_hook(request: Request) -> Response:
         try:
@@ -169,10 +208,7 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
         return await _accept(delivery, "direct", request_, "")
 
     async def _accept(delivery: str, event: str, request_: Any, reason: str) -> Response:
-        done = queue.accept_delivery(delivery, event, request_, reason, wait=False)
-        if done is None:  # the queue is busy: wait for it on a thread, not on the loop
-            done = await run_in_threadpool(queue.accept_delivery, delivery, event, request_, reason)
-        outcome, job_id = done
+        outcome, job_id = await intake.accept(delivery, event, request_, reason)
         if outcome == "duplicate":
             log.info("delivery %s (%s): redelivery, nothing to do", delivery, event)
             return JSONResponse({"outcome": "duplicate", "job": job_id})

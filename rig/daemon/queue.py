@@ -175,35 +175,6 @@ class Queue:
         return conn
 
     @contextmanager
-    def tx_nowait(self) -> Iterator[sqlite3.Connection | None]:
-        """A write transaction only if one can start at once, else None (caller waits elsewhere).
-
-        The webhook route runs this on the event loop: a delivery costs ~0.1 ms of
-        SQLite, less than handing it to a thread, and it never blocks the loop.
-        """
-        if not self._write_lock.acquire(blocking=False):
-            yield None
-            return
-        try:
-            conn = getattr(self._local, "nowait", None)
-            if conn is None:  # this thread's never-waiting connection
-                conn = self._local.nowait = self._connect()
-                conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError:  # another process is writing
-                yield None
-                return
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            self._write_lock.release()
-
-    @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """One writer per process at a time: threads queue on a lock (fair, no sleeping),
         so SQLite's busy handler (which sleeps in steps of up to 100 ms) only ever
@@ -214,56 +185,64 @@ class Queue:
     # deliveries -> jobs -------------------------------------------------------
 
     def accept_delivery(
+        self, delivery: str, event: str, request: JobRequest | None, ignored: str = ""
+    ) -> tuple[str, int | None]:
+        """Record a delivery once; queue its job unless the same build already has one.
+
+        Returns ("duplicate" | "queued" | "known" | "ignored", job id).
+        """
+        return self.accept_deliveries([(delivery, event, request, ignored)])[0]
+
+    def accept_deliveries(
+        self, items: list[tuple[str, str, JobRequest | None, str]]
+    ) -> list[tuple[str, int | None]]:
+        """Several deliveries in one transaction (one sync for all: the webhook route's
+        group commit); a redelivery inside the batch is seen as a duplicate."""
+        now = time.time()
+        with self.tx() as c:
+            return [self._record(c, *item, now) for item in items]
+
+    def _record(
         self,
+        c: sqlite3.Connection,
         delivery: str,
         event: str,
         request: JobRequest | None,
-        ignored: str = "",
-        wait: bool = True,
-    ) -> tuple[str, int | None] | None:
-        """Record a delivery once; queue its job unless the same build already has one.
-
-        Returns ("duplicate" | "queued" | "known" | "ignored", job id); with
-        ``wait=False``, None when the write would have to wait for a lock.
-        """
-        now = time.time()
-        with self.tx() if wait else self.tx_nowait() as c:
-            if c is None:
-                return None
-            seen = c.execute(
-                "SELECT outcome, job_id FROM daemon_deliveries WHERE delivery = ?", (delivery,)
-            ).fetchone()
-            if seen is not None:
-                return "duplicate", seen["job_id"]
-            job_id = None
-            outcome = f"ignored: {ignored}" if request is None else "queued"
-            if request is not None:
-                row = c.execute(
-                    "SELECT id FROM daemon_jobs WHERE key = ?", (request.key,)
-                ).fetchone()
-                if row is not None:
-                    job_id, outcome = row["id"], "known"
-                else:
-                    job_id = c.execute(
-                        "INSERT INTO daemon_jobs (key, source, repo, sha, title, image, state,"
-                        " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            request.key,
-                            request.source,
-                            request.repo,
-                            request.sha,
-                            request.title,
-                            json.dumps(request.image),
-                            QUEUED,
-                            now,
-                            now,
-                        ),
-                    ).lastrowid
-            c.execute(
-                "INSERT INTO daemon_deliveries (delivery, event, received, outcome, job_id)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (delivery, event, now, outcome, job_id),
-            )
+        ignored: str,
+        now: float,
+    ) -> tuple[str, int | None]:
+        seen = c.execute(
+            "SELECT outcome, job_id FROM daemon_deliveries WHERE delivery = ?", (delivery,)
+        ).fetchone()
+        if seen is not None:
+            return "duplicate", seen["job_id"]
+        job_id = None
+        outcome = f"ignored: {ignored}" if request is None else "queued"
+        if request is not None:
+            row = c.execute("SELECT id FROM daemon_jobs WHERE key = ?", (request.key,)).fetchone()
+            if row is not None:
+                job_id, outcome = row["id"], "known"
+            else:
+                job_id = c.execute(
+                    "INSERT INTO daemon_jobs (key, source, repo, sha, title, image, state,"
+                    " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        request.key,
+                        request.source,
+                        request.repo,
+                        request.sha,
+                        request.title,
+                        json.dumps(request.image),
+                        QUEUED,
+                        now,
+                        now,
+                    ),
+                ).lastrowid
+        c.execute(
+            "INSERT INTO daemon_deliveries (delivery, event, received, outcome, job_id)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (delivery, event, now, outcome, job_id),
+        )
         return ("ignored" if request is None else outcome), job_id
 
     # leases -------------------------------------------------------------------
