@@ -22,3 +22,25 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
         "XDG_CACHE_HOME", os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
     )
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_virtual_rig_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory):
+    """A safety net: a test that forgot `rig twin down` must not leave its devices running."""
+    base = str(tmp_path_factory.getbasetemp())
+    yield
+    import signal
+
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in cmdline]
+        if "rig.virtual.twin" in args and any(a.startswith(base) for a in args):
+            try:
+                os.kill(int(proc.name), signal.SIGTERM)
+            except OSError:
+                pass

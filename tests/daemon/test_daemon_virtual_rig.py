@@ -24,7 +24,7 @@ from rig.orchestration.leases import Leases
 
 
 @pytest.mark.slow
-def test_release_to_published_through_rig_run_on_the_virtual_rig(rig, tmp_path):
+def test_release_to_published_through_rig_run_on_the_virtual_rig(rig, tmp_path, request):
     # the candidate: a real virtual OctoPi image, zipped as OctoPi-UpToDate publishes it
     base = resolve_image("octopi-0.18.0", load_config(None, search=False))
     candidate = tmp_path / "octopi-candidate.zip"
@@ -72,6 +72,13 @@ def test_release_to_published_through_rig_run_on_the_virtual_rig(rig, tmp_path):
     }
     config["virtual"] = {}
     rig.config_path.write_text(yaml.safe_dump(config))
+
+    def stop_virtual_rig() -> None:  # `rig run` started it; it must not outlive the test
+        from rig.virtual.twin import stop_twin
+
+        stop_twin(load_config(rig.config_path))
+
+    request.addfinalizer(stop_virtual_rig)
     daemon = rig.start()
 
     # a person's `rig run` holds every device: the daemon's run waits, it does not collide
