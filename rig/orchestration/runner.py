@@ -344,7 +344,8 @@ class Runner:
 
     def _start_feed(self):
         """The release feed of the products on the leased devices (one per run)."""
-        from rig.orchestration.feed_server import FeedServer, reachable_address
+        from rig.asgi import BackgroundServer
+        from rig.orchestration.feed_server import reachable_address
 
         profile = self.profile_factory(self.config.device(self.held[0]).profile)
         feed = getattr(profile, "release_feed", None)
@@ -358,8 +359,8 @@ class Runner:
         else:
             bind = run_cfg.get("feed_bind", "0.0.0.0")
             advertise = run_cfg.get("feed_host") or reachable_address(first.host or "")
-        server = FeedServer(app, bind, advertise, int(run_cfg.get("feed_port", 0)))
-        self.feed_url = server.start()
+        server = BackgroundServer(app, bind, int(run_cfg.get("feed_port", 0))).start()
+        self.feed_url = f"http://{advertise}:{server.port}"
         self.bus.emit(Event("log", f"release feed at {self.feed_url}"))
         return server
 

@@ -16,8 +16,6 @@ Everything else is 404: the rig has no business proxying other traffic.
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -27,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from rig.errors import InfraError
+from rig.asgi import BackgroundServer
 from rig.product.octoprint.channels import target_commitish
 
 REPOS = {"octoprint"}  # repo names (any user: foosel/OctoPrint, OctoPrint/OctoPrint)
@@ -100,47 +98,8 @@ def feed_app(release: InjectedRelease) -> Starlette:
     return app
 
 
-class FeedServer:
-    """Serve `feed_app` with uvicorn in a thread (what ``rig run`` does for its devices)."""
+class FeedServer(BackgroundServer):
+    """The feed served in a thread (what ``rig run`` does for its devices)."""
 
     def __init__(self, release: InjectedRelease, host: str = "127.0.0.1", port: int = 0) -> None:
-        import socket
-
-        import uvicorn
-
-        self.app = feed_app(release)
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, port))
-        self.host, self.port = self._sock.getsockname()[:2]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> FeedServer:
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise InfraError("release feed did not start", where=self.url)
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread:
-            self._thread.join(timeout=5)
-        self._sock.close()
-
-    def __enter__(self) -> FeedServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(feed_app(release), host, port)
