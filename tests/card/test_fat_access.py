@@ -3,23 +3,14 @@ and fsck.fat (implementations independent of ours)."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import struct
-import sys
-from pathlib import Path
 
+import provision_cards as cards  # loaded by conftest.py
 import pytest
 
 from rig.card.fat import FatVolume, open_boot_partition, read_boot_file
 from rig.errors import ConfigError, InfraError
-
-_spec = importlib.util.spec_from_file_location(
-    "provision_cards", Path(__file__).parent / "fixtures" / "provision" / "cards.py"
-)
-cards = importlib.util.module_from_spec(_spec)
-sys.modules["provision_cards"] = cards
-_spec.loader.exec_module(cards)
 
 pytestmark = pytest.mark.skipif(
     cards.tools_missing() is not None, reason=f"{cards.tools_missing()} not installed"

@@ -4,23 +4,14 @@ find nothing to repair."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
-from pathlib import Path
 
+import provision_cards as cards  # loaded by conftest.py
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rig.card.fat import open_boot_partition
-
-_spec = importlib.util.spec_from_file_location(
-    "provision_cards", Path(__file__).parent / "fixtures" / "provision" / "cards.py"
-)
-cards = importlib.util.module_from_spec(_spec)
-sys.modules["provision_cards"] = cards
-_spec.loader.exec_module(cards)
 
 pytestmark = pytest.mark.skipif(
     cards.tools_missing() is not None, reason=f"{cards.tools_missing()} not installed"

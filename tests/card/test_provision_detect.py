@@ -3,24 +3,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
+import provision_cards as cards  # loaded by conftest.py
 import pytest
 
 from rig.card.fat import open_boot_partition
 from rig.card.provision import detect
 from rig.card.provision.common import CardView
 from rig.card.provision.rootfs import read_root_file
-
-_spec = importlib.util.spec_from_file_location(
-    "provision_cards", Path(__file__).parent / "fixtures" / "provision" / "cards.py"
-)
-cards = importlib.util.module_from_spec(_spec)
-sys.modules["provision_cards"] = cards
-_spec.loader.exec_module(cards)
 
 pytestmark = pytest.mark.skipif(
     cards.tools_missing() is not None or shutil.which("mkfs.ext4") is None,

@@ -6,25 +6,17 @@ passphrase "password")."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
+import provision_cards as cards  # loaded by conftest.py
 import pytest
 
 from rig.card.provision import ProvisionSettings, provision_card
 from rig.config import load_config
-
-_spec = importlib.util.spec_from_file_location(
-    "provision_cards", Path(__file__).parent / "fixtures" / "provision" / "cards.py"
-)
-cards = importlib.util.module_from_spec(_spec)
-sys.modules["provision_cards"] = cards
-_spec.loader.exec_module(cards)
 
 pytestmark = pytest.mark.skipif(
     cards.tools_missing() is not None or shutil.which("openssl") is None,

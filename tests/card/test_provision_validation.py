@@ -5,23 +5,14 @@ show no secret."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
-from pathlib import Path
 
+import provision_cards as cards  # loaded by conftest.py
 import pytest
 
 from rig.card.fat import open_boot_partition
 from rig.card.provision import ProvisionSettings, provision_card
 from rig.config import Secret
 from rig.errors import ConfigError, InfraError
-
-_spec = importlib.util.spec_from_file_location(
-    "provision_cards", Path(__file__).parent / "fixtures" / "provision" / "cards.py"
-)
-cards = importlib.util.module_from_spec(_spec)
-sys.modules["provision_cards"] = cards
-_spec.loader.exec_module(cards)
 
 pytestmark = pytest.mark.skipif(
     cards.tools_missing() is not None, reason=f"{cards.tools_missing()} not installed"
