@@ -14,7 +14,7 @@ import contextlib
 import socket
 import threading
 
-from rig.errors import InfraError
+from rig.virtual.listener import accept_in_background, listen
 
 UNAVAILABLE = (
     b"HTTP/1.0 503 Service Unavailable\r\n"
@@ -42,29 +42,8 @@ class HttpFront:
         self._stopped = threading.Event()
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.address, self.port))
-        except OSError as e:
-            sock.close()
-            raise InfraError(
-                f"cannot listen on {self.address}:{self.port}: {e.strerror}",
-                where=f"device {self.name} http",
-                hint="another virtual rig (or program) uses this address; `rig twin down`",
-            ) from e
-        sock.listen(64)
-        self._sock = sock
-        threading.Thread(target=self._accept, name=f"{self.name}-http", daemon=True).start()
-
-    def _accept(self) -> None:
-        assert self._sock is not None
-        while not self._stopped.is_set():
-            try:
-                client, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+        self._sock = listen(self.address, self.port, f"device {self.name} http", 64)
+        accept_in_background(self._sock, self._stopped, self._serve, f"{self.name}-http")
 
     def _track(self, *socks: socket.socket) -> bool:
         with self._lock:

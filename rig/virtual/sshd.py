@@ -25,7 +25,7 @@ from pathlib import Path
 
 import paramiko
 
-from rig.errors import InfraError
+from rig.virtual.listener import accept_in_background, listen
 from rig.virtual.sandbox import SFTP_SERVER
 
 log = logging.getLogger(__name__)
@@ -167,29 +167,8 @@ class DeviceSSHServer:
         self._stopped = threading.Event()
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.address, self.port))
-        except OSError as e:
-            sock.close()
-            raise InfraError(
-                f"cannot listen on {self.address}:{self.port}: {e.strerror}",
-                where=f"device {self.name} sshd",
-                hint="another virtual rig (or program) uses this address; `rig twin down`",
-            ) from e
-        sock.listen(16)
-        self._sock = sock
-        threading.Thread(target=self._accept, name=f"{self.name}-sshd", daemon=True).start()
-
-    def _accept(self) -> None:
-        assert self._sock is not None
-        while not self._stopped.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        self._sock = listen(self.address, self.port, f"device {self.name} sshd", 16)
+        accept_in_background(self._sock, self._stopped, self._serve, f"{self.name}-sshd")
 
     def _serve(self, conn: socket.socket) -> None:
         transport = paramiko.Transport(conn)
