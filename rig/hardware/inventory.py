@@ -15,7 +15,7 @@ from typing import Any
 from rig.errors import RigError
 from rig.hardware import blockdev
 from rig.hardware.blockdev import REAL_SYSFS, Sysfs
-from rig.hardware.mux import is_sdwire
+from rig.hardware.mux import is_sdwire, iter_sdmuxes
 from rig.hardware.power import HUB_CLASS, companions, hub_descriptor, is_ykush
 from rig.hardware.usbfind import devices, location, serial_of
 
@@ -69,19 +69,9 @@ def scan_usb(backend: Any = None) -> list[Finding]:
 def scan_sdmuxes(fs: Sysfs = REAL_SYSFS) -> list[Finding]:
     """USB-SD-Muxes by their SCSI generic node, with access rights and the card's disk."""
     out: list[Finding] = []
-    base = fs.sys / "class" / "scsi_generic"
-    for entry in sorted(base.iterdir()) if base.is_dir() else []:
-        usb_dir = blockdev.usb_device_dir(entry / "device", fs)
-        if usb_dir is None:
-            continue
-        try:
-            product = (usb_dir / "product").read_text().strip()
-            serial = (usb_dir / "serial").read_text().strip()
-        except OSError:
-            continue
-        if not product.startswith("usb-sd-mux"):
-            continue
-        node = fs.dev / entry.name
+    for mux in iter_sdmuxes(fs):
+        usb_dir, product, serial = mux.usb_dir, mux.product, mux.serial
+        node = fs.dev / mux.sg.name
         disks = blockdev.disks_below(usb_dir, fs)
         detail = f"{node} ({product}), card disk: {', '.join(disks) or 'none (card on DUT side?)'}"
         closed = [d for d in disks if not os.access(fs.dev / d, os.R_OK | os.W_OK)]

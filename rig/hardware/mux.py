@@ -9,7 +9,8 @@ card (its CID) for wear tracking.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,27 +69,40 @@ def _fs(finder: Any) -> Sysfs:
 SDMUX_MANUFACTURER = "Linux Automation GmbH"
 
 
-def find_sdmux_sg(serial: str, fs: Sysfs = REAL_SYSFS, *, where: str = "") -> Path:
-    """/dev/sgN of the USB-SD-Mux with this serial: the udev link, else a sysfs walk."""
-    link = fs.dev / "usb-sd-mux" / f"id-{serial}"
-    if link.exists():
-        return link.resolve()
+@dataclass(frozen=True)
+class SdMuxEntry:
+    sg: Path  # /sys/class/scsi_generic/sgN
+    usb_dir: Path  # the mux's USB device in sysfs
+    product: str
+    serial: str
+
+
+def iter_sdmuxes(fs: Sysfs = REAL_SYSFS) -> Iterator[SdMuxEntry]:
+    """Every USB-SD-Mux on the system, found through its SCSI generic node."""
     base = fs.sys / "class" / "scsi_generic"
-    seen = []
     for entry in sorted(base.iterdir()) if base.is_dir() else []:
         usb_dir = blockdev.usb_device_dir(entry / "device", fs)
         if usb_dir is None:
             continue
         try:
             product = (usb_dir / "product").read_text().strip()
-            got = (usb_dir / "serial").read_text().strip()
+            serial = (usb_dir / "serial").read_text().strip()
         except OSError:
             continue
-        if not product.startswith("usb-sd-mux"):
-            continue
-        seen.append(got)
-        if got == serial:
-            return fs.dev / entry.name
+        if product.startswith("usb-sd-mux"):
+            yield SdMuxEntry(entry, usb_dir, product, serial)
+
+
+def find_sdmux_sg(serial: str, fs: Sysfs = REAL_SYSFS, *, where: str = "") -> Path:
+    """/dev/sgN of the USB-SD-Mux with this serial: the udev link, else a sysfs walk."""
+    link = fs.dev / "usb-sd-mux" / f"id-{serial}"
+    if link.exists():
+        return link.resolve()
+    seen = []
+    for mux in iter_sdmuxes(fs):
+        seen.append(mux.serial)
+        if mux.serial == serial:
+            return fs.dev / mux.sg.name
     raise InfraError(
         f"no USB-SD-Mux with serial {serial!r} (found: {', '.join(seen) or 'none'})",
         where=where or f"usb-sd-mux {serial}",
