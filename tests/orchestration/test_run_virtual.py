@@ -92,7 +92,8 @@ def test_demo_matrix_passes_on_three_devices_in_parallel(rig_yaml, tmp_path) -> 
     data = _results(out)
     assert data["passed"] and data["outcome"] == "passed"
     assert {s["outcome"] for s in data["scenarios"]} == {"passed"}
-    devices = {s["device"] for s in data["scenarios"]}
+    # every device took a scenario (an infrastructure error may have moved one elsewhere)
+    devices = {a["device"] for s in data["scenarios"] for a in s["attempts"]}
     assert devices == {"pi3-a", "pi3-b", "pi3-c"}
     # the scenarios overlapped in time: parallel, not one after the other
     spans = [

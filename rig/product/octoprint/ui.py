@@ -6,8 +6,12 @@ from typing import Any
 
 from rig.errors import InfraError
 
+# The first page load after an install or update bundles OctoPrint's web assets:
+# a minute on a loaded 2-core host, minutes on a Pi 3. Waiting less fails good devices.
+UI_TIMEOUT = 300.0
 
-def login(page: Any, base_url: str, user: str, password: str, timeout: float = 60) -> None:
+
+def login(page: Any, base_url: str, user: str, password: str, timeout: float = UI_TIMEOUT) -> None:
     """Log in through the login page like a person; the UI is loaded afterwards."""
     page.goto(base_url.rstrip("/") + "/", wait_until="domcontentloaded")
     form = page.locator("#login-user")
@@ -21,7 +25,7 @@ def login(page: Any, base_url: str, user: str, password: str, timeout: float = 6
     wait_ui_ready(page, timeout)
 
 
-def wait_ui_ready(page: Any, timeout: float = 60) -> None:
+def wait_ui_ready(page: Any, timeout: float = UI_TIMEOUT) -> None:
     """The client has connected its socket and logged-in state is known."""
     try:
         page.wait_for_function(
