@@ -80,7 +80,8 @@ def test_wrong_password_says_authentication_failed(server, tmp_path):
 
 
 def test_accept_new_remembers_key_and_refuses_a_changed_one(server, tmp_path):
-    shell(server, tmp_path).connect()
+    # the retrying wait, as the profile connects: a loaded machine may drop a handshake
+    shell(server, tmp_path).wait_reachable(timeout=30, interval=0.5)
     assert (tmp_path / "known_hosts").read_text().startswith(f"[127.0.0.1]:{server.port}")
     server.host_key = paramiko.RSAKey.generate(2048)  # the device was re-flashed
     sh = shell(server, tmp_path)
@@ -88,7 +89,8 @@ def test_accept_new_remembers_key_and_refuses_a_changed_one(server, tmp_path):
         sh.wait_reachable(timeout=30)
     assert "known_hosts" in e.value.hint
     forget_host_key("127.0.0.1", server.port, tmp_path / "known_hosts")
-    shell(server, tmp_path).connect()  # after forgetting, the new key is accepted
+    # after forgetting, the new key is accepted
+    shell(server, tmp_path).wait_reachable(timeout=30, interval=0.5)
 
 
 def test_strict_refuses_unknown_and_ignore_accepts_anything(server, tmp_path):
