@@ -59,35 +59,39 @@ def _health_columns() -> None:
         return
     from rig.orchestration.leases import Leases
 
-    def health(config: RigConfig, name: str) -> str:
-        leases = Leases(config.paths.state)
-        try:
-            why = leases.quarantined(name)
-            if why:
-                return f"[red]quarantined[/red]: {escape(why)}"
-            row = leases.health(name)
-            failures = row["infra_failures"] if row else 0
-            return f"ok ({failures} recent error)" if failures else "ok"
-        finally:
-            leases.close()
+    def from_leases(read: Callable[[Leases, str], str]) -> Callable[[RigConfig, str], str]:
+        def column(config: RigConfig, name: str) -> str:
+            leases = Leases(config.paths.state)
+            try:
+                return read(leases, name)
+            finally:
+                leases.close()
 
-    def lease(config: RigConfig, name: str) -> str:
-        leases = Leases(config.paths.state)
-        try:
-            held = leases.holder_of(name)
-            return f"{escape(held.purpose)} (pid {held.pid})" if held else "free"
-        finally:
-            leases.close()
+        return column
 
-    def last(config: RigConfig, name: str) -> str:
-        leases = Leases(config.paths.state)
-        try:
-            row = leases.health(name)
-            return f"{row['last_result']} {row['last_scenario']}" if row else "-"
-        finally:
-            leases.close()
+    def health(leases: Leases, name: str) -> str:
+        why = leases.quarantined(name)
+        if why:
+            return f"[red]quarantined[/red]: {escape(why)}"
+        row = leases.health(name)
+        failures = row["infra_failures"] if row else 0
+        return f"ok ({failures} recent error)" if failures else "ok"
 
-    DEVICE_COLUMNS.extend([("health", health), ("lease", lease), ("last result", last)])
+    def lease(leases: Leases, name: str) -> str:
+        held = leases.holder_of(name)
+        return f"{escape(held.purpose)} (pid {held.pid})" if held else "free"
+
+    def last(leases: Leases, name: str) -> str:
+        row = leases.health(name)
+        return f"{row['last_result']} {row['last_scenario']}" if row else "-"
+
+    DEVICE_COLUMNS.extend(
+        [
+            ("health", from_leases(health)),
+            ("lease", from_leases(lease)),
+            ("last result", from_leases(last)),
+        ]
+    )
 
 
 def _shown(state: bool | None) -> str:

@@ -50,28 +50,25 @@ def _run(*cmd: str, timeout: float = 30.0) -> str:
     return proc.stdout.strip()
 
 
-def loop_available() -> bool:
-    """Loop devices need root and a working /dev/loop-control."""
+def _root_can_open(node: str) -> bool:
     if os.geteuid() != 0:
         return False
     try:
-        fd = os.open("/dev/loop-control", os.O_RDWR)
+        fd = os.open(node, os.O_RDWR)
     except OSError:
         return False
     os.close(fd)
     return True
+
+
+def loop_available() -> bool:
+    """Loop devices need root and a working /dev/loop-control."""
+    return _root_can_open("/dev/loop-control")
 
 
 def dm_available() -> bool:
     """device-mapper needs root and the dm driver behind /dev/mapper/control."""
-    if os.geteuid() != 0:
-        return False
-    try:
-        fd = os.open("/dev/mapper/control", os.O_RDWR)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
+    return _root_can_open("/dev/mapper/control")
 
 
 def power_key(power: Any) -> tuple[str, int]:
