@@ -337,7 +337,17 @@ class OctoPrintProfile:
                 f"the server started {len(starts)} times since the update "
                 f"(expected {expected_starts})"
             )
-        errors = self.error_lines(new_log, ctx)
+        # Judge the server the update produced: from its start on. Requests that hit the
+        # old process while pip swapped its files can log an ERROR there; those are kept
+        # as a fact and in the log, and a failed install is caught by the update itself.
+        last_start = max(
+            (i for i, line in enumerate(new_log) if START_LINE.search(line)), default=0
+        )
+        during = self.error_lines(new_log[:last_start], ctx)
+        if during:
+            ctx.facts["error_lines_during_update"] = during
+            ctx.log(f"{len(during)} ERROR line(s) from the old server while it was replaced")
+        errors = self.error_lines(new_log[last_start:], ctx)
         ctx.facts["error_lines"] = errors
         if errors:
             problems.append(
