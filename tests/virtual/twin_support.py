@@ -15,7 +15,8 @@ import yaml
 from rig.config import VIRTUAL_CONFIG, RigConfig, load_config
 
 # the tests' virtual Pis live on their own addresses, away from a developer's `rig twin up`
-TEST_NET = "127.0.77"
+# (RIG_TEST_NET moves them, so two checkouts can run their suites side by side)
+TEST_NET = os.environ.get("RIG_TEST_NET", "127.0.77")
 
 
 def cache_dir() -> Path:
