@@ -26,6 +26,7 @@ COMMANDS = {
     "run": "rig.cli.run",
     "twin": "rig.cli.twin",
     "provision": "rig.cli.provision",
+    "host": "rig.cli.host",
 }
 
 
