@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -49,6 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     doc = sub.add_parser(
         "doctor", help="check hardware, permissions and udev rules; say how to fix"
+    )
+    doc.add_argument(
+        "--host",
+        action="store_true",
+        help="also check the flash-host install (automatic once it is installed)",
+    )
+    doc.add_argument(
+        "--root",
+        metavar="DIR",
+        help="check the flash-host install below DIR (a throwaway root) instead of /",
     )
     doc.set_defaults(func=cmd_doctor)
 
@@ -204,10 +215,16 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from rig.hardware import inventory
+    from rig.host import checks as host_checks
 
-    config = load_config(args.config)
     console = Console(highlight=False, soft_wrap=True)
-    findings: list[inventory.Finding] = []
+    findings: list[inventory.Finding] = software_findings()
+    if args.root:
+        # a throwaway root: only what the installer put there
+        return _report(console, findings + host_checks.check_host(Path(args.root).resolve()))
+    config = load_config(args.config)
+    if args.host or not config.virtual or host_checks.installed():
+        findings += host_checks.check_host()
     if config.virtual:
         console.print(f"virtual rig ({config.where}); state in {config.paths.state / 'virtual'}")
         findings += inventory.check_virtual_system()
@@ -215,7 +232,37 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if not config.virtual:
         findings += inventory.scan_sdmuxes()
     findings += inventory.check_devices(config)
+    return _report(console, findings)
 
+
+def software_findings() -> list[Any]:
+    """What the rig itself needs at run time, installed from a wheel or a checkout."""
+    import importlib.util
+
+    from rig.card.catalog import load_catalog
+    from rig.hardware.inventory import Finding
+
+    out = []
+    try:
+        catalog = load_catalog()
+        out.append(Finding("system", "catalogue", f"{len(catalog.images)} images", True))
+    except RigError as e:
+        out.append(Finding("system", "catalogue", e.message, False, "reinstall the rig"))
+    for module, why in (("pytest", "browser checks"), ("playwright", "browser")):
+        found = importlib.util.find_spec(module) is not None
+        out.append(
+            Finding(
+                "system",
+                module,
+                f"installed ({why})" if found else f"missing: the {why} cannot run",
+                found,
+                "" if found else "reinstall the rig: it is a runtime dependency",
+            )
+        )
+    return out
+
+
+def _report(console: Console, findings: list[Any]) -> int:
     required_failed = False
     for f in findings:
         # an unusable hub nobody configured is information, not a failure
@@ -230,7 +277,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         console.print(f"{mark} {f.kind:<10} {escape(f.name):<14} {escape(f.detail)}")
         if f.fix:
             console.print(f"       fix: {f.fix}", markup=False)
-        if not f.ok and f.kind in ("device", "system", "usb-sd-mux", "usb"):
+        if not f.ok and f.kind in ("device", "system", "usb-sd-mux", "usb", "host"):
             required_failed = True
     if required_failed:
         console.print("[red]the configured rig is not usable yet[/red]")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig.config import SECRET_ENV_PREFIX, RigConfig, Secret
+from rig.config import SECRET_ENV_PREFIX, RigConfig, Secret, lookup_secret
 from rig.errors import ConfigError
 
 DEFAULT_PORT = 8470
@@ -89,19 +89,9 @@ class DaemonSettings:
 
 
 def find_secret(config: RigConfig, name: str) -> Secret | None:
-    """The secrets file, then $RIG_SECRET_<NAME>, then $CREDENTIALS_DIRECTORY/<name>."""
-    from_file = config.sections.get("_secrets", {}).get(name)
-    if from_file is not None:
-        return from_file if isinstance(from_file, Secret) else Secret(str(from_file), name)
-    env = os.environ.get(SECRET_ENV_PREFIX + name.upper())
-    if env is not None:
-        return Secret(env, name)
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        path = Path(cred_dir) / name
-        if path.is_file():
-            return Secret(path.read_text().strip(), name)
-    return None
+    """Looked up like every ``{secret: NAME}`` of rig.yaml (rig.config.lookup_secret)."""
+    from_file = {k: v.reveal() for k, v in config.sections.get("_secrets", {}).items()}
+    return lookup_secret(name, from_file)
 
 
 def _approval_key(config: RigConfig, state_dir: Path) -> Secret:
