@@ -72,13 +72,9 @@ def smoke_command(
 
 def smoke_environment(password: str) -> dict[str, str]:
     """The caller's environment without what would change pytest under us: installed plugins
-    load only when named (a user's pytest-playwright adds its own ``--headed``), no
-    PYTEST_ADDOPTS, no PYTHONPATH from a developer's shell."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTHONPATH")
-    }
+    load only when named (a user's pytest-playwright adds its own ``--headed``), and neither
+    PYTEST_ADDOPTS nor PYTEST_PLUGINS from a developer's shell applies."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     env["RIG_OCTOPRINT_PASSWORD"] = password
     return env
