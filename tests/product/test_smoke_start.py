@@ -115,3 +115,17 @@ def test_a_suite_that_cannot_be_collected_is_infra_with_the_cause(tmp_path, monk
         run_smoke(NOWHERE, user="admin", password="pw", results=tmp_path / "r", timeout=120)
     assert "no-such-option" not in info.value.message
     assert "no-such-chromium" in info.value.message
+
+
+def test_octoprint_own_suite_without_node_is_infra_naming_it(tmp_path, monkeypatch) -> None:
+    from rig.product.octoprint.upstream import run_upstream
+
+    suite = tmp_path / "OctoPrint" / "tests" / "playwright"
+    suite.mkdir(parents=True)
+    (suite / "playwright.config.js").write_text("module.exports = {};\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # a machine without Node.js
+    with pytest.raises(InfraError) as info:
+        run_upstream(
+            NOWHERE, user="a", password="b", results=tmp_path / "r", checkout=suite.parents[1]
+        )
+    assert "node is not installed" in info.value.message
