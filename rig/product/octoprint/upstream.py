@@ -130,7 +130,8 @@ def run_upstream(
         failed = [line.strip() for line in proc.stdout.splitlines() if "✘" in line]
         tail = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()][-10:]
         raise ProductError(
-            "OctoPrint's own e2e tests failed:\n  " + "\n  ".join(failed[:15] or tail or ["(it printed nothing)"]),
+            "OctoPrint's own e2e tests failed:\n  "
+            + "\n  ".join(failed[:15] or tail or ["(it printed nothing)"]),
             where=f"{base_url} octoprint-e2e",
             hint=f"traces in {results / 'artifacts'}",
         )
