@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,83 @@ def test_the_shipped_unit_passes_systemd_analyze_verify(tmp_path) -> None:
         if line.strip() and "sysinit.target" not in line and "Failed to create" not in line
     ]
     assert said == []
+
+
+def _unit(root: Path) -> dict[str, list[str]]:
+    entries: dict[str, list[str]] = {}
+    for line in (root / "etc/systemd/system/rig.service").read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            entries.setdefault(key, []).append(value)
+    return entries
+
+
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs util-linux unshare")
+def test_the_installed_unit_starts_the_daemon_with_the_installed_config(root: Path) -> None:
+    """What systemd would do with the installed unit, done by hand: its ExecStart (the program
+    moved to this venv) with its Environment=, and the credentials directory presented the
+    way LoadCredential=rig:/etc/rig/credentials presents it (rig_<file>). /var/lib and
+    /var/cache are private tmpfs mounts, so StateDirectory/CacheDirectory cost nothing."""
+    assert _install(root).returncode == 0
+    secrets = {
+        "wifi_psk": "lab-psk-1234",
+        "pi_password": "raspberry-pi",
+        "webhook_secret": "a-webhook-secret-of-some-length-0123456789",
+    }
+    presented = root / "run-credentials"
+    presented.mkdir()
+    for name, value in secrets.items():
+        (root / "etc/rig/credentials" / name).write_text(value)
+        (root / "etc/rig/credentials" / name).chmod(0o600)
+        (presented / f"rig_{name}").write_text(value)
+    unit = _unit(root)
+    (load,) = unit["LoadCredential"]
+    assert load == "rig:/etc/rig/credentials"
+    argv = shlex.split(unit["ExecStart"][0])
+    assert argv[0] == "/opt/rig/bin/rig" and argv[1:3] == ["--config", "/etc/rig/rig.yaml"]
+    argv[0] = str(Path(sys.executable).with_name("rig"))
+    argv[2] = str(root / "etc/rig/rig.yaml")
+    port = 18470 + os.getpid() % 1000
+    env = {"PATH": os.environ["PATH"], "CREDENTIALS_DIRECTORY": str(presented)}
+    for assignment in unit["Environment"]:
+        env.update(dict(item.split("=", 1) for item in shlex.split(assignment)))
+    script = (
+        "mount -t tmpfs none /var/lib && mount -t tmpfs none /var/cache && mkdir -p "
+        '/var/lib/rig /var/cache/rig && exec "$@"'
+    )
+    proc = subprocess.Popen(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            *argv,
+            "--port",
+            str(port),
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "rig serve did not answer /healthz in 60 s"
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
