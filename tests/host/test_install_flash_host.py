@@ -256,3 +256,15 @@ def test_the_installed_unit_starts_the_daemon_with_the_installed_config(root: Pa
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_quick_start_set_up_refuses_a_32_bit_arm_machine() -> None:
+    done = subprocess.run(
+        [str(REPO / "scripts" / "setup")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RIG_MACHINE": "armv7l"},
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "armv7l" in done.stderr and "64-bit" in done.stderr
