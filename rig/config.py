@@ -94,6 +94,14 @@ class UserConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """The product's admin account on each device; no password: one per run is generated."""
+
+    name: str = "admin"
+    password: Secret | None = None
+
+
+@dataclass(frozen=True)
 class Paths:
     images: Path
     state: Path
@@ -112,6 +120,7 @@ class RigConfig:
     paths: Paths
     virtual: bool
     ssh: dict[str, Any] = field(default_factory=dict)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     provision: dict[str, Any] = field(default_factory=dict)
     sections: dict[str, dict[str, Any]] = field(
         default_factory=dict
@@ -267,6 +276,13 @@ def _build(data: Any, source: Path | None) -> RigConfig:
         password=secret(user_raw["password"], "user.password"),
         ssh_keys=tuple(user_raw.get("ssh_keys", ())),
     )
+    admin_raw = data.get("admin") or {}
+    admin = AdminConfig(
+        name=admin_raw.get("name", "admin"),
+        password=secret(admin_raw["password"], "admin.password")
+        if "password" in admin_raw
+        else None,
+    )
     raw_paths = data.get("paths", {})
 
     def path(key: str, default: Path) -> Path:
@@ -290,6 +306,7 @@ def _build(data: Any, source: Path | None) -> RigConfig:
         paths=paths,
         virtual="virtual" in data,
         ssh=data.get("ssh", {}),
+        admin=admin,
         provision=data.get("provision", {}),
         sections=sections,
     )

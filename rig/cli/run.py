@@ -16,7 +16,7 @@ from rig.config import load_config
 from rig.events import EventBus
 from rig.orchestration.live import LiveView
 from rig.orchestration.matrix import load_matrix
-from rig.orchestration.runner import Runner, RunOptions
+from rig.orchestration.runner import Credentials, Runner, RunOptions
 
 COLOURS = {"passed": "green", "failed": "red", "error": "yellow", "interrupted": "magenta"}
 
@@ -85,4 +85,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     console.print(table)
     console.print(f"report: {outcome.directory / 'report.html'}", highlight=False, soft_wrap=True)
+    show_credentials(console, runner.credentials, report.devices)
     return outcome.exit_code
+
+
+def show_credentials(console: Console, creds: Credentials, devices: list[str]) -> None:
+    """The cards' admin password, for the person who ran it: on their terminal only.
+
+    Never in the report, the logs or the daemon's captured output (not a terminal)."""
+    if not devices or not creds.admin_generated:
+        return
+    if not sys.stdout.isatty():
+        console.print(
+            f"the cards' OctoPrint admin {creds.admin_user!r} has a password generated for this "
+            "run, shown only on a terminal; set admin.password in rig.yaml to choose one",
+            highlight=False,
+        )
+        return
+    console.print(
+        f"the cards of {', '.join(devices)} keep OctoPrint admin [bold]{creds.admin_user}[/] "
+        f"with this run's password [bold]{creds.admin_password}[/] (shown only here)",
+        highlight=False,
+    )

@@ -12,7 +12,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from rig.device.browser import launch_chromium
+from rig.device.browser import display_available, launch_chromium
 from rig.errors import ProductError
 from rig.product.octoprint.ui import footer_version, login, wait_ui_ready
 from rig.product.profile import ScenarioContext
@@ -43,7 +43,8 @@ def update_in_browser(
         page.screenshot(path=str(out / f"{step:02d}-{name}.png"))
 
     with sync_playwright() as p:
-        browser = launch_chromium(p, headless=not ctx.interactive)
+        # visible only where a person can see it: a headless flash host runs it headless
+        browser = launch_chromium(p, headless=not (ctx.interactive and display_available()))
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         # DOM snapshots only: a screencast of a minutes-long wait is tens of MB,
         # and the stage screenshots are taken explicitly
