@@ -85,7 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     console.print(table)
     console.print(f"report: {outcome.directory / 'report.html'}", highlight=False, soft_wrap=True)
-    show_credentials(console, runner.credentials, report.devices)
+    used = sorted({s.device for s in report.scenarios if s.device not in ("", "-")})
+    show_credentials(console, runner.credentials, used)
     return outcome.exit_code
 
 
@@ -103,7 +104,10 @@ def show_credentials(console: Console, creds: Credentials, devices: list[str]) -
         )
         return
     console.print(
-        f"the cards of {', '.join(devices)} keep OctoPrint admin [bold]{creds.admin_user}[/] "
+        ("the card of " if len(devices) == 1 else "the cards of ")
+        + " and ".join(devices)
+        + (" keeps" if len(devices) == 1 else " keep")
+        + f" OctoPrint admin [bold]{creds.admin_user}[/] "
         f"with this run's password [bold]{creds.admin_password}[/] (shown only here)",
         highlight=False,
     )
