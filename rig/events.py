@@ -39,8 +39,11 @@ class EventBus:
         self._secrets: list[str] = []
 
     def redact(self, secret: str) -> None:
-        """Never let this value reach a subscriber (logs, report, dashboard): shown as ***."""
-        if secret:
+        """Never let this value reach a subscriber (logs, report, dashboard): shown as ***.
+
+        Values shorter than 4 characters are not masked: they would blank out device
+        names and words everywhere, and are no secret anyway."""
+        if len(secret) >= 4:
             with self._lock:
                 self._secrets.append(secret)
 

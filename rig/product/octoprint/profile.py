@@ -240,7 +240,7 @@ class OctoPrintProfile:
         api = self.api(ctx)
         try:
             api.login()
-            if ctx.manual_update:
+            if ctx.manual_update and ctx.expect == "updated":
                 # the person updated in their browser: judge what they got, from prepare on
                 ctx.log("the update was done by hand in the browser: waiting for the result")
                 ctx.facts["updated_by"] = "person"

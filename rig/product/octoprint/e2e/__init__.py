@@ -63,6 +63,11 @@ def run_smoke(
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as e:
         raise InfraError(f"smoke suite did not finish in {timeout:.0f}s", where=base_url) from e
+    # the suite gets the password through its environment; its output must not carry it on
+    proc.stdout, proc.stderr = (
+        proc.stdout.replace(password, "***") if password else proc.stdout,
+        proc.stderr.replace(password, "***") if password else proc.stderr,
+    )
     (results / "pytest.log").write_text(proc.stdout + proc.stderr)
     if log:
         for line in proc.stdout.splitlines()[-20:]:
