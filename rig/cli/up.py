@@ -25,6 +25,7 @@ from rig.errors import ConfigError, InfraError
 from rig.events import EventBus
 from rig.orchestration.leases import Leases
 from rig.orchestration.matrix import load_matrix
+from rig.product.profile import ScenarioContext
 
 UP_PURPOSE = "rig up"
 
@@ -117,8 +118,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=200)
     accesses: list[DeviceAccess] = []
 
-    def held(ctx) -> None:
-        access = DeviceAccess(ctx, runner._handover_bind())
+    def held(ctx: ScenarioContext) -> None:
+        access = DeviceAccess(ctx, runner.handover_bind())
         accesses.append(access)
         print(
             "\n"
@@ -137,9 +138,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
 
     def stop(signum: int, frame: object) -> None:
-        if runner.released.is_set():
-            cancel.set()  # a second signal: stop at once
-            return
+        if runner.released.is_set() or not accesses:
+            cancel.set()  # before the device is up, or a second signal: stop at once
         runner.released.set()
 
     old_int = signal.signal(signal.SIGINT, stop)

@@ -285,10 +285,10 @@ class Runner:
     def _interactive(self, ctx: ScenarioContext) -> None:
         from rig.orchestration.interactive import hand_over
 
-        choice = hand_over(ctx, self.credentials, self._handover_bind(), self.cancel)
+        choice = hand_over(ctx, self.credentials, self.handover_bind(), self.cancel)
         ctx.manual_update = choice == "verify"
 
-    def _handover_bind(self) -> str:
+    def handover_bind(self) -> str:
         """The flash host's address the person's machine reaches (run.handover_bind)."""
         from rig.orchestration.feed_server import reachable_address
 
