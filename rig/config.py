@@ -91,6 +91,7 @@ class UserConfig:
     name: str
     password: Secret
     ssh_keys: tuple[str, ...] = ()
+    builtin: bool = False  # the virtual rig's user, whose password the README publishes
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,7 @@ def _build(data: Any, source: Path | None) -> RigConfig:
         name=user_raw["name"],
         password=secret(user_raw["password"], "user.password"),
         ssh_keys=tuple(user_raw.get("ssh_keys", ())),
+        builtin=not data.get("user"),
     )
     admin_raw = data.get("admin") or {}
     admin = AdminConfig(

@@ -317,6 +317,12 @@ class Runner:
     # --- the whole run ---------------------------------------------------------------
 
     def run(self) -> RunOutcome:
+        if not self.config.virtual and self.config.user.builtin:
+            raise ConfigError(
+                "real devices need their own user: the built-in one's password is public",
+                where=f"{self.config.where}: user",
+                hint="add user: {name: pi, password: {secret: pi_password}} to rig.yaml",
+            )
         scenarios = self.scenarios()
         started = time.time()
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -97,3 +97,26 @@ def test_the_forward_carries_http_to_a_device_only_this_host_reaches() -> None:
             forward.stop()
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.83.9.1:{forward.port}/", timeout=2)
+
+
+def test_real_devices_are_never_provisioned_with_the_public_builtin_user(
+    tmp_path, monkeypatch
+) -> None:
+    from rig.config import VIRTUAL_CONFIG
+    from rig.orchestration.matrix import load_matrix
+    from rig.orchestration.runner import Runner, RunOptions
+
+    config = _config(tmp_path, monkeypatch, devices=VIRTUAL_CONFIG["devices"])  # no virtual:
+    assert not config.virtual and config.user.builtin
+    runner = Runner(config, load_matrix("matrix/demo.json"), RunOptions())
+    with pytest.raises(ConfigError, match="built-in one's password is public") as e:
+        runner.run()
+    assert e.value.where.endswith("rig.yaml: user")
+    assert not (tmp_path / "state" / "rig.db").exists() or not runner.held
+    own = _config(
+        tmp_path,
+        monkeypatch,
+        devices=VIRTUAL_CONFIG["devices"],
+        user={"name": "pi", "password": "x" * 9},
+    )
+    assert not own.user.builtin
