@@ -21,13 +21,21 @@ import time
 from pathlib import Path
 
 from rig.config import load_config
-from rig.errors import ConfigError, InfraError
+from rig.errors import ConfigError, InfraError, ValidationErrors
 from rig.events import EventBus
 from rig.orchestration.leases import Leases
 from rig.orchestration.matrix import load_matrix
 from rig.product.profile import ScenarioContext
 
 UP_PURPOSE = "rig up"
+# where a problem of the one-scenario matrix made from the command line came from
+FLAGS = {
+    "scenarios[0].image": "--image",
+    "scenarios[0].octoprint": "--octoprint",
+    "scenarios[0].channel": "--channel",
+    "release.version": "--release",
+    "release.channel": "--release-channel",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--release-channel",
         metavar="CHANNEL",
         help="where the release is published (default: --channel)",
+    )
+    p.add_argument(
+        "--hours", type=float, default=8.0, help="release it by itself after this long (default 8)"
     )
     p.add_argument("--report-dir", type=Path, metavar="DIR", help="where to write the report")
     p.add_argument(
@@ -91,6 +102,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from rig.orchestration.interactive import DeviceAccess, describe
     from rig.orchestration.runner import Runner, RunOptions
 
+    if not args.hours > 0:
+        raise ConfigError(f"--hours must be more than 0, not {args.hours:g}", where="rig up")
     config = load_config(args.config)
     if args.file:
         if not args.scenario:
@@ -102,7 +115,15 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise ConfigError("--scenario needs the matrix FILE", where="rig up")
         matrix_path = _adhoc_matrix(args, config.paths.state)
         scenario = "up"
-    matrix = load_matrix(matrix_path)
+    try:
+        matrix = load_matrix(matrix_path)
+    except ValidationErrors as e:
+        if args.file:
+            raise
+        # the state came from the command line: name its flags, not the generated file
+        raise ValidationErrors(
+            "rig up", [(FLAGS.get(path, path), what) for path, what in e.problems]
+        ) from None
     matrix.scenario(scenario)  # ConfigError naming the known ids
     options = RunOptions(
         scenario_ids=(scenario,),
@@ -110,6 +131,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         report_dir=args.report_dir,
         wait=args.wait,
         hold=True,
+        hold_seconds=args.hours * 3600,
         command=shlex.join(["rig", *sys.argv[1:]]),
     )
     cancel = threading.Event()

@@ -61,6 +61,7 @@ class RunOptions:
     wait: float = 0.0  # seconds to wait for busy devices
     command: str = ""
     hold: bool = False  # `rig up`: stop at the starting state and keep the device up
+    hold_seconds: float = 8 * 3600  # ... at most this long (nothing waits forever)
 
 
 @dataclass
@@ -299,9 +300,13 @@ class Runner:
         """`rig up`: the device is in its starting state; keep it so until released."""
         if self.on_held is not None:
             self.on_held(ctx)
-        ctx.log("holding the device until `rig down`")
+        limit = self.options.hold_seconds
+        ctx.log(f"holding the device until `rig down` (at most {limit / 3600:g} h)")
+        deadline = time.monotonic() + limit
         while not (self.released.wait(1.0) or self.cancel.is_set()):
-            pass
+            if time.monotonic() > deadline:
+                ctx.log(f"held for {limit / 3600:g} h: releasing it")
+                break
         ctx.log("released")
 
     def _device_result(self, device: str, job: Job, attempt: Attempt) -> bool:
