@@ -19,6 +19,7 @@ import secrets
 import select
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -185,9 +186,9 @@ def _wait(
     cancel: threading.Event,
     timeout: float,
 ) -> None:
-    waited = 0.0
+    deadline = time.monotonic() + timeout
     while not decided.is_set() and not cancel.is_set():
-        if waited >= timeout:  # as when the window is closed: the run goes on
+        if time.monotonic() >= deadline:  # as when the window is closed: the run goes on
             print(f"  nobody answered within {timeout:.0f}s: the rig does the update", flush=True)
             return
         if terminal:
@@ -196,7 +197,6 @@ def _wait(
                 choose(VERIFY if line.strip().lower().startswith("v") else UPDATE)
         else:
             decided.wait(0.5)
-        waited += 0.5
 
 
 def _visible_browser(
@@ -220,20 +220,20 @@ def _visible_browser(
         device_page = context.new_page()
         device_page.goto(url)
         print("  a browser window is open on the device; closing it continues", flush=True)
-        waited = 0.0
-        while not decided.is_set() and not cancel.is_set() and waited < timeout:
+        deadline = time.monotonic() + timeout
+        while not decided.is_set() and not cancel.is_set() and time.monotonic() < deadline:
             pages = [pg for pg in context.pages if not pg.is_closed()]
             if not pages or not browser.is_connected():
                 choose(UPDATE)  # the window was closed
                 break
             try:
                 pages[-1].wait_for_timeout(300)  # lets Playwright deliver its events
-            except Exception:
+            except Exception:  # that page closed meanwhile: look again
+                decided.wait(0.1)
                 continue
             if terminal:
                 line = _stdin_line(0.2)
                 if line is not None:
                     choose(VERIFY if line.strip().lower().startswith("v") else UPDATE)
-            waited += 0.5
         if browser.is_connected():
             browser.close()
