@@ -27,7 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario", action="append", default=[], metavar="ID", help="only these")
     p.add_argument("--device", action="append", default=[], metavar="NAME", help="only these")
     p.add_argument(
-        "--interactive", action="store_true", help="stop before the update in a visible browser"
+        "--interactive",
+        action="store_true",
+        help="stop before the update and hand each device to you (URL, logins; a visible "
+        "browser where there is a display)",
     )
     p.add_argument(
         "--candidate", type=Path, metavar="IMAGE", help="the image for @candidate scenarios"
