@@ -92,6 +92,15 @@ class UserConfig:
     name: str
     password: Secret
     ssh_keys: tuple[str, ...] = ()
+    builtin: bool = False  # the virtual rig's user, whose password the README publishes
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The product's admin account on each device; no password: one per run is generated."""
+
+    name: str = "admin"
+    password: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,7 @@ class RigConfig:
     paths: Paths
     virtual: bool
     ssh: dict[str, Any] = field(default_factory=dict)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     provision: dict[str, Any] = field(default_factory=dict)
     sections: dict[str, dict[str, Any]] = field(
         default_factory=dict
@@ -266,6 +276,14 @@ def _build(data: Any, source: Path | None) -> RigConfig:
         name=user_raw["name"],
         password=secret(user_raw["password"], "user.password"),
         ssh_keys=tuple(user_raw.get("ssh_keys", ())),
+        builtin=not data.get("user"),
+    )
+    admin_raw = data.get("admin") or {}
+    admin = AdminConfig(
+        name=admin_raw.get("name", "admin"),
+        password=secret(admin_raw["password"], "admin.password")
+        if "password" in admin_raw
+        else None,
     )
     raw_paths = data.get("paths", {})
 
@@ -290,6 +308,7 @@ def _build(data: Any, source: Path | None) -> RigConfig:
         paths=paths,
         virtual="virtual" in data,
         ssh=data.get("ssh", {}),
+        admin=admin,
         provision=data.get("provision", {}),
         sections=sections,
     )

@@ -7,6 +7,7 @@ not three logging paths.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,33 @@ class EventBus:
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
+        self._secrets: list[str] = []
+
+    def redact(self, secret: str) -> None:
+        """Never let this value reach a subscriber (logs, report, dashboard): shown as ***.
+
+        Values shorter than 4 characters are not masked: they would blank out device
+        names and words everywhere, and are no secret anyway."""
+        if len(secret) >= 4:
+            with self._lock:
+                self._secrets.append(secret)
+
+    def _redacted(self, event: Event) -> Event:
+        def clean(value: Any) -> Any:
+            if isinstance(value, str):
+                for secret in self._secrets:
+                    value = value.replace(secret, "***")
+                return value
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()}
+            if isinstance(value, list | tuple):
+                return type(value)(clean(v) for v in value)
+            return value
+
+        message, data = clean(event.message), clean(event.data)
+        if message == event.message and data == event.data:
+            return event
+        return dataclasses.replace(event, message=message, data=data)
 
     def subscribe(self, fn: Subscriber) -> None:
         with self._lock:
@@ -43,6 +71,9 @@ class EventBus:
     def emit(self, event: Event) -> None:
         with self._lock:
             subs = list(self._subscribers)
+            secrets = bool(self._secrets)
+        if secrets:
+            event = self._redacted(event)
         for fn in subs:
             try:
                 fn(event)

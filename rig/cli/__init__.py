@@ -25,6 +25,7 @@ COMMANDS = {
     "e2e": "rig.cli.e2e",
     "serve": "rig.cli.serve",
     "run": "rig.cli.run",
+    "up": "rig.cli.up",  # also down
     "twin": "rig.cli.twin",
     "provision": "rig.cli.provision",
     "host": "rig.cli.host",

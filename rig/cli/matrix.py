@@ -47,6 +47,7 @@ def _rows(matrix: Matrix, virtual: bool) -> list[dict[str, str]]:
                 "checks": ", ".join(s.checks),
                 "expect": s.expect,
                 "command": matrix.command_line(s),
+                "up": matrix.up_command_line(s),
             }
         )
     return rows
@@ -72,7 +73,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             print("| " + " | ".join(r[h] for h in HEADERS) + " |")
         print()
         for r in rows:
-            print(f"- [ ] `{r['command']}`")
+            print(f"- [ ] `{r['command']}` (by hand: `{r['up']}`)")
     else:
         console = Console() if sys.stdout.isatty() else Console(width=250)
         table = Table(title=f"{matrix.path}: {title}", title_justify="left")
@@ -81,7 +82,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         for r in rows:
             table.add_row(*(r[h] for h in HEADERS))
         console.print(table)
-        console.print("\nRun one scenario alone:")
+        console.print(
+            "\nRun one scenario alone, or bring a device to its starting state and leave it up:"
+        )
         for r in rows:
             console.print(f"  {r['command']}", highlight=False, soft_wrap=True)
+            console.print(f"  {r['up']}", highlight=False, soft_wrap=True)
     return 0

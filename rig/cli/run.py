@@ -17,7 +17,7 @@ from rig.config import load_config
 from rig.events import EventBus
 from rig.orchestration.live import LiveView
 from rig.orchestration.matrix import load_matrix
-from rig.orchestration.runner import Runner, RunOptions
+from rig.orchestration.runner import Credentials, Runner, RunOptions
 
 COLOURS = {"passed": "green", "failed": "red", "error": "yellow", "interrupted": "magenta"}
 
@@ -28,7 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario", action="append", default=[], metavar="ID", help="only these")
     p.add_argument("--device", action="append", default=[], metavar="NAME", help="only these")
     p.add_argument(
-        "--interactive", action="store_true", help="stop before the update in a visible browser"
+        "--interactive",
+        action="store_true",
+        help="stop before the update and hand each device to you (URL, logins; a visible "
+        "browser where there is a display)",
     )
     p.add_argument(
         "--candidate", type=Path, metavar="IMAGE", help="the image for @candidate scenarios"
@@ -92,4 +95,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     console.print(table)
     console.print(f"report: {outcome.directory / 'report.html'}", highlight=False, soft_wrap=True)
+    used = sorted({s.device for s in report.scenarios if s.device not in ("", "-")})
+    show_credentials(console, runner.credentials, used)
     return outcome.exit_code
+
+
+def show_credentials(console: Console, creds: Credentials, devices: list[str]) -> None:
+    """The cards' admin password, for the person who ran it: on their terminal only.
+
+    Never in the report, the logs or the daemon's captured output (not a terminal)."""
+    if not devices or not creds.admin_generated:
+        return
+    if not sys.stdout.isatty():
+        console.print(
+            f"the cards' OctoPrint admin {creds.admin_user!r} has a password generated for this "
+            "run, shown only on a terminal; set admin.password in rig.yaml to choose one",
+            highlight=False,
+        )
+        return
+    console.print(
+        ("the card of " if len(devices) == 1 else "the cards of ")
+        + " and ".join(devices)
+        + (" keeps" if len(devices) == 1 else " keep")
+        + f" OctoPrint admin [bold]{creds.admin_user}[/] "
+        f"with this run's password [bold]{creds.admin_password}[/] (shown only here)",
+        highlight=False,
+    )

@@ -54,6 +54,11 @@ def chromium_executable(playwright: Any | None = None) -> str | None:
     )
 
 
+def display_available() -> bool:
+    """A visible browser can open here (X11 or Wayland); else every browser runs headless."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def launch_options(playwright: Any | None = None, *, headless: bool = True) -> dict[str, Any]:
     """Keyword arguments for ``playwright.chromium.launch`` (also used by pytest-playwright)."""
     options: dict[str, Any] = {"headless": headless, "args": list(CHROMIUM_ARGS)}

@@ -72,6 +72,10 @@ class Matrix:
         """The exact command that runs this scenario alone."""
         return shlex.join(["rig", "run", str(self.path), "--scenario", scenario.id])
 
+    def up_command_line(self, scenario: Scenario) -> str:
+        """The command that brings one device to this scenario's starting state and leaves it up."""
+        return shlex.join(["rig", "up", str(self.path), "--scenario", scenario.id])
+
 
 class _DuplicateKey(ValueError):
     pass

@@ -134,6 +134,7 @@ class ScenarioPipeline:
         write_slots: threading.Semaphore | None = None,
         cancel: threading.Event | None = None,
         on_prepared: Callable[[ScenarioContext], None] | None = None,
+        stop_after_prepare: bool = False,
     ) -> None:
         self.kit = kit
         self.ctx = ctx
@@ -143,6 +144,7 @@ class ScenarioPipeline:
         self.write_slots = write_slots or threading.Semaphore(8)
         self.cancel = cancel or threading.Event()
         self.on_prepared = on_prepared
+        self.stop_after_prepare = stop_after_prepare  # `rig up`: the starting state is the goal
         self.attempt = Attempt(kit.name)
         self.abandoned = threading.Event()  # a phase timed out: its thread must stop waiting
         self.log = ctx.log
@@ -232,6 +234,9 @@ class ScenarioPipeline:
             self._run_phase(Phase.PREPARE, lambda: self.profile.prepare(ctx))
             if self.on_prepared is not None:
                 self.on_prepared(ctx)
+            if self.stop_after_prepare:
+                self.attempt.outcome = "passed"
+                return self.attempt
             self._run_phase(Phase.UPDATE, lambda: self.profile.update(ctx))
             if ctx.expect == "updated":
                 self._run_phase(Phase.VERIFY, lambda: self.profile.verify(ctx))
@@ -290,12 +295,22 @@ class ScenarioPipeline:
         if failures:
             raise ProductError("; ".join(failures), where=f"{self.kit.name}: checks")
 
+    def _collect(self) -> None:
+        """Undo the rig's test settings on the card (when the profile can), then collect."""
+        leave = getattr(self.profile, "leave", None)
+        if leave is not None:
+            try:
+                leave(self.ctx)
+            except RigError as e:
+                self.log(f"could not restore the card's user settings: {e}")
+        self.profile.collect(self.ctx)
+
     def _finish(self) -> None:
         """Collect what there is and power the device off, whatever happened."""
         booted = any(p.phase == Phase.BOOT.value and p.outcome == "ok" for p in self.attempt.phases)
         if booted:  # nothing to collect from a device that never answered
             try:
-                self._run_phase(Phase.COLLECT, lambda: self.profile.collect(self.ctx))
+                self._run_phase(Phase.COLLECT, self._collect)
             except Exception as e:
                 self.log(f"collect failed: {e}")
         try:

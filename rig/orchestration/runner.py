@@ -8,6 +8,7 @@ state store, and writes the report (also a partial one when interrupted).
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import sys
 import threading
@@ -65,6 +66,8 @@ class RunOptions:
     wait: float = 0.0  # seconds to wait for busy devices
     command: str = ""
     step_summary: Path | None = None  # append a Markdown summary here (CI: $GITHUB_STEP_SUMMARY)
+    hold: bool = False  # `rig up`: stop at the starting state and keep the device up
+    hold_seconds: float = 8 * 3600  # ... at most this long (nothing waits forever)
 
 
 @dataclass
@@ -118,6 +121,12 @@ class Runner:
         self.held: list[str] = []
         self.feed_url: str | None = None
         self.summary_error: str | None = None
+        self.credentials = credentials_for(config)
+        self.bus.redact(self.credentials.admin_password)
+        self.bus.redact(config.user.password.reveal())
+        self.purpose = "rig up" if options.hold else "rig run"  # the lease says who holds it
+        self.released = threading.Event()  # `rig up`: the person is done with the device
+        self.on_held: Callable[[ScenarioContext], None] | None = None  # `rig up` shows access
 
     # --- selection ---------------------------------------------------------------
 
@@ -146,7 +155,7 @@ class Runner:
                 if reason:
                     skipped[name] = f"quarantined ({reason}); `rig devices release {name}`"
                     continue
-                if leases.acquire(name, purpose=f"rig run {self.matrix.path}"):
+                if leases.acquire(name, purpose=f"{self.purpose} {self.matrix.path}"):
                     self.held.append(name)
                     skipped.pop(name, None)
                 else:
@@ -218,6 +227,8 @@ class Runner:
             pip=self.matrix.release.pip,
             feed_url=self.feed_url,
             interactive=self.options.interactive,
+            admin_user=self.credentials.admin_user,
+            admin_password=self.credentials.admin_password,
         )
 
     def run_attempt(self, job: Job, device: str) -> Attempt:
@@ -256,7 +267,12 @@ class Runner:
                 timeouts=self.timeouts,
                 write_slots=self.write_slots,
                 cancel=self.cancel,
-                on_prepared=self._interactive if self.options.interactive else None,
+                on_prepared=self._hold
+                if self.options.hold
+                else self._interactive
+                if self.options.interactive
+                else None,
+                stop_after_prepare=self.options.hold,
             )
             attempt = pipeline.run()
         self.bus.emit(
@@ -277,7 +293,28 @@ class Runner:
     def _interactive(self, ctx: ScenarioContext) -> None:
         from rig.orchestration.interactive import hand_over
 
-        hand_over(ctx)
+        choice = hand_over(ctx, self.credentials, self.handover_bind(), self.cancel)
+        ctx.manual_update = choice == "verify"
+
+    def handover_bind(self) -> str:
+        """The flash host's address the person's machine reaches (run.handover_bind)."""
+        from rig.orchestration.feed_server import reachable_address
+
+        configured = self.config.sections.get("run", {}).get("handover_bind")
+        return configured or reachable_address("192.0.2.1")
+
+    def _hold(self, ctx: ScenarioContext) -> None:
+        """`rig up`: the device is in its starting state; keep it so until released."""
+        if self.on_held is not None:
+            self.on_held(ctx)
+        limit = self.options.hold_seconds
+        ctx.log(f"holding the device until `rig down` (at most {limit / 3600:g} h)")
+        deadline = time.monotonic() + limit
+        while not (self.released.wait(1.0) or self.cancel.is_set()):
+            if time.monotonic() > deadline:
+                ctx.log(f"held for {limit / 3600:g} h: releasing it")
+                break
+        ctx.log("released")
 
     def _device_result(self, device: str, job: Job, attempt: Attempt) -> bool:
         quarantined = self.leases.record(device, attempt.outcome, job.scenario.id, attempt.message)
@@ -292,6 +329,12 @@ class Runner:
     # --- the whole run ---------------------------------------------------------------
 
     def run(self) -> RunOutcome:
+        if not self.config.virtual and self.config.user.builtin:
+            raise ConfigError(
+                "real devices need their own user: the built-in one's password is public",
+                where=f"{self.config.where}: user",
+                hint="add user: {name: pi, password: {secret: pi_password}} to rig.yaml",
+            )
         scenarios = self.scenarios()
         started = time.time()
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -491,6 +534,32 @@ class Runner:
                     )
         finally:
             conn.close()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who logs in where: the product's admin and the device user (from rig.yaml)."""
+
+    admin_user: str
+    admin_password: str
+    admin_generated: bool  # made for this run: nobody else knows it
+    device_user: str
+    device_password: str
+
+    def __repr__(self) -> str:  # never in a traceback or a log
+        return f"Credentials(admin_user={self.admin_user!r}, device_user={self.device_user!r})"
+
+
+def credentials_for(config: RigConfig) -> Credentials:
+    """rig.yaml's admin password (a secret), else a new random one for this run."""
+    configured = config.admin.password
+    return Credentials(
+        admin_user=config.admin.name,
+        admin_password=configured.reveal() if configured else secrets.token_urlsafe(12),
+        admin_generated=configured is None,
+        device_user=config.user.name,
+        device_password=config.user.password.reveal(),
+    )
 
 
 def _default_profile(name: str) -> Profile:

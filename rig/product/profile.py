@@ -48,7 +48,8 @@ class ScenarioContext:
     feed_url: str | None = None  # the rig's release feed, as the device reaches it
     interactive: bool = False
     admin_user: str = "admin"  # the product's admin account prepare creates
-    admin_password: str = "rig-admin-password"
+    admin_password: str = "rig-admin-password"  # the runner passes rig.yaml's or a per-run one
+    manual_update: bool = False  # the person updated in their browser: update() only waits
     facts: dict[str, Any] = field(default_factory=dict)  # versions read by prepare, etc.
 
 
@@ -69,6 +70,9 @@ class Profile(Protocol):
 
     def collect(self, ctx: ScenarioContext) -> None:
         """Logs and facts into ctx.results; must not raise for a missing file."""
+
+    # optional: def leave(self, ctx) -> None -- undo the rig's test settings before power-off,
+    # so a card powered on again after its run is in a state a user could have
 
     def release_feed(self, version: str, channel: str) -> Any:
         """An ASGI app that offers the release under test to the devices, or None.

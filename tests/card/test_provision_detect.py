@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import provision_cards as cards  # loaded by conftest.py
 import pytest
@@ -103,8 +102,8 @@ def test_virtual_recipes_boot_files_detect_as_the_catalogue_says(tmp_path):
     """The project's own virtual images ship these boot files; detection must agree
     with rig/card/catalog.yaml's scheme for each."""
     from rig.card.catalog import load_catalog
-
     from rig.virtual.images import RECIPES_DIR as recipes
+
     for image in load_catalog().images.values():
         if not image.virtual:
             continue

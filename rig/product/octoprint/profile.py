@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rig.device.browser import display_available
 from rig.device.clock import check_clock
 from rig.device.shell import DeviceShell, quote
 from rig.device.ssh import SSHShell
@@ -21,7 +22,7 @@ from rig.errors import ConfigError, InfraError, ProductError
 from rig.product.octoprint.api import OctoPrintAPI
 from rig.product.octoprint.constraints import requirements_for
 from rig.product.octoprint.injection import PLUGIN_NAME, plugin_source
-from rig.product.octoprint.settings import MERGE_SCRIPT, config_overlay
+from rig.product.octoprint.settings import MERGE_SCRIPT, config_overlay, leave_overlay
 from rig.product.profile import ScenarioContext
 
 VENV = "~/oprint"
@@ -156,12 +157,18 @@ class OctoPrintProfile:
             else:
                 sh.run(f"rm -f {BASEDIR}/plugins/{PLUGIN_NAME}.py", quiet=True)
         with log.step(f"admin user {ctx.admin_user}"):
-            user, pw = quote(ctx.admin_user), quote(ctx.admin_password)
+            # the password travels in a file only the device user reads, never on a command
+            # line the scenario log records
+            user, pw = quote(ctx.admin_user), '"$(cat ~/.rig/admin-password)"'
+            sh.put_text("~/.rig/admin-password", ctx.admin_password, mode=0o600)
             octo = f"{PYTHON} -m octoprint --basedir {BASEDIR}"
-            added = sh.run(f"{octo} user add {user} --password {pw} --admin", check=False)
-            if not added.ok:
-                sh.run(f"{octo} user password {user} --password {pw}")
-                sh.run(f"{octo} user activate {user}", check=False)
+            try:
+                added = sh.run(f"{octo} user add {user} --password {pw} --admin", check=False)
+                if not added.ok:
+                    sh.run(f"{octo} user password {user} --password {pw}")
+                    sh.run(f"{octo} user activate {user}", check=False)
+            finally:
+                sh.run("rm -f ~/.rig/admin-password", quiet=True, check=False)
         with log.step("start OctoPrint"):
             sh.run(f"{SERVICE} start", timeout=120)
             api = self.api(ctx)
@@ -187,6 +194,8 @@ class OctoPrintProfile:
             )
         ctx.facts.update(self._versions(sh))
         ctx.facts["octoprint_version"] = server["version"]
+        # where verify starts reading if a person, not the rig, does the update
+        ctx.facts["log_offset"] = len(sh.read_bytes(LOG) or b"")
         log("prepared", **{k: v for k, v in ctx.facts.items() if isinstance(v, str | int | float)})
 
     def _versions(self, sh: DeviceShell) -> dict[str, str]:
@@ -231,6 +240,12 @@ class OctoPrintProfile:
         api = self.api(ctx)
         try:
             api.login()
+            if ctx.manual_update and ctx.expect == "updated":
+                # the person updated in their browser: judge what they got, from prepare on
+                ctx.log("the update was done by hand in the browser: waiting for the result")
+                ctx.facts["updated_by"] = "person"
+                self.wait_for_version(ctx, api, timeout=600)
+                return
             ctx.facts["log_offset"] = len(sh.read_bytes(LOG) or b"")
             info = self.offered(ctx, api)
             remote = ctx.facts["offered_version"]
@@ -403,7 +418,7 @@ class OctoPrintProfile:
                 results=ctx.results / "smoke",
                 expect_version=version,
                 log=ctx.log,
-                headed=ctx.interactive,
+                headed=ctx.interactive and display_available(),
             )
             return
         if name == "octoprint-e2e":
@@ -421,6 +436,23 @@ class OctoPrintProfile:
         raise ConfigError(
             f"unknown check {name!r} for OctoPrint", where=f"scenario {ctx.scenario_id}"
         )
+
+    def leave(self, ctx: ScenarioContext) -> None:
+        """Before power-off: take the rig's feed and release injection off the card.
+
+        A card powered on again after its run then starts like a user's install (no
+        ERRORs about an unreachable feed, CSRF and rate limiter on, OctoPrint's own
+        release check) with an admin password nobody outside this run knows.
+        """
+        sh = self.shell(ctx)
+        with ctx.log.step("restore the card's user settings"):
+            sh.put_text("~/.rig/config_merge.py", MERGE_SCRIPT)
+            sh.put_text("~/.rig/config_overlay.json", json.dumps(leave_overlay(), indent=2))
+            sh.run(
+                f"test ! -e {BASEDIR}/config.yaml || {PYTHON} ~/.rig/config_merge.py "
+                f"{BASEDIR}/config.yaml ~/.rig/config_overlay.json",
+            )
+            sh.run(f"rm -f {BASEDIR}/plugins/{PLUGIN_NAME}.py", quiet=True)
 
     def collect(self, ctx: ScenarioContext) -> None:
         """octoprint.log, the update console log and the facts into the results."""

@@ -67,7 +67,30 @@ def config_overlay(
             },
         },
         "plugins": plugins,
-        "devel": {"enableRateLimiter": False, "enableCsrfProtection": False},
+        # CSRF protection and the login rate limiter stay as a user has them (OctoPrint's
+        # defaults: on): the rig tests the product, not a weakened copy of it. None deletes a
+        # switch an older profile or a user's config turned off.
+        "devel": {"enableRateLimiter": None, "enableCsrfProtection": None},
+    }
+
+
+def leave_overlay() -> dict[str, Any]:
+    """What a card keeps of the rig after its run: nothing that points at the rig's feed.
+
+    Merged before power-off so a card powered on again starts like a user's install of
+    the same version and channel: OctoPrint's own release check, check overlay, plugin
+    repository, notices, Python EOL table and announcements; the per-run admin password
+    stays (known only to the person who ran it).
+    """
+    return {
+        "plugins": {
+            PLUGIN_NAME: None,
+            "softwareupdate": {"check_overlay_url": None, "checks": {"octoprint": {"pip": None}}},
+            "pluginmanager": {"repository": None, "notices": None},
+            "health_check": {"checks": {"python_eol": {"url": None}}},
+            "announcements": {"enabled_channels": None, "forced_channels": None},
+        },
+        "devel": {"enableRateLimiter": None, "enableCsrfProtection": None},
     }
 
 
@@ -83,7 +106,9 @@ def merge(base, overlay):
         elif isinstance(value, dict) and isinstance(base.get(key), dict):
             merge(base[key], value)
         elif isinstance(value, dict):
-            base[key] = merge({}, value)
+            merged = merge({}, value)
+            if merged:  # deleting below a missing key creates nothing
+                base[key] = merged
         else:
             base[key] = value
     return base

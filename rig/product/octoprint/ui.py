@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 from rig.errors import InfraError
@@ -11,16 +14,62 @@ from rig.errors import InfraError
 UI_TIMEOUT = 300.0
 
 
-def login(page: Any, base_url: str, user: str, password: str, timeout: float = UI_TIMEOUT) -> None:
+class Trace:
+    """A browser context's Playwright trace that never holds the password.
+
+    Playwright records every ``fill`` with its value and snapshots the values of
+    inputs, and traces go into the report. So the trace stops while the password
+    is typed and starts again once the login page is gone: the part before goes to
+    ``trace-1.zip`` (``-2`` ...), the rest, at ``stop()``, to ``path`` (trace.zip).
+    """
+
+    def __init__(self, context: Any, path: Path, **options: Any) -> None:
+        self.context, self.path, self.options = context, path, options
+        self.parts = 0
+        self.running = False
+
+    def start(self) -> Trace:
+        self.context.tracing.start(**self.options)
+        self.running = True
+        return self
+
+    def stop(self, path: Path | None = None) -> None:
+        if self.running:
+            self.running = False
+            self.context.tracing.stop(path=str(path or self.path))
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        was_running = self.running
+        if was_running:
+            self.parts += 1
+            self.stop(self.path.with_name(f"{self.path.stem}-{self.parts}{self.path.suffix}"))
+        try:
+            yield
+        finally:
+            if was_running:
+                self.start()
+
+
+def login(
+    page: Any,
+    base_url: str,
+    user: str,
+    password: str,
+    timeout: float = UI_TIMEOUT,
+    trace: Trace | None = None,
+) -> None:
     """Log in through the login page like a person; the UI is loaded afterwards."""
     page.goto(base_url.rstrip("/") + "/", wait_until="domcontentloaded")
     form = page.locator("#login-user")
     app = page.locator("#navbar")
     form.or_(app).first.wait_for(state="visible", timeout=timeout * 1000)
     if form.is_visible():
-        form.fill(user)
-        page.locator("#login-password").fill(password)
-        page.locator("#login-button").click()
+        with trace.paused() if trace is not None else nullcontext():
+            form.fill(user)
+            page.locator("#login-password").fill(password)
+            page.locator("#login-button").click()
+            app.wait_for(state="visible", timeout=timeout * 1000)  # the login page is gone
     app.wait_for(state="visible", timeout=timeout * 1000)
     wait_ui_ready(page, timeout)
 

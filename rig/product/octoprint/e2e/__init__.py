@@ -127,14 +127,18 @@ def run_smoke(
         )
     except subprocess.TimeoutExpired as e:
         raise InfraError(f"smoke suite did not finish in {timeout:.0f}s", where=where) from e
-    output = proc.stdout + proc.stderr
+    # the suite gets the password through its environment; its output must not carry it on
+    stdout, stderr = proc.stdout, proc.stderr
+    if password:
+        stdout, stderr = stdout.replace(password, "***"), stderr.replace(password, "***")
+    output = stdout + stderr
     (results / "pytest.log").write_text(output)
     if log:
-        for line in proc.stdout.splitlines()[-20:]:
+        for line in stdout.splitlines()[-20:]:
             log(f"  smoke | {line}")
         log(f"smoke suite exit {proc.returncode} in {time.monotonic() - start:.1f}s")
     if proc.returncode == 1 and junit.exists():
-        failed = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        failed = [line for line in stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
         raise ProductError(
             "smoke checks failed:\n  " + "\n  ".join(failed or [_cause(output)]),
             where=where,

@@ -11,6 +11,7 @@ import pytest
 from rig.device.browser import launch_chromium
 from rig.errors import InfraError
 from rig.product.octoprint.e2e import CANNOT_START
+from rig.product.octoprint.ui import Trace
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -94,8 +95,11 @@ def page(browser, octoprint: dict, watch: Watch, request: pytest.FixtureRequest)
     out = octoprint["results"] / name
     out.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.tracing.start(screenshots=True, snapshots=True, sources=False)
+    trace = Trace(
+        context, out / "trace.zip", screenshots=True, snapshots=True, sources=False
+    ).start()
     pg = context.new_page()
+    pg.rig_trace = trace  # login() pauses it: no password in a trace
     pg.set_default_timeout(30_000)
     watch.attach(pg)
     try:
@@ -104,5 +108,5 @@ def page(browser, octoprint: dict, watch: Watch, request: pytest.FixtureRequest)
         try:
             pg.screenshot(path=str(out / "screenshot.png"))
         finally:
-            context.tracing.stop(path=str(out / "trace.zip"))
+            trace.stop()
             context.close()

@@ -23,7 +23,7 @@ GCODE = "\n".join(
 
 @pytest.fixture
 def logged_in(page, octoprint):
-    login(page, octoprint["url"], octoprint["user"], octoprint["password"])
+    login(page, octoprint["url"], octoprint["user"], octoprint["password"], trace=page.rig_trace)
     return page
 
 
