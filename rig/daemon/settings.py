@@ -88,20 +88,58 @@ class DaemonSettings:
         return self.repos.get(name.lower())
 
 
-def find_secret(config: RigConfig, name: str) -> Secret | None:
-    """The secrets file, then $RIG_SECRET_<NAME>, then $CREDENTIALS_DIRECTORY/<name>."""
+# an HMAC key shorter than this is guessable offline from one signed delivery or link
+MIN_KEY_LENGTH = 16
+HMAC_KEYS = (WEBHOOK_SECRET, APPROVAL_KEY)
+
+
+def _locate_secret(config: RigConfig, name: str) -> tuple[Secret, str] | None:
+    """(secret, where it came from): the secrets file, $RIG_SECRET_<NAME>, a credential."""
     from_file = config.sections.get("_secrets", {}).get(name)
     if from_file is not None:
-        return from_file if isinstance(from_file, Secret) else Secret(str(from_file), name)
-    env = os.environ.get(SECRET_ENV_PREFIX + name.upper())
+        value = from_file if isinstance(from_file, Secret) else Secret(str(from_file), name)
+        return value, f"the secrets file: {name}"
+    env_name = SECRET_ENV_PREFIX + name.upper()
+    env = os.environ.get(env_name)
     if env is not None:
-        return Secret(env, name)
+        return Secret(env, name), f"${env_name}"
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if cred_dir:
         path = Path(cred_dir) / name
         if path.is_file():
-            return Secret(path.read_text().strip(), name)
+            return Secret(path.read_text().strip(), name), str(path)
     return None
+
+
+def find_secret(config: RigConfig, name: str) -> Secret | None:
+    """The secrets file, then $RIG_SECRET_<NAME>, then $CREDENTIALS_DIRECTORY/<name>.
+
+    A secret that is there but empty or (for the HMAC keys) short is refused: an
+    unset shell variable written into a credential must not turn authentication off.
+    """
+    found = _locate_secret(config, name)
+    if found is None:
+        return None
+    value, origin = found
+    text = value.reveal()
+    minimum = MIN_KEY_LENGTH if name in HMAC_KEYS else 1
+    if len(text.strip()) < minimum or text != text.strip():
+        what = (
+            "is empty"
+            if not text.strip()
+            else "has leading or trailing white space"
+            if text != text.strip()
+            else f"is only {len(text)} characters long"
+        )
+        raise ConfigError(
+            f"secret {name} {what}",
+            where=origin,
+            hint=f"use at least {minimum} random characters, e.g. "
+            "`python3 -c 'import secrets; print(secrets.token_hex(32))'`"
+            if minimum > 1
+            else f"set {name} to its real value or remove it",
+        )
+    return value
 
 
 def _approval_key(config: RigConfig, state_dir: Path) -> Secret:
@@ -111,11 +149,22 @@ def _approval_key(config: RigConfig, state_dir: Path) -> Secret:
         return found
     path = state_dir / "daemon-approval.key"
     state_dir.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not path.exists():  # written whole, then renamed: a crash never leaves an empty key
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(_secrets.token_urlsafe(32))
-    return Secret(path.read_text().strip(), APPROVAL_KEY)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    key = path.read_text().strip()
+    if len(key) < MIN_KEY_LENGTH:
+        raise ConfigError(
+            f"the generated approval key is {len(key)} characters long",
+            where=str(path),
+            hint="delete the file: the daemon makes a new one (mailed links stop working)",
+        )
+    return Secret(key, APPROVAL_KEY)
 
 
 def load_settings(config: RigConfig) -> DaemonSettings:

@@ -50,13 +50,13 @@ def test_secrets_come_from_file_env_or_systemd_credentials(tmp_path, monkeypatch
     data = yaml.safe_load(path.read_text())
     del data["secrets"]
     path.write_text(yaml.safe_dump(data))
-    monkeypatch.setenv("RIG_SECRET_WEBHOOK_SECRET", "from-env")
+    monkeypatch.setenv("RIG_SECRET_WEBHOOK_SECRET", "from-env-0123456789")
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "github_token").write_text("from-credential\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     settings = load_settings(load_config(path))
-    assert settings.webhook_secret.reveal() == "from-env"
+    assert settings.webhook_secret.reveal() == "from-env-0123456789"
     assert settings.github_token.reveal() == "from-credential"
 
     # the approval key is made once, kept 0600, and the same after a restart
