@@ -166,8 +166,8 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
             ):  # a webhook set to content type "form": the JSON is the payload field
                 body = parse_qs(body.decode()).get("payload", [""])[0].encode()
             payload = json.loads(body)
-        except ValueError:
-            return _text(400, "body is not JSON")
+        except (ValueError, RecursionError):
+            return _text(400, "body is not JSON (or nested too deeply)")
         try:
             request_ = job_request(event, payload, settings)
         except Ignored as e:
@@ -196,11 +196,17 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
             return _text(401, why)
         try:
             payload = json.loads(body)
-            repo = payload.get("repository") if isinstance(payload, dict) else None
-            if repo and settings.repo(repo) is None:
-                raise Ignored(f"repository {repo} is not configured")
-            request_ = url_request(payload, repo, "direct")
-        except ValueError:
+            if not isinstance(payload, dict):
+                raise Ignored("the body is not a JSON object")
+            repo = payload.get("repository")
+            if repo is not None and not isinstance(repo, str):
+                raise Ignored("repository is not a string")
+            watch = settings.repo(repo) if repo else None
+            if repo and watch is None:
+                raise Ignored(f"repository {repo[:100]} is not configured")
+            hosts = watch.image_hosts if watch else settings.all_image_hosts()
+            request_ = url_request(payload, watch.name if watch else None, "direct", hosts)
+        except (ValueError, RecursionError):
             return _text(400, "body is not JSON")
         except Ignored as e:
             return _text(422, str(e))

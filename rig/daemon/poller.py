@@ -68,7 +68,9 @@ class Poller:
     def _loop(self) -> None:
         interval = self.settings.poll_interval or 600.0
         while True:
-            gh = GitHub(self.settings.api_url, self.settings.github_token)
+            gh = GitHub(
+                self.settings.api_url, self.settings.github_token, egress=self.settings.egress()
+            )
             try:
                 if poll_once(self.settings, self.queue, gh):
                     self.wake.set()

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from rig.config import SECRET_ENV_PREFIX, RigConfig, Secret
+from rig.daemon.egress import GITHUB_IMAGE_HOSTS, Egress
 from rig.errors import ConfigError
 
 DEFAULT_PORT = 8470
 DEFAULT_MAX_BODY = 5 * 1024 * 1024  # GitHub's payloads can reach 25 MB; ours never do
+DEFAULT_MAX_IMAGE = 16 << 30  # an image download (or an artifact's unpacked image) stops here
 MARKER = "<!-- mark:untested -->"
 
 # names looked up in the secrets file / env / credentials directory
@@ -41,6 +43,8 @@ class RepoWatch:
     events: tuple[str, ...] = ("workflow_run", "release", "repository_dispatch")
     dispatch_event_type: str = "rig-test"
     branches: tuple[str, ...] = ()  # workflow_run head branches; empty: any
+    # hosts a dispatched image_url may name (host or host:port); default: GitHub's own
+    image_hosts: tuple[str, ...] = GITHUB_IMAGE_HOSTS
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class DaemonSettings:
     config_path: Path | None
     api_url: str
     repos: dict[str, RepoWatch]
+    private_hosts: tuple[str, ...]  # github.private_hosts: internal hosts the daemon may fetch
+    max_image: int  # bytes
     status_context: str
     mail: MailSettings | None
     webhook_secret: Secret | None
@@ -86,6 +92,14 @@ class DaemonSettings:
 
     def repo(self, name: str) -> RepoWatch | None:
         return self.repos.get(name.lower())
+
+    def all_image_hosts(self) -> tuple[str, ...]:
+        """Where a direct notification naming no repository may point: any repo's hosts."""
+        hosts = [h for r in self.repos.values() for h in r.image_hosts]
+        return tuple(hosts) if self.repos else GITHUB_IMAGE_HOSTS
+
+    def egress(self) -> Egress:
+        return Egress(self.api_url, self.private_hosts)
 
 
 # an HMAC key shorter than this is guessable offline from one signed delivery or link
@@ -189,6 +203,7 @@ def load_settings(config: RigConfig) -> DaemonSettings:
             events=tuple(r.get("events", RepoWatch.events)),
             dispatch_event_type=r.get("dispatch_event_type", "rig-test"),
             branches=tuple(r.get("branches", ())),
+            image_hosts=tuple(r.get("image_hosts", GITHUB_IMAGE_HOSTS)),
         )
         repos[watch.name.lower()] = watch
 
@@ -239,6 +254,8 @@ def load_settings(config: RigConfig) -> DaemonSettings:
         config_path=config.source,
         api_url=g.get("api_url", "https://api.github.com").rstrip("/"),
         repos=repos,
+        private_hosts=tuple(g.get("private_hosts", ())),
+        max_image=int(d.get("max_image_bytes", DEFAULT_MAX_IMAGE)),
         status_context=g.get("status_context", "rig/acceptance"),
         mail=mail,
         webhook_secret=find_secret(config, WEBHOOK_SECRET),

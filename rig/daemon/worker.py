@@ -123,7 +123,7 @@ class Worker:
         self.stopping = threading.Event()
         self.retry_delay = retry_delay
         self._github_factory = github_factory or (
-            lambda: GitHub(settings.api_url, settings.github_token)
+            lambda: GitHub(settings.api_url, settings.github_token, egress=settings.egress())
         )
         self._threads: list[threading.Thread] = []
         self._proc: subprocess.Popen[bytes] | None = None
@@ -294,7 +294,9 @@ class Worker:
 
     def _step_fetch(self, job: Job, gh: GitHub, step_id: int) -> dict[str, Any]:
         dest = self.settings.images_dir / f"job-{job.id}"
-        got = fetch(job.image, gh, dest)
+        watch = self.settings.repo(job.repo) if job.repo else None
+        hosts = watch.image_hosts if watch else self.settings.all_image_hosts()
+        got = fetch(job.image, gh, dest, max_bytes=self.settings.max_image, image_hosts=hosts)
         self.queue.update(job.id, image_path=got["path"], image_sha256=got["sha256"])
         if not job.sha and job.repo and job.image.get("tag") and self.settings.github_token:
             try:  # a release names a tag, not a commit: statuses need the commit

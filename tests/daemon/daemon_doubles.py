@@ -48,6 +48,7 @@ class GitHubState:
     asset_blob: dict[int, str] = field(default_factory=dict)  # asset id -> key
     artifact_blob: dict[int, str] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
+    redirects: dict[str, str] = field(default_factory=dict)  # storage key -> Location
     storage_url: str = ""
     next_id: int = 100
 
@@ -198,6 +199,8 @@ def github_app(state: GitHubState) -> Starlette:
 
     async def storage(request: Request) -> Response:
         await record(request)
+        if request.path_params["key"] in state.redirects:
+            return RedirectResponse(state.redirects[request.path_params["key"]], 302)
         data = state.blobs.get(request.path_params["key"])
         if data is None:
             return Response(status_code=404)

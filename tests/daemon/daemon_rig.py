@@ -187,6 +187,8 @@ def write_config(
         },
         "github": {
             "api_url": github.api_url,  # type: ignore[attr-defined]
+            # the storage double is on loopback, like a GitHub Enterprise storage host on a LAN
+            "private_hosts": [f"127.0.0.1:{github.storage_port}"],  # type: ignore[attr-defined]
             "repositories": [
                 {
                     "name": REPO,
@@ -194,6 +196,7 @@ def write_config(
                     "artifact": "octopi-*",
                     "asset": "octopi-*.zip",
                     "dispatch_event_type": "rig-test",
+                    "image_hosts": [f"127.0.0.1:{github.storage_port}"],  # type: ignore[attr-defined]
                 }
             ],
         },

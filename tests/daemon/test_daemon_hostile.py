@@ -6,7 +6,9 @@ Each test names the hostile inputs it tries; the closing note of the issue count
 
 from __future__ import annotations
 
+import hashlib
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from daemon_rig import SECRET, free_port, write_config
+from daemon_doubles import GitHubState, ServedApp, github_app
+from daemon_rig import (
+    REPO,
+    SECRET,
+    Rig,
+    add_octopi_release,
+    free_port,
+    image_bytes,
+    release_payload,
+    write_config,
+)
 
 from rig.daemon.webhooks import signature
 
@@ -92,3 +104,183 @@ def test_rig_serve_refuses_a_short_approval_key(tmp_path, github):
     done = _serve_once(config, env)
     assert done.returncode == 2 and "approval_key is only 3 characters" in done.stderr
     assert SECRET not in done.stderr and "abc" not in done.stderr.split("approval_key")[0]
+
+
+# -- 2. the token only for the API's origin; images only from allowed, public hosts ---------
+
+
+def _configure(rig: Rig, mutate) -> Rig:
+    data = yaml.safe_load(rig.config_path.read_text())
+    mutate(data)
+    rig.config_path.write_text(yaml.safe_dump(data))
+    return rig
+
+
+def _dispatch(url: str, data: bytes) -> dict:
+    return {
+        "action": "rig-test",
+        "client_payload": {"image_url": url, "sha256": hashlib.sha256(data).hexdigest()},
+        "repository": {"full_name": REPO},
+    }
+
+
+@pytest.fixture
+def lookalike(tmp_path, smtp):
+    """A GitHub double on 127.0.0.1:P and an attacker on 127.0.0.1:P*10+1, so that the
+    attacker's URL starts with the API's URL (the prefix test) but is another origin."""
+    state, stolen = GitHubState(), GitHubState()
+    for _ in range(200):
+        p = random.randint(1100, 6553)
+        try:
+            api = ServedApp(github_app(state), p)
+        except OSError:
+            continue
+        try:
+            evil = ServedApp(github_app(stolen), p * 10 + 1)
+        except OSError:
+            api.sock.close()
+            continue
+        break
+    with ServedApp(github_app(state)) as storage:
+        state.storage_url = storage.url
+        state.storage_port = storage.port  # type: ignore[attr-defined]
+        yield state, stolen, api, evil
+
+
+def test_the_token_never_reaches_a_host_whose_url_merely_starts_like_the_apis(
+    tmp_path, smtp, lookalike
+):
+    state, stolen, api, evil = lookalike
+    with api, evil:
+        state.api_url = api.url  # type: ignore[attr-defined]
+        inbox, smtp_port = smtp
+        port = free_port()
+        runlog = tmp_path / "runs.log"
+        rig = Rig(
+            tmp_path,
+            write_config(tmp_path, state, smtp_port, port, runlog),
+            port,
+            state,
+            inbox,
+            runlog,
+        )
+        data = image_bytes("lookalike")
+        stolen.blobs["img"] = data
+        url = f"{evil.url}/storage/img"
+        assert url.startswith(api.url)  # the look-alike
+
+        # by default such a host is not an image host at all: ignored at intake
+        rig.start()
+        try:
+            r = rig.hook("repository_dispatch", _dispatch(url, data))
+            assert r.status_code == 200 and r.json()["outcome"] == "ignored"
+            assert "image_hosts" in r.json()["reason"]
+        finally:
+            rig.stop()
+
+        # an operator who allows it (a LAN mirror) still never sends it the token
+        _configure(
+            rig,
+            lambda d: (
+                d["github"]["repositories"][0]["image_hosts"].append(f"127.0.0.1:{evil.port}"),
+                d["github"]["private_hosts"].append(f"127.0.0.1:{evil.port}"),
+            ),
+        )
+        rig.start()
+        try:
+            job_id = rig.hook("repository_dispatch", _dispatch(url, data)).json()["job"]
+            rig.wait_state(job_id, "awaiting-approval")
+        finally:
+            rig.stop()
+        got = [c for c in stolen.calls if c.path == "/storage/img"]
+        assert got and all(c.auth is None for c in got), [c.auth for c in got]
+
+
+@pytest.fixture
+def internal():
+    """A service inside the flash host's networks (think: a router's admin page)."""
+    victim = GitHubState()
+    victim.blobs["secret"] = b"INTERNAL-ADMIN-PAGE: root password hunter2"
+    with ServedApp(github_app(victim)) as served:
+        yield victim, served
+
+
+def ssrf_urls(daemon_port: int, internal_port: int) -> list[str]:
+    return [
+        f"http://127.0.0.1:{daemon_port}/healthz",
+        f"http://127.0.0.1:{internal_port}/storage/secret",
+        f"http://localhost:{internal_port}/storage/secret",
+        f"http://[::1]:{internal_port}/storage/secret",
+        f"http://0.0.0.0:{internal_port}/storage/secret",
+        f"http://2130706433:{internal_port}/storage/secret",  # 127.0.0.1 as one number
+        f"http://127.1:{internal_port}/storage/secret",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/admin",
+        "http://192.168.1.1/",
+        f"http://user@127.0.0.1:{internal_port}/storage/secret",
+        "https://api.github.com.attacker.tld/image.img",
+    ]
+
+
+def test_a_dispatched_image_url_outside_the_image_hosts_is_ignored_at_intake(rig, internal):
+    victim, served = internal
+    data = b"x" * 1000
+    rig.start()
+    urls = ssrf_urls(rig.port, served.port)
+    for url in urls:
+        r = rig.hook("repository_dispatch", _dispatch(url, data))
+        assert r.status_code == 200 and r.json()["outcome"] == "ignored", (url, r.text)
+    assert rig.daemon.queue.jobs() == []
+    assert victim.calls == []
+
+
+def test_an_allowed_name_that_resolves_inside_is_refused_and_its_answer_not_shown(rig, internal):
+    victim, served = internal
+    data = victim.blobs["secret"]
+    # the operator allowed a name (say, a mirror), but it resolves to loopback
+    _configure(rig, lambda d: d["github"]["repositories"][0]["image_hosts"].append("localhost"))
+    rig.start()
+    url = f"http://localhost:{served.port}/storage/secret"
+    job_id = rig.hook("repository_dispatch", _dispatch(url, data)).json()["job"]
+    job = rig.wait_state(job_id, "error")
+    assert "loopback" in job.error
+    assert victim.calls == []
+
+    # an allowed storage host that redirects inside: the redirect is refused
+    rig.github.redirects["hop"] = f"http://127.0.0.1:{served.port}/storage/secret"
+    hop = f"{rig.github.storage_url}/storage/hop"
+    job_id = rig.hook("repository_dispatch", _dispatch(hop, data + b"2")).json()["job"]
+    job = rig.wait_state(job_id, "error")
+    assert "loopback" in job.error and victim.calls == []
+    page = httpx.get(f"{rig.url}/jobs/{job_id}").text + httpx.get(rig.url).text
+    assert "hunter2" not in page and "INTERNAL" not in page
+
+
+def test_downloads_stop_at_the_stated_size_and_at_max_image_bytes(rig):
+    _configure(rig, lambda d: d["daemon"].update(max_image_bytes=1 << 20))
+    big = b"IMG0" + os.urandom((1 << 20) + 4096)
+    rig.github.blobs["big"] = big
+    rig.start()
+    # a URL image has no stated size: max_image_bytes is the cap
+    job_id = rig.hook(
+        "repository_dispatch", _dispatch(f"{rig.github.storage_url}/storage/big", big)
+    ).json()["job"]
+    job = rig.wait_state(job_id, "error")
+    assert "larger than 1048576 bytes" in job.error
+
+    # a release asset that is bigger than GitHub said it is: stopped at the stated size
+    release = add_octopi_release(rig.github, "1.1.0-sized")
+    image = next(a for a in release["assets"] if a["name"].endswith(".zip"))
+    image["size"] = 1000
+    job_id = rig.hook("release", release_payload(release)).json()["job"]
+    job = rig.wait_state(job_id, "error")
+    assert "larger than 1000 bytes" in job.error
+
+    # a release asset stated larger than the cap is not downloaded at all
+    release = add_octopi_release(rig.github, "1.1.0-huge")
+    image = next(a for a in release["assets"] if a["name"].endswith(".zip"))
+    image["size"] = 5 << 30
+    job_id = rig.hook("release", release_payload(release)).json()["job"]
+    job = rig.wait_state(job_id, "error")
+    assert "more than daemon.max_image_bytes" in job.error
+    assert rig.github.calls_to("GET", f"/storage/asset-{image['id']}") == []
