@@ -30,6 +30,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from rig.daemon import pages
 from rig.daemon.approval import Approvals, Refusal
 from rig.daemon.poller import Poller
+from rig.daemon.publish import publish_target
 from rig.daemon.queue import APPROVED, AWAITING, FINAL, QUEUED, RUNNING, Queue, WorkerLock
 from rig.daemon.settings import DaemonSettings
 from rig.daemon.webhooks import (
@@ -50,7 +51,12 @@ class Daemon:
     def __init__(self, settings: DaemonSettings, *, retry_delay: float = 60.0) -> None:
         self.settings = settings
         self.queue = Queue(settings.state_dir)
-        self.approvals = Approvals(settings.approval_key, self.queue, settings.approval_ttl)
+        self.approvals = Approvals(
+            settings.approval_key,
+            self.queue,
+            settings.approval_ttl,
+            lambda job: publish_target(job, settings.publish),
+        )
         self.worker = Worker(settings, self.queue, self.approvals, retry_delay=retry_delay)
         self.poller = Poller(settings, self.queue, self.worker.wake)
         self.lock = WorkerLock(settings.state_dir)
@@ -301,8 +307,8 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
             return HTMLResponse(
                 pages.refusal(checked.status, checked.reason), status_code=checked.status
             )
-        job, _ = checked
-        return HTMLResponse(pages.confirm(job, token))
+        job, claims = checked
+        return HTMLResponse(pages.confirm(job, token, claims["publish"]))
 
     async def approve_post(request: Request) -> Response:
         token = request.path_params["token"]

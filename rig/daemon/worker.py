@@ -34,7 +34,7 @@ from rig.daemon import mail
 from rig.daemon.approval import Approvals
 from rig.daemon.fetch import fetch
 from rig.daemon.github import GitHub
-from rig.daemon.publish import publish
+from rig.daemon.publish import publish, publish_target
 from rig.daemon.queue import (
     APPROVED,
     AWAITING,
@@ -297,7 +297,16 @@ class Worker:
         watch = self.settings.repo(job.repo) if job.repo else None
         hosts = watch.image_hosts if watch else self.settings.all_image_hosts()
         got = fetch(job.image, gh, dest, max_bytes=self.settings.max_image, image_hosts=hosts)
-        self.queue.update(job.id, image_path=got["path"], image_sha256=got["sha256"])
+        image = dict(job.image)
+        if got.get("asset"):  # publishing later requires this very asset, unchanged
+            image["tested_asset"] = got["asset"]
+        if (
+            job.image.get("kind") == "url"
+            and job.repo
+            and (job.image.get("release_id") or job.image.get("tag"))
+        ):  # the release a dispatch names is fixed now, before the test, by its id
+            image["publish_release"] = self._named_release(job, gh)
+        self.queue.update(job.id, image_path=got["path"], image_sha256=got["sha256"], image=image)
         if not job.sha and job.repo and job.image.get("tag") and self.settings.github_token:
             try:  # a release names a tag, not a commit: statuses need the commit
                 sha = gh.commit_sha(job.repo, str(job.image["tag"]))
@@ -307,6 +316,18 @@ class Worker:
                 log.warning("job %s: commit of tag %s unknown: %s", job.id, job.image["tag"], e)
         log.info("job %s: image %s verified (%s)", job.id, got["path"], ", ".join(got["verified"]))
         return got
+
+    def _named_release(self, job: Job, gh: GitHub) -> dict[str, Any]:
+        rid, tag = job.image.get("release_id"), job.image.get("tag")
+        release = gh.release(str(job.repo), rid) if rid else gh.release_by_tag(str(job.repo), tag)
+        if tag and release.get("tag_name") != tag:
+            raise ConfigError(
+                f"release {rid} is tagged {release.get('tag_name')!r}, not {tag!r}",
+                where=f"job {job.id}: client_payload release_id/tag",
+            )
+        if not isinstance(release.get("id"), int):
+            raise InfraError("GitHub sent a release without an id", where=f"job {job.id} fetch")
+        return {"id": release["id"], "tag": release.get("tag_name")}
 
     def _step_pending(self, job: Job, gh: GitHub, step_id: int) -> dict[str, Any]:
         posted = self._status(gh, job, "pending", "testing the image on the rig")
@@ -389,14 +410,16 @@ class Worker:
         report = self.report_url(job)
         if result.get("passed"):
             self._status(gh, job, "success", f"tested green: {result.get('summary')}")
-            token = self.approvals.issue(job.id, job.image_sha256 or "")
+            target = publish_target(job, self.settings.publish)
+            token = self.approvals.issue(job.id, job.image_sha256 or "", target)
             link = f"{self.settings.public_url}/approve/{token}"
             text = (
                 f"The image {Path(job.image_path or '').name} tested green on the rig.\n\n"
                 f"  build:   {job.title}\n"
                 f"  sha256:  {job.image_sha256}\n"
                 f"  results: {result.get('summary')}\n"
-                f"  report:  {report}\n\n"
+                f"  report:  {report}\n"
+                f"  publish: {target}\n\n"
                 f"Release it? Review and approve or reject here (the link works once,\n"
                 f"for this image only, for {self.settings.approval_ttl / 3600:.0f} hours):\n\n"
                 f"  {link}\n"

@@ -72,6 +72,8 @@ class GitHubState:
                     "name": name,
                     "size": len(data),
                     "url": f"/repos/x/y/releases/assets/{aid}",
+                    # GitHub computes it on upload (release assets carry it since 2025)
+                    "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
                 }
             )
         release = {

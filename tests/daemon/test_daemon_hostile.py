@@ -18,6 +18,7 @@ import pytest
 import yaml
 from daemon_doubles import GitHubState, ServedApp, github_app
 from daemon_rig import (
+    MARKER,
     REPO,
     SECRET,
     Rig,
@@ -25,6 +26,7 @@ from daemon_rig import (
     free_port,
     image_bytes,
     release_payload,
+    wait_for,
     write_config,
 )
 
@@ -284,3 +286,80 @@ def test_downloads_stop_at_the_stated_size_and_at_max_image_bytes(rig):
     job = rig.wait_state(job_id, "error")
     assert "more than daemon.max_image_bytes" in job.error
     assert rig.github.calls_to("GET", f"/storage/asset-{image['id']}") == []
+
+
+# -- 3. approving publishes exactly what was tested, where the mail said ---------------------
+
+
+def _replace_asset(github: GitHubState, release: dict, name: str, data: bytes) -> None:
+    """What a maintainer (or a stolen CI token) does on GitHub: delete the asset, upload anew."""
+    release["assets"] = [a for a in release["assets"] if a["name"] != name]
+    aid = github.new_id()
+    github.blobs[f"asset-{aid}"] = data
+    github.asset_blob[aid] = f"asset-{aid}"
+    release["assets"].append(
+        {
+            "id": aid,
+            "name": name,
+            "size": len(data),
+            "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+        }
+    )
+
+
+def _approve(rig: Rig) -> httpx.Response:
+    wait_for("the approval mail", lambda: rig.inbox.messages)
+    return httpx.post(rig.approval_link(), data={"decision": "approve"})
+
+
+def test_an_asset_replaced_after_the_test_is_not_published(rig):
+    release = add_octopi_release(rig.github, "1.1.0-swapped")
+    rig.start()
+    job_id = rig.hook("release", release_payload(release)).json()["job"]
+    rig.wait_state(job_id, "awaiting-approval")
+    name = next(a["name"] for a in release["assets"] if a["name"].endswith(".zip"))
+    _replace_asset(rig.github, release, name, b"IMG0 something else entirely")
+    assert _approve(rig).status_code == 303
+    job = rig.wait_state(job_id, "error")
+    assert "replaced or deleted after the test" in job.error
+    assert rig.github.calls_to("PATCH", "/releases/") == []
+    assert MARKER in release["body"]
+    wait_for("the failure mail", lambda: len(rig.inbox.messages) == 2)
+    assert "publishing failed" in rig.inbox.messages[-1]["Subject"]
+
+
+def test_a_dispatch_cannot_name_an_unrelated_release_to_publish(rig):
+    victim = add_octopi_release(rig.github, "1.2.0-victim")
+    data = image_bytes("anything")
+    rig.github.blobs["anything"] = data
+    rig.start()
+    payload = _dispatch(f"{rig.github.storage_url}/storage/anything", data)
+    payload["client_payload"]["release_id"] = victim["id"]
+    job_id = rig.hook("repository_dispatch", payload).json()["job"]
+    rig.wait_state(job_id, "awaiting-approval")
+    assert _approve(rig).status_code == 303
+    job = rig.wait_state(job_id, "error")
+    assert "holds no asset with the tested SHA-256" in job.error
+    assert rig.github.calls_to("PATCH", "/releases/") == []
+    assert MARKER in victim["body"]
+
+
+def test_the_confirm_page_says_what_will_be_published_and_the_link_is_bound_to_it(rig):
+    release = add_octopi_release(rig.github, "1.1.0-target")
+    rig.start()
+    job_id = rig.hook("release", release_payload(release)).json()["job"]
+    rig.wait_state(job_id, "awaiting-approval")
+    wait_for("the approval mail", lambda: rig.inbox.messages)
+    link = rig.approval_link()
+    page = httpx.get(link).text
+    assert f"{REPO}@1.1.0-target via unmark" in page
+    assert f"publish: {REPO}@1.1.0-target via unmark" in rig.inbox.text(rig.inbox.messages[0])
+
+    # the operator changes what publishing means: the mailed link no longer approves
+    rig.stop()
+    _configure(rig, lambda d: d["daemon"].update(publish={"action": "undraft"}))
+    rig.start()
+    r = httpx.post(link, data={"decision": "approve"})
+    assert r.status_code == 409 and "has changed" in r.text
+    assert rig.job(job_id).state == "awaiting-approval"
+    assert rig.github.calls_to("PATCH", "/releases/") == []
