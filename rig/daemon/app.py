@@ -27,7 +27,7 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Mount, Route
 
-from rig.daemon import pages
+from rig.daemon import pages, systemd
 from rig.daemon.approval import Approvals, Refusal
 from rig.daemon.poller import Poller
 from rig.daemon.publish import publish_target
@@ -72,7 +72,21 @@ class Daemon:
         self.lock.acquire()
         self.worker.start()
         self.poller.start()
+        systemd.start_watchdog(self.healthy, self.worker.stopping)
+        systemd.notify("READY=1")
         log.info("rig daemon working %s as %s", self.settings.state_dir, self.worker.owner)
+
+    def lanes(self) -> dict[str, dict[str, Any]]:
+        lanes = self.worker.lanes()
+        poller = self.poller.lane()
+        if poller is not None:
+            lanes["poller"] = poller
+        return lanes
+
+    def healthy(self) -> bool:
+        """Every lane alive (the watchdog is fed only then)."""
+        lanes = self.lanes()
+        return bool(lanes) and all(lane["alive"] for lane in lanes.values())
 
     def stop(self) -> None:
         self.poller.stop()
@@ -221,6 +235,9 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
 
     async def _accept(delivery: str, event: str, request_: Any, reason: str) -> Response:
         outcome, job_id = await intake.accept(delivery, event, request_, reason)
+        if outcome.startswith("refused"):
+            log.error("delivery %s (%s) not recorded: %s", delivery, event, outcome)
+            return _text(500, "the rig could not record this delivery; redeliver it later")
         if outcome == "duplicate":
             log.info("delivery %s (%s): redelivery, nothing to do", delivery, event)
             return JSONResponse({"outcome": "duplicate", "job": job_id})
@@ -326,8 +343,14 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
         return RedirectResponse(f"/jobs/{result.id}", status_code=303)
 
     async def health(request: Request) -> JSONResponse:
+        """200 while every lane lives; 503 names the dead one (a monitor restarts the unit)."""
         counts = await run_in_threadpool(queue.counts)
-        return JSONResponse({"ok": True, "jobs": counts, "working": daemon.worker.current})
+        lanes = daemon.lanes()
+        ok = daemon.healthy() if manage else True
+        return JSONResponse(
+            {"ok": ok, "lanes": lanes, "jobs": counts, "working": daemon.worker.current},
+            status_code=200 if ok else 503,
+        )
 
     routes: list[BaseRoute] = [
         Route("/hooks/github", github_hook, methods=["POST"]),

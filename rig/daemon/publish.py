@@ -7,7 +7,9 @@
 - ``command``: run a command with the job in its environment.
 
 ``unmark`` and ``undraft`` are idempotent, so a publish interrupted by a crash
-is simply run again.
+is simply run again; ``dispatch`` and ``command`` are not: an interrupted one is
+left *uncertain* for a person, and both carry a stable publish id
+(``client_payload.publish_id``, ``$RIG_PUBLISH_ID``) receivers deduplicate on.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from rig.daemon.settings import MARKER
 from rig.errors import ConfigError, InfraError, ProductError
 
 ACTIONS = ("unmark", "undraft", "dispatch", "command")
+IDEMPOTENT = ("unmark", "undraft")  # safe to run again after an interruption
+
+
+def publish_id(job: Job) -> str:
+    """The same for every attempt at publishing this job's image: receivers deduplicate on it."""
+    return f"rig-{job.id}-{(job.image_sha256 or 'none')[:16]}"
 
 
 def release_vouches(gh: GitHub, repo: str, release: dict[str, Any], sha256: str) -> str | None:
@@ -150,6 +158,7 @@ def publish(job: Job, config: dict[str, Any], gh: GitHub, public_url: str) -> st
             raise ConfigError("no repository to dispatch to", where="daemon.publish.repository")
         event = config.get("event_type", "rig-approved")
         payload = {
+            "publish_id": publish_id(job),
             "job": job.id,
             "sha256": job.image_sha256,
             "image": os.path.basename(job.image_path or ""),
@@ -171,6 +180,7 @@ def publish(job: Job, config: dict[str, Any], gh: GitHub, public_url: str) -> st
         env = {
             **os.environ,
             "RIG_JOB": str(job.id),
+            "RIG_PUBLISH_ID": publish_id(job),
             "RIG_IMAGE": job.image_path or "",
             "RIG_IMAGE_SHA256": job.image_sha256 or "",
             "RIG_REPORT_DIR": job.report_dir or "",

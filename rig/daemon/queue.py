@@ -88,7 +88,8 @@ REJECTED = "rejected"
 FAILED = "failed"  # the image failed its acceptance tests (not published)
 ERROR = "error"  # could not test or publish (after retries)
 EXPIRED = "expired"  # nobody decided before the approval link expired
-FINAL = (PUBLISHED, REJECTED, FAILED, ERROR, EXPIRED)
+UNCERTAIN = "uncertain"  # a non-idempotent publish was interrupted: a person checks
+FINAL = (PUBLISHED, REJECTED, FAILED, ERROR, EXPIRED, UNCERTAIN)
 LEASE_SECONDS = 60.0
 
 
@@ -199,8 +200,17 @@ class Queue:
         """Several deliveries in one transaction (one sync for all: the webhook route's
         group commit); a redelivery inside the batch is seen as a duplicate."""
         now = time.time()
+        results: list[tuple[str, int | None]] = []
         with self.tx() as c:
-            return [self._record(c, *item, now) for item in items]
+            for item in items:  # one bad item is refused alone: a savepoint each
+                c.execute("SAVEPOINT delivery")
+                try:
+                    results.append(self._record(c, *item, now))
+                except (sqlite3.Error, TypeError, ValueError) as e:
+                    c.execute("ROLLBACK TO delivery")
+                    results.append((f"refused: {e}"[:200], None))
+                c.execute("RELEASE delivery")
+        return results
 
     def _record(
         self,

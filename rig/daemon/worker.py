@@ -34,7 +34,7 @@ from rig.daemon import mail
 from rig.daemon.approval import Approvals
 from rig.daemon.fetch import fetch
 from rig.daemon.github import GitHub
-from rig.daemon.publish import publish, publish_target
+from rig.daemon.publish import IDEMPOTENT, publish, publish_id, publish_target
 from rig.daemon.queue import (
     APPROVED,
     AWAITING,
@@ -44,6 +44,7 @@ from rig.daemon.queue import (
     PUBLISHED,
     QUEUED,
     RUNNING,
+    UNCERTAIN,
     Job,
     Queue,
 )
@@ -128,6 +129,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self.current: dict[str, Any] = {}  # lane -> job id (for the dashboard)
+        self.beats: dict[str, float] = {}  # lane -> last time it looked for work
 
     # lifecycle ------------------------------------------------------------------
 
@@ -187,39 +189,61 @@ class Worker:
     # lanes --------------------------------------------------------------------------
 
     def _lane_test(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                job = self.queue.claim(self.owner, (QUEUED, RUNNING))
-            except Exception:
-                log.exception("claiming a job failed")
-                job = None
-            if job is None:
-                self._cleanup()
-                self._wait(2.0)
-                continue
-            self.current["test"] = job.id
-            try:
-                self._run_test(job)
-            finally:
-                self.current.pop("test", None)
-                self.queue.release(job.id, self.owner)
+        self._lane("test", (QUEUED, RUNNING), self._run_test, 2.0)
 
     def _lane_publish(self) -> None:
+        self._lane("publish", (APPROVED,), self._run_publish, 1.0)
+
+    def _lane(
+        self, name: str, states: tuple[str, ...], run: Callable[[Job], None], idle: float
+    ) -> None:
+        """Claim, run, release, forever: no single job (nor a database hiccup) ends the lane.
+
+        A job whose run raises anyway ends in ``error`` with the reason, so it is not
+        claimed first again after a restart.
+        """
         while not self.stopping.is_set():
+            self.beats[name] = time.time()
             try:
-                job = self.queue.claim(self.owner, (APPROVED,))
+                job = self.queue.claim(self.owner, states)
             except Exception:
-                log.exception("claiming a job failed")
+                log.exception("%s lane: claiming a job failed", name)
                 job = None
             if job is None:
-                self._wait(1.0)
+                if name == "test":
+                    try:
+                        self._cleanup()
+                    except Exception:
+                        log.exception("cleaning up decided jobs failed")
+                self._wait(idle)
                 continue
-            self.current["publish"] = job.id
+            self.current[name] = job.id
             try:
-                self._run_publish(job)
+                run(job)
+            except Exception as e:
+                log.exception("job %s: the %s lane's run raised", job.id, name)
+                try:
+                    self.queue.update(
+                        job.id, state=ERROR, phase=None, error=f"internal error: {e!r}"[:500]
+                    )
+                except Exception:
+                    log.exception("job %s: could not record its error", job.id)
             finally:
-                self.current.pop("publish", None)
-                self.queue.release(job.id, self.owner)
+                self.current.pop(name, None)
+                try:
+                    self.queue.release(job.id, self.owner)
+                except Exception:
+                    log.exception("job %s: releasing its lease failed", job.id)
+
+    def lanes(self) -> dict[str, dict[str, Any]]:
+        """Liveness of each thread, for /healthz and the watchdog."""
+        return {
+            t.name.removeprefix("rig-worker-"): {
+                "alive": t.is_alive(),
+                "job": self.current.get(t.name.removeprefix("rig-worker-")),
+            }
+            for t in self._threads
+        }
 
     # the test lane's steps ------------------------------------------------------------
 
@@ -449,25 +473,50 @@ class Worker:
     # the publish lane --------------------------------------------------------------
 
     def _run_publish(self, job: Job) -> None:
+        """Publish once. The attempt is on disk before the action runs; an attempt that
+        never recorded its end (a crash, a kill -9) is re-run only for the idempotent
+        actions (unmark, undraft). A dispatch or command is then *uncertain*: a person
+        decides, told so by mail; receivers can deduplicate on RIG_PUBLISH_ID."""
+        action = self.settings.publish.get("action", "unmark")
+        idempotent = action in IDEMPOTENT
+        earlier = [s for s in self.queue.steps(job.id) if s["name"] == "publish"]
+        unfinished = [s for s in earlier if s["state"] in ("started", "interrupted")]
+        if unfinished and not idempotent:
+            reason = (
+                f"publish: the {action} action was started at "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(unfinished[-1]['started']))}"
+                " and the daemon stopped before it finished: it may or may not have run, "
+                "so it is not run again automatically"
+            )
+            self.queue.update(job.id, state=UNCERTAIN, phase=None, error=reason)
+            log.error("job %s: %s", job.id, reason)
+            self._mail_safely(
+                f"[rig] publishing uncertain: {job.title}",
+                f"{reason}.\n\nCheck whether {publish_target(job, self.settings.publish)} "
+                f"happened (publish id {publish_id(job)}); the job page:\n"
+                f"{self.settings.public_url}/jobs/{job.id}\n",
+                job,
+            )
+            return
         gh = self._github_factory()
-        step_id = self.queue.step_start(job.id, "publish", job.attempts)
+        step_id = self.queue.step_start(
+            job.id, "publish", job.attempts, {"action": action, "publish_id": publish_id(job)}
+        )
         self.queue.update(job.id, phase="publish")
         try:
             what = publish(job, self.settings.publish, gh, self.settings.public_url)
-        except RigError as e:
-            self.queue.step_end(step_id, "failed", {"error": str(e)})
-            failures = sum(
-                1
-                for s in self.queue.steps(job.id)
-                if s["name"] == "publish" and s["state"] == "failed"
-            )
-            if isinstance(e, InfraError) and failures < self.settings.max_attempts:
+        except Exception as e:
+            error = e if isinstance(e, RigError) else InfraError(f"internal error: {e!r}")
+            self.queue.step_end(step_id, "failed", {"error": str(error)})
+            failures = 1 + sum(1 for s in earlier if s["state"] == "failed")
+            retry = isinstance(error, InfraError) and idempotent
+            if retry and failures < self.settings.max_attempts:
                 self.queue.update(job.id, not_before=time.time() + self.retry_delay * failures)
             else:
-                self.queue.update(job.id, state=ERROR, phase=None, error=f"publish: {e}")
+                self.queue.update(job.id, state=ERROR, phase=None, error=f"publish: {error}")
                 self._mail_safely(
                     f"[rig] publishing failed: {job.title}",
-                    f"The approved image could not be published:\n\n{e}\n",
+                    f"The approved image could not be published:\n\n{error}\n",
                     job,
                 )
             return
@@ -492,7 +541,7 @@ class Worker:
                 description,
                 f"{self.settings.public_url}/jobs/{job.id}",
             )
-        except InfraError as e:
+        except Exception as e:  # a status is informative: never worth a job or a lane
             log.warning("job %s: commit status %s not posted: %s", job.id, state, e)
             return False
         return True
@@ -509,5 +558,5 @@ class Worker:
     def _mail_safely(self, subject: str, text: str, job: Job) -> None:
         try:
             self._mail(subject, text, job)
-        except RigError as e:
-            log.error("job %s: %s", job.id, e)
+        except Exception as e:  # a mail that cannot go out never takes the lane with it
+            log.error("job %s: mail %r not sent: %s", job.id, subject[:80], e)

@@ -23,7 +23,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +49,7 @@ class GitHubState:
     artifact_blob: dict[int, str] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     redirects: dict[str, str] = field(default_factory=dict)  # storage key -> Location
+    html: bool = False  # a proxy or captive portal answers the API's calls with a web page
     storage_url: str = ""
     next_id: int = 100
 
@@ -130,6 +131,8 @@ def github_app(state: GitHubState) -> Starlette:
         )
         if request.url.path.startswith("/storage/"):
             return None
+        if state.html:
+            return HTMLResponse("<html><body><h1>Proxy login required</h1></body></html>")
         if request.headers.get("authorization") != f"Bearer {TOKEN}":
             return JSONResponse({"message": "Requires authentication"}, status_code=401)
         return None

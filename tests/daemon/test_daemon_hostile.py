@@ -6,11 +6,14 @@ Each test names the hostile inputs it tries; the closing note of the issue count
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import random
+import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import httpx
@@ -363,3 +366,170 @@ def test_the_confirm_page_says_what_will_be_published_and_the_link_is_bound_to_i
     assert r.status_code == 409 and "has changed" in r.text
     assert rig.job(job_id).state == "awaiting-approval"
     assert rig.github.calls_to("PATCH", "/releases/") == []
+
+
+# -- 4. no single input ends a lane; /healthz says which lane lives -------------------------
+
+
+def _poison(release: dict, storage: str) -> list[tuple[str, object, str]]:
+    """(event, signed payload, what the daemon must answer) for malformed-but-signed input."""
+    r = {**release, "assets": release["assets"]}
+    disp = _dispatch(f"{storage}/storage/none", b"x")
+
+    def with_client(**fields: object) -> dict:
+        return {**disp, "client_payload": {**disp["client_payload"], **fields}}
+
+    return [
+        ("release", release_payload({**r, "id": str(r["id"])}), "ignored"),
+        ("release", release_payload({**r, "id": True}), "ignored"),
+        ("release", release_payload({**r, "id": -5}), "ignored"),
+        ("release", release_payload({**r, "tag_name": ["v1"]}), "ignored"),
+        ("release", release_payload({**r, "assets": {"a": 1}}), "ignored"),
+        ("release", release_payload({**r, "assets": ["x", None, 3]}), "ignored"),
+        (
+            "release",
+            {"action": "published", "release": "x", "repository": {"full_name": REPO}},
+            "ignored",
+        ),
+        ("release", {"action": "published", "release": r, "repository": REPO}, "ignored"),
+        (
+            "release",
+            {"action": "published", "release": r, "repository": {"full_name": 7}},
+            "ignored",
+        ),
+        ("release", [release_payload(r)], "ignored"),
+        (
+            "workflow_run",
+            {"action": "completed", "workflow_run": "x", "repository": {"full_name": REPO}},
+            "ignored",
+        ),
+        (
+            "workflow_run",
+            {
+                "action": "completed",
+                "repository": {"full_name": REPO},
+                "workflow_run": {
+                    "conclusion": "success",
+                    "id": "9",
+                    "path": 3,
+                    "name": "build.yml",
+                    "head_repository": [],
+                },
+            },
+            "ignored",
+        ),
+        ("repository_dispatch", {**disp, "client_payload": []}, "ignored"),
+        ("repository_dispatch", {**disp, "client_payload": "x"}, "ignored"),
+        ("repository_dispatch", with_client(release_id="12abc"), "ignored"),
+        ("repository_dispatch", with_client(release_id=1.5), "ignored"),
+        ("repository_dispatch", with_client(release_id=False), "ignored"),
+        ("repository_dispatch", with_client(tag={"a": 1}), "ignored"),
+        ("repository_dispatch", with_client(tag="v1\nv2"), "ignored"),
+        (
+            "repository_dispatch",
+            with_client(sha256=disp["client_payload"]["sha256"] + "\n"),
+            "ignored",
+        ),
+        ("repository_dispatch", with_client(sha256=12345), "ignored"),
+        ("repository_dispatch", with_client(image_url=["https://github.com/x"]), "ignored"),
+        ("repository_dispatch", with_client(image_url="https://github.com/a b\n.img"), "ignored"),
+        ("repository_dispatch", with_client(commit={"sha": "x"}), "queued"),  # commit dropped
+    ]
+
+
+def _signed(rig: Rig, event: str, body: bytes) -> httpx.Response:
+    return httpx.post(
+        f"{rig.url}/hooks/github",
+        content=body,
+        headers={
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": signature(SECRET.encode(), body),
+        },
+        timeout=20,
+    )
+
+
+def test_malformed_but_signed_deliveries_are_ignored_never_a_500_and_the_lanes_live(rig):
+    release = add_octopi_release(rig.github, "1.1.0-poison")
+    rig.start()
+    for event, payload, expected in _poison(release, rig.github.storage_url):
+        r = rig.hook(event, payload)
+        assert r.status_code in (200, 202), (payload, r.status_code, r.text)
+        assert r.json()["outcome"] == expected, (payload, r.json())
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert _signed(rig, "release", deep).status_code == 400
+    not_utf8 = b'{"action": "\xff\xfe"}'
+    assert _signed(rig, "release", not_utf8).status_code == 400
+
+    # a newline (and a header) in a release's tag reaches the mail subject: one line, no Bcc
+    evil = add_octopi_release(rig.github, "1.1.0-evil\r\nBcc: attacker@evil.test")
+    job_id = rig.hook("release", release_payload(evil)).json()["job"]
+    rig.wait_state(job_id, "awaiting-approval")
+    msg = wait_for(
+        "the approval mail",
+        lambda: [m for m in rig.inbox.messages if "tested green" in m["Subject"]],
+    )[0]
+    assert "1.1.0-evil Bcc: attacker@evil.test" in msg["Subject"]
+    assert "\n" not in msg["Subject"] and msg["Bcc"] is None
+    assert all("attacker" not in rcpt for e in rig.inbox.envelopes for rcpt in e.rcpt_tos)
+    health = httpx.get(f"{rig.url}/healthz")
+    assert health.status_code == 200
+    assert {k: v["alive"] for k, v in health.json()["lanes"].items()} == {
+        "test": True,
+        "publish": True,
+        "heartbeat": True,
+    }
+    # and the lanes still work: approve, publish
+    link = re.search(r"(http://\S+/approve/\S+)", rig.inbox.text(msg)).group(1)
+    assert httpx.post(link, data={"decision": "approve"}).status_code == 303
+    rig.wait_state(job_id, "published")
+
+
+def test_a_poisoned_delivery_in_a_group_commit_fails_no_other_delivery(rig):
+    rig.start()
+    releases = [add_octopi_release(rig.github, f"1.1.{i}-batch") for i in range(24)]
+    bad = _dispatch(f"{rig.github.storage_url}/storage/x", b"x")
+    bad["client_payload"]["commit"] = {"not": "a string"}  # reached SQLite as a dict on main
+    with concurrent.futures.ThreadPoolExecutor(25) as pool:
+        good = [pool.submit(rig.hook, "release", release_payload(r)) for r in releases]
+        poisoned = pool.submit(rig.hook, "repository_dispatch", bad)
+        answers = [f.result() for f in good]
+    assert poisoned.result().status_code in (200, 202)
+    assert [a.status_code for a in answers] == [202] * len(releases)
+    assert len({a.json()["job"] for a in answers}) == len(releases)
+
+
+def test_html_from_github_or_a_proxy_ends_jobs_in_error_not_the_lanes(rig):
+    _configure(rig, lambda d: d["daemon"].update(poll_minutes=1))
+    rig.github.html = True
+    release = add_octopi_release(rig.github, "1.1.0-html")
+    rig.start()
+    job_id = rig.hook("release", release_payload(release)).json()["job"]
+    job = rig.wait_state(job_id, "error")
+    assert "not JSON" in job.error
+
+    def lanes() -> dict:
+        return httpx.get(f"{rig.url}/healthz").json()["lanes"]
+
+    poller = wait_for("a poll", lambda: (p := lanes()["poller"])["polls"] >= 1 and p)
+    assert poller["alive"] and "not JSON" in poller["error"]
+
+    # GitHub answers again: the same lanes test and publish the next release
+    rig.github.html = False
+    second = add_octopi_release(rig.github, "1.1.0-after-html")
+    job_id = rig.hook("release", release_payload(second)).json()["job"]
+    rig.wait_state(job_id, "awaiting-approval")
+    rig.github.html = True  # and the proxy is back just as the maintainer approves
+    wait_for("the approval mail", lambda: rig.inbox.messages)
+    link = next(
+        re.search(r"(http://\S+/approve/\S+)", rig.inbox.text(m)).group(1)
+        for m in rig.inbox.messages
+        if "after-html" in m["Subject"]
+    )
+    assert httpx.post(link, data={"decision": "approve"}).status_code == 303
+    job = rig.wait_state(job_id, "error")
+    assert job.error.startswith("publish:") and "not JSON" in job.error
+    health = httpx.get(f"{rig.url}/healthz")
+    assert health.status_code == 200 and all(v["alive"] for v in health.json()["lanes"].values())
