@@ -131,6 +131,9 @@ class Intake:
             self._flushing = False
 
 
+MAX_DECISION_BODY = 1024  # "decision=approve" is 16 bytes
+
+
 class TooLarge(Exception):
     pass
 
@@ -147,6 +150,22 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise TooLarge
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# approval pages carry a capability in their URL: never cached, never sent on as a
+# Referer, never framed (clickjacking the Approve button), nothing but their own CSS
+APPROVAL_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+}
+
+
+def _approval_page(html: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(html, status_code=status, headers=APPROVAL_HEADERS)
 
 
 def _text(status: int, message: str) -> PlainTextResponse:
@@ -321,26 +340,32 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
         token = request.path_params["token"]
         checked = await run_in_threadpool(daemon.approvals.check, token)
         if isinstance(checked, Refusal):
-            return HTMLResponse(
-                pages.refusal(checked.status, checked.reason), status_code=checked.status
-            )
+            return _approval_page(pages.refusal(checked.status, checked.reason), checked.status)
         job, claims = checked
-        return HTMLResponse(pages.confirm(job, token, claims["publish"]))
+        return _approval_page(pages.confirm(job, token, claims["publish"]))
 
     async def approve_post(request: Request) -> Response:
         token = request.path_params["token"]
-        form = await request.form()
-        decision = form.get("decision")
+        # the token first: an unauthenticated POST costs a signature check, nothing more
+        checked = await run_in_threadpool(daemon.approvals.check, token)
+        if isinstance(checked, Refusal):
+            return _approval_page(pages.refusal(checked.status, checked.reason), checked.status)
+        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind != "application/x-www-form-urlencoded":
+            return _approval_page(pages.refusal(415, "send the confirmation page's form"), 415)
+        try:
+            body = await read_body(request, MAX_DECISION_BODY)
+        except TooLarge:
+            return _approval_page(pages.refusal(413, "the form is too large"), 413)
+        decision = parse_qs(body.decode("ascii", "replace")).get("decision", [""])[0]
         if decision not in ("approve", "reject"):
-            return HTMLResponse(pages.refusal(400, "decide approve or reject"), status_code=400)
+            return _approval_page(pages.refusal(400, "decide approve or reject"), 400)
         result = await run_in_threadpool(daemon.approvals.decide, token, decision)
         if isinstance(result, Refusal):
-            return HTMLResponse(
-                pages.refusal(result.status, result.reason), status_code=result.status
-            )
+            return _approval_page(pages.refusal(result.status, result.reason), result.status)
         log.info("job %s %sd by approval link", result.id, decision)
         daemon.worker.wake.set()
-        return RedirectResponse(f"/jobs/{result.id}", status_code=303)
+        return RedirectResponse(f"/jobs/{result.id}", status_code=303, headers=APPROVAL_HEADERS)
 
     async def health(request: Request) -> JSONResponse:
         """200 while every lane lives; 503 names the dead one (a monitor restarts the unit)."""

@@ -11,6 +11,7 @@ import hashlib
 import os
 import random
 import re
+import socket
 import subprocess
 import sys
 import uuid
@@ -533,3 +534,62 @@ def test_html_from_github_or_a_proxy_ends_jobs_in_error_not_the_lanes(rig):
     assert job.error.startswith("publish:") and "not JSON" in job.error
     health = httpx.get(f"{rig.url}/healthz")
     assert health.status_code == 200 and all(v["alive"] for v in health.json()["lanes"].values())
+
+
+# -- 8. an unauthenticated POST /approve costs a signature check, not a 300 MB parse ---------
+
+
+def _post_headers_only(port: int, path: str, content_type: str, length: int) -> str:
+    """Send a request's head announcing ``length`` bytes, then wait for the answer without
+    sending the body: a server that reads the form first never answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {length}\r\n\r\n".encode()
+        )
+        s.sendall(b"--x\r\n" + b"A" * 4096)
+        try:
+            return s.recv(4096).decode("latin-1")
+        except TimeoutError:
+            return "no answer within 5 s"
+
+
+def test_approval_posts_check_the_token_before_reading_any_form(rig):
+    release = add_octopi_release(rig.github, "1.1.0-amplify")
+    rig.start()
+    job_id = rig.hook("release", release_payload(release)).json()["job"]
+    rig.wait_state(job_id, "awaiting-approval")
+    wait_for("the approval mail", lambda: rig.inbox.messages)
+    token = rig.approval_link().rsplit("/", 1)[1]
+    forged = rig.daemon.approvals._serializer.dumps({"job": job_id})[:-4] + "AAAA"
+    huge = 300 * 1024 * 1024
+    cases = [  # (token, content type, declared length, expected status)
+        (forged, "multipart/form-data; boundary=x", huge, 403),
+        (forged, "application/x-www-form-urlencoded", huge, 403),
+        ("not-even-a-token", "multipart/form-data; boundary=x", huge, 403),
+        (token, "multipart/form-data; boundary=x", huge, 415),
+        (token, "application/json", huge, 415),
+        (token, "application/x-www-form-urlencoded", huge, 413),
+    ]
+    for tok, kind, length, status in cases:
+        answer = _post_headers_only(rig.port, f"/approve/{tok}", kind, length)
+        assert answer.startswith(f"HTTP/1.1 {status}"), (kind, tok[:10], answer[:80])
+    padded = httpx.post(
+        f"{rig.url}/approve/{token}", data={"decision": "approve", "pad": "x" * 2000}
+    )
+    assert padded.status_code == 413
+    assert rig.job(job_id).state == "awaiting-approval"  # nothing above decided anything
+    assert httpx.post(f"{rig.url}/approve/{token}", data={"decision": "approve"}).status_code == 303
+
+
+def test_approval_pages_are_not_cached_framed_or_referred(rig):
+    release = add_octopi_release(rig.github, "1.1.0-headers")
+    rig.start()
+    job_id = rig.hook("release", release_payload(release)).json()["job"]
+    rig.wait_state(job_id, "awaiting-approval")
+    wait_for("the approval mail", lambda: rig.inbox.messages)
+    for r in (httpx.get(rig.approval_link()), httpx.get(f"{rig.url}/approve/forged")):
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
