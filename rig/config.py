@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,36 @@ CONFIG_ENV = "RIG_CONFIG"
 SECRET_ENV_PREFIX = "RIG_SECRET_"
 
 
+MASK_MIN = 6  # shorter values would mask ordinary words in every log line
+_known: set[str] = set()  # the value of every Secret made in this process
+_known_lock = threading.Lock()
+
+
+def mask(text: str) -> str:
+    """``text`` with every known secret's value replaced by ``***`` (for logged commands)."""
+    with _known_lock:
+        values = sorted(_known, key=len, reverse=True)
+    for value in values:
+        if value in text:
+            text = text.replace(value, "***")
+    return text
+
+
 class Secret:
-    """A string that never shows itself in logs, reprs or tracebacks."""
+    """A string that never shows itself in logs, reprs or tracebacks.
+
+    Its value is also remembered for :func:`mask`: a command line or output that
+    carries it (a password piped to chpasswd, a PSK in a file) is logged masked.
+    """
 
     __slots__ = ("_value", "name")
 
     def __init__(self, value: str, name: str = "") -> None:
         self._value = value
         self.name = name
+        if len(value) >= MASK_MIN:
+            with _known_lock:
+                _known.add(value)
 
     def reveal(self) -> str:
         return self._value

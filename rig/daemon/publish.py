@@ -19,6 +19,8 @@ import subprocess
 from fnmatch import fnmatch
 from typing import Any
 
+from rig.config import mask
+from rig.daemon.childenv import child_env
 from rig.daemon.github import GitHub
 from rig.daemon.queue import Job
 from rig.daemon.settings import MARKER
@@ -177,17 +179,19 @@ def publish(job: Job, config: dict[str, Any], gh: GitHub, public_url: str) -> st
         fixed = fixed_release(job)
         if fixed is not None:
             _release_of(job, gh)
-        env = {
-            **os.environ,
-            "RIG_JOB": str(job.id),
-            "RIG_PUBLISH_ID": publish_id(job),
-            "RIG_IMAGE": job.image_path or "",
-            "RIG_IMAGE_SHA256": job.image_sha256 or "",
-            "RIG_REPORT_DIR": job.report_dir or "",
-            "RIG_REPOSITORY": job.repo or "",
-            "RIG_RELEASE_ID": str(fixed["id"] if fixed else ""),
-            "RIG_TAG": str((fixed or {}).get("tag") or ""),
-        }
+        env = child_env(
+            {
+                "RIG_JOB": str(job.id),
+                "RIG_PUBLISH_ID": publish_id(job),
+                "RIG_IMAGE": job.image_path or "",
+                "RIG_IMAGE_SHA256": job.image_sha256 or "",
+                "RIG_REPORT_DIR": job.report_dir or "",
+                "RIG_REPOSITORY": job.repo or "",
+                "RIG_RELEASE_ID": str(fixed["id"] if fixed else ""),
+                "RIG_TAG": str((fixed or {}).get("tag") or ""),
+            },
+            passthrough=config.get("env", ()),
+        )
         try:
             done = subprocess.run(
                 argv if isinstance(argv, list) else ["/bin/sh", "-c", argv],
@@ -200,10 +204,10 @@ def publish(job: Job, config: dict[str, Any], gh: GitHub, public_url: str) -> st
             raise InfraError(f"publish command failed: {e}", where="daemon.publish.command") from e
         if done.returncode != 0:
             raise InfraError(
-                f"publish command exited {done.returncode}: {done.stderr.strip()[-300:]}",
+                mask(f"publish command exited {done.returncode}: {done.stderr.strip()[-300:]}"),
                 where="daemon.publish.command",
             )
-        return f"command exited 0: {done.stdout.strip()[-200:]}"
+        return mask(f"command exited 0: {done.stdout.strip()[-200:]}")
     raise ConfigError(
         f"unknown publish action {action!r}", where="daemon.publish.action", hint=str(ACTIONS)
     )

@@ -88,6 +88,8 @@ class DaemonSettings:
     webhook_secret: Secret | None
     github_token: Secret | None
     approval_key: Secret
+    run_secrets: tuple[str, ...] = ()  # $RIG_SECRET_* names the acceptance run's config reads
+    child_env: tuple[str, ...] = ()  # daemon.child_env: more variables children may see
     rig: RigConfig | None = field(default=None, compare=False, repr=False)
 
     def repo(self, name: str) -> RepoWatch | None:
@@ -105,6 +107,7 @@ class DaemonSettings:
 # an HMAC key shorter than this is guessable offline from one signed delivery or link
 MIN_KEY_LENGTH = 16
 HMAC_KEYS = (WEBHOOK_SECRET, APPROVAL_KEY)
+DAEMON_SECRETS = (WEBHOOK_SECRET, GITHUB_TOKEN, SMTP_PASSWORD, APPROVAL_KEY)  # never to children
 
 
 def _locate_secret(config: RigConfig, name: str) -> tuple[Secret, str] | None:
@@ -261,6 +264,12 @@ def load_settings(config: RigConfig) -> DaemonSettings:
         webhook_secret=find_secret(config, WEBHOOK_SECRET),
         github_token=find_secret(config, GITHUB_TOKEN),
         approval_key=_approval_key(config, state_dir),
+        run_secrets=tuple(
+            name
+            for name in (config.wifi.psk.name, config.user.password.name)
+            if name and "." not in name and name not in DAEMON_SECRETS
+        ),
+        child_env=tuple(d.get("child_env", ())),
         rig=config,
     )
 

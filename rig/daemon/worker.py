@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rig.config import mask
 from rig.daemon import mail
 from rig.daemon.approval import Approvals
+from rig.daemon.childenv import child_env
 from rig.daemon.fetch import fetch
 from rig.daemon.github import GitHub
 from rig.daemon.publish import IDEMPOTENT, publish, publish_id, publish_target
@@ -365,7 +367,7 @@ class Worker:
         logfile = report_dir / "acceptance.log"
         self.queue.update(job.id, report_dir=str(report_dir))
         with open(logfile, "wb") as out:
-            out.write(f"$ {' '.join(argv)}\n".encode())
+            out.write(f"$ {mask(' '.join(argv))}\n".encode())
             out.flush()
             try:
                 proc = subprocess.Popen(
@@ -374,7 +376,11 @@ class Worker:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group: stoppable as a whole
-                    env={**os.environ, "RIG_DAEMON_JOB": str(job.id)},
+                    env=child_env(
+                        {"RIG_DAEMON_JOB": str(job.id)},
+                        secrets=self.settings.run_secrets,
+                        passthrough=self.settings.child_env,
+                    ),
                 )
             except OSError as e:
                 raise ConfigError(
@@ -383,7 +389,8 @@ class Worker:
                 ) from e
             self._proc = proc
             self.queue.step_detail(
-                step_id, {"pid": proc.pid, "start": _proc_start(proc.pid), "argv": argv}
+                step_id,
+                {"pid": proc.pid, "start": _proc_start(proc.pid), "argv": [mask(a) for a in argv]},
             )
             try:
                 code = proc.wait(timeout=self.settings.acceptance_timeout)
@@ -427,7 +434,7 @@ class Worker:
                 for s in results.get("scenarios", [])
             ]
         self.queue.update(job.id, result=result)
-        return {**result, "argv": argv}
+        return {**result, "argv": [mask(a) for a in argv]}
 
     def _step_notify(self, job: Job, gh: GitHub, step_id: int) -> dict[str, Any]:
         result = job.result or {}

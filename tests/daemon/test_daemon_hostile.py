@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import os
 import random
 import re
@@ -20,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from daemon_doubles import GitHubState, ServedApp, github_app
+from daemon_doubles import TOKEN, GitHubState, ServedApp, github_app
 from daemon_rig import (
     MARKER,
     REPO,
@@ -30,10 +31,13 @@ from daemon_rig import (
     free_port,
     image_bytes,
     release_payload,
+    serve,
     wait_for,
+    wait_up,
     write_config,
 )
 
+from rig.daemon.queue import Queue
 from rig.daemon.webhooks import signature
 
 # -- 1. an empty or short secret never disables authentication -------------------------
@@ -593,3 +597,78 @@ def test_approval_pages_are_not_cached_framed_or_referred(rig):
         assert r.headers["referrer-policy"] == "no-referrer"
         assert r.headers["x-frame-options"] == "DENY"
         assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+
+
+# -- 9. children get a minimal environment; logged commands are masked ------------------------
+
+
+def test_children_never_see_the_daemons_secrets_and_logged_commands_are_masked(
+    tmp_path, github, smtp
+):
+    inbox, smtp_port = smtp
+    port = free_port()
+    runlog = tmp_path / "runs.log"
+    config = write_config(tmp_path, github, smtp_port, port, runlog)
+    rig = Rig(tmp_path, config, port, github, inbox, runlog)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    values = {
+        "webhook_secret": SECRET,
+        "github_token": TOKEN,
+        "approval_key": "approval-key-" + "k" * 20,
+        "smtp_password": "smtp-password-xyz",
+    }
+    for name, value in values.items():
+        (creds / name).write_text(value)
+    published = tmp_path / "published-env.json"
+    data = yaml.safe_load(config.read_text())
+    del data["secrets"]  # systemd style: credentials, plus a token in the environment
+    data["daemon"]["acceptance_command"] += ["--label", values["smtp_password"]]
+    data["daemon"]["publish"] = {
+        "action": "command",
+        "command": [
+            sys.executable,
+            "-c",
+            f"import json,os; json.dump(dict(os.environ), open({str(published)!r}, 'w'))",
+        ],
+    }
+    config.write_text(yaml.safe_dump(data))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIG_SECRET_")}
+    env.update(
+        CREDENTIALS_DIRECTORY=str(creds),
+        RIG_SECRET_GITHUB_TOKEN_OLD="ghp_another_token_in_env",
+        NOTIFY_SOCKET="@rig-test-none",
+        AWS_SECRET_ACCESS_KEY="aws-key-the-operator-forgot",
+    )
+    release = add_octopi_release(github, "1.1.0-env")
+    proc = serve(config, tmp_path / "serve.log", env=env)
+    try:
+        wait_up(rig.url, proc)
+        job_id = rig.hook("release", release_payload(release)).json()["job"]
+        queue = Queue(tmp_path / "state")
+        wait_for("approval", lambda: queue.get(job_id).state == "awaiting-approval")
+        wait_for("the approval mail", lambda: inbox.messages)
+        link = re.search(r"(http://\S+/approve/\S+)", inbox.text(inbox.messages[0])).group(1)
+        assert httpx.post(link, data={"decision": "approve"}).status_code == 303
+        wait_for("published", lambda: queue.get(job_id).state == "published")
+        report_dir = Path(queue.get(job_id).report_dir)
+        children = {
+            "acceptance run": json.loads((report_dir / "environ.json").read_text()),
+            "publish command": json.loads(published.read_text()),
+        }
+        secrets = [*values.values(), "ghp_another_token_in_env", "aws-key-the-operator-forgot"]
+        for who, child in children.items():
+            assert "CREDENTIALS_DIRECTORY" not in child and "NOTIFY_SOCKET" not in child, who
+            assert not [k for k in child if k.startswith("RIG_SECRET_")], who
+            leaked = [s for s in secrets for v in child.values() if s in v]
+            assert leaked == [], (who, leaked)
+            assert child["PATH"] == env["PATH"] and child["HOME"] == env["HOME"]
+        assert children["publish command"]["RIG_PUBLISH_ID"].startswith(f"rig-{job_id}-")
+        logged = (report_dir / "acceptance.log").read_text().splitlines()[0]
+        assert logged.startswith("$ ") and "--label ***" in logged
+        assert values["smtp_password"] not in logged
+        page = httpx.get(f"{rig.url}/jobs/{job_id}").text
+        assert values["smtp_password"] not in page
+    finally:
+        proc.kill()
+        proc.wait()
