@@ -78,21 +78,53 @@ def _proc_start(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]  # a zombie is gone already
 
 
+def _marked(run: str) -> list[int]:
+    """Processes whose environment carries ``RIG_DAEMON_RUN=run``: an acceptance run (and its
+    children) started by a daemon that died before it could record the pid."""
+    needle = f"RIG_DAEMON_RUN={run}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
 def stop_orphan(detail: dict[str, Any], grace: float = 30.0) -> bool:
-    """Stop an acceptance run left behind by a killed daemon; True if one was running."""
+    """Stop an acceptance run left behind by a killed daemon; True if one was running.
+
+    By its recorded pid and start time, or, when the daemon died between starting
+    it and recording the pid, by the run marker recorded *before* it was started.
+    """
     pid, start = detail.get("pid"), detail.get("start")
-    if not pid or not start or _proc_start(int(pid)) != start:
+    targets: dict[int, str | None] = {}
+    if pid and start and _proc_start(int(pid)) == start:
+        targets[int(pid)] = start
+    elif detail.get("run"):
+        for found in _marked(str(detail["run"])):
+            try:
+                group = os.getpgid(found)
+            except ProcessLookupError:
+                continue
+            targets.setdefault(group, _proc_start(group))
+    if not targets:
         return False
-    log.warning("stopping acceptance run %s left by a previous daemon", pid)
-    try:
-        os.killpg(int(pid), signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _proc_start(int(pid)) == start:
-            time.sleep(0.1)
-        if _proc_start(int(pid)) == start:
-            os.killpg(int(pid), signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    for group, began in targets.items():
+        log.warning("stopping acceptance run %s left by a previous daemon", group)
+        try:
+            os.killpg(group, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and _proc_start(group) == began:
+                time.sleep(0.1)
+            if _proc_start(group) == began:
+                os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     return True
 
 
@@ -366,6 +398,8 @@ class Worker:
         argv = acceptance_argv(self.settings, Path(job.image_path or ""), report_dir, job.id)
         logfile = report_dir / "acceptance.log"
         self.queue.update(job.id, report_dir=str(report_dir))
+        run = uuid.uuid4().hex  # recorded before the start: a restart finds the run by it
+        self.queue.step_detail(step_id, {"run": run})
         with open(logfile, "wb") as out:
             out.write(f"$ {mask(' '.join(argv))}\n".encode())
             out.flush()
@@ -377,7 +411,7 @@ class Worker:
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group: stoppable as a whole
                     env=child_env(
-                        {"RIG_DAEMON_JOB": str(job.id)},
+                        {"RIG_DAEMON_JOB": str(job.id), "RIG_DAEMON_RUN": run},
                         secrets=self.settings.run_secrets,
                         passthrough=self.settings.child_env,
                     ),
@@ -390,7 +424,12 @@ class Worker:
             self._proc = proc
             self.queue.step_detail(
                 step_id,
-                {"pid": proc.pid, "start": _proc_start(proc.pid), "argv": [mask(a) for a in argv]},
+                {
+                    "run": run,
+                    "pid": proc.pid,
+                    "start": _proc_start(proc.pid),
+                    "argv": [mask(a) for a in argv],
+                },
             )
             try:
                 code = proc.wait(timeout=self.settings.acceptance_timeout)

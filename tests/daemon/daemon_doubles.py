@@ -8,6 +8,7 @@ leaks across the redirect. Every call is recorded.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -50,6 +51,7 @@ class GitHubState:
     calls: list[Call] = field(default_factory=list)
     redirects: dict[str, str] = field(default_factory=dict)  # storage key -> Location
     html: bool = False  # a proxy or captive portal answers the API's calls with a web page
+    hold_dispatch: bool = False  # a dispatch is received, then its answer never comes
     storage_url: str = ""
     next_id: int = 100
 
@@ -200,6 +202,8 @@ def github_app(state: GitHubState) -> Starlette:
     async def dispatches(request: Request) -> Response:
         if (r := await record(request)) is not None:
             return r
+        while state.hold_dispatch:
+            await asyncio.sleep(0.05)
         return Response(status_code=204)
 
     async def storage(request: Request) -> Response:

@@ -12,10 +12,12 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -672,3 +674,129 @@ def test_children_never_see_the_daemons_secrets_and_logged_commands_are_masked(
     finally:
         proc.kill()
         proc.wait()
+
+
+# -- 7. kill -9 while publishing or starting a run: nothing happens twice ----------------------
+
+
+def _kill9(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
+def _setup_publish(tmp_path, github, smtp, publish: dict) -> tuple[Rig, Path]:
+    inbox, smtp_port = smtp
+    port = free_port()
+    runlog = tmp_path / "runs.log"
+    config = write_config(tmp_path, github, smtp_port, port, runlog)
+    data = yaml.safe_load(config.read_text())
+    data["daemon"]["publish"] = publish
+    config.write_text(yaml.safe_dump(data))
+    return Rig(tmp_path, config, port, github, inbox, runlog), config
+
+
+def _approved_then_killed_mid_publish(rig: Rig, config: Path, started: Callable[[], bool]):
+    release = add_octopi_release(rig.github, "1.1.0-publish-once")
+    log = rig.dir / "serve.log"
+    first = serve(config, log)
+    try:
+        wait_up(rig.url, first)
+        job_id = rig.hook("release", release_payload(release)).json()["job"]
+        queue = Queue(rig.dir / "state")
+        wait_for("approval", lambda: queue.get(job_id).state == "awaiting-approval")
+        wait_for("the approval mail", lambda: rig.inbox.messages)
+        assert httpx.post(rig.approval_link(), data={"decision": "approve"}).status_code == 303
+        wait_for("the publish action to start", started)
+    finally:
+        _kill9(first)
+    second = serve(config, log)
+    try:
+        wait_up(rig.url, second)
+        job = wait_for("a decision", lambda: (j := queue.get(job_id)).state != "approved" and j)
+        wait_for("the mail", lambda: any("uncertain" in m["Subject"] for m in rig.inbox.messages))
+        return job, queue
+    finally:
+        second.kill()
+        second.wait()
+
+
+def test_kill_9_during_a_publish_command_never_runs_it_again(tmp_path, github, smtp):
+    runs, hold = tmp_path / "publish-runs.txt", tmp_path / "never"
+    script = (
+        f"import os, time, pathlib; open({str(runs)!r}, 'a').write(os.environ['RIG_PUBLISH_ID']"
+        f" + '\\n'); [time.sleep(0.05) for _ in range(1200) if not pathlib.Path({str(hold)!r})"
+        ".exists()]"
+    )
+    rig, config = _setup_publish(
+        tmp_path, github, smtp, {"action": "command", "command": [sys.executable, "-c", script]}
+    )
+    job, queue = _approved_then_killed_mid_publish(rig, config, lambda: runs.exists())
+    hold.touch()  # let the orphaned first command end
+    assert job.state == "uncertain" and "not run again automatically" in job.error
+    assert len(runs.read_text().split()) == 1  # ran once, never again
+    assert [s["state"] for s in queue.steps(job.id) if s["name"] == "publish"] == ["interrupted"]
+
+
+def test_kill_9_during_a_dispatch_never_dispatches_again(tmp_path, github, smtp):
+    github.hold_dispatch = True  # GitHub received it; the answer is lost with the daemon
+    rig, config = _setup_publish(
+        tmp_path, github, smtp, {"action": "dispatch", "event_type": "rig-approved"}
+    )
+    sent = lambda: github.calls_to("POST", "/dispatches")  # noqa: E731
+    job, _ = _approved_then_killed_mid_publish(rig, config, lambda: bool(sent()))
+    github.hold_dispatch = False
+    assert job.state == "uncertain"
+    assert len(sent()) == 1
+    assert sent()[0].body["client_payload"]["publish_id"] == f"rig-{job.id}-{job.image_sha256[:16]}"
+
+
+def test_a_run_started_by_a_daemon_killed_before_it_recorded_the_pid_is_stopped(
+    tmp_path, github, smtp
+):
+    """kill -9 between Popen and the commit of the pid leaves the step with only what was
+    recorded before Popen: a restart must still find and stop that run."""
+    inbox, smtp_port = smtp
+    port = free_port()
+    runlog, hold = tmp_path / "runs.log", tmp_path / "go"
+    config = write_config(tmp_path, github, smtp_port, port, runlog, hold=str(hold))
+    rig = Rig(tmp_path, config, port, github, inbox, runlog)
+    release = add_octopi_release(github, "1.1.0-spawn")
+    log = tmp_path / "serve.log"
+    first = serve(config, log)
+    orphan = None
+    try:
+        wait_up(rig.url, first)
+        job_id = rig.hook("release", release_payload(release)).json()["job"]
+        wait_for("the run to start", lambda: runlog.exists() and "start" in runlog.read_text())
+        orphan = int(runlog.read_text().split()[1])
+        _kill9(first)
+        queue = Queue(tmp_path / "state")
+        step = next(s for s in queue.steps(job_id) if s["name"] == "test")
+        before_popen = {k: v for k, v in json.loads(step["detail"]).items() if k == "run"}
+        queue.step_detail(step["id"], before_popen)  # the state of the crash window
+
+        second = serve(config, log)
+        try:
+            wait_up(rig.url, second)
+            wait_for("the orphan to be stopped", lambda: not _alive(orphan), timeout=40)
+            wait_for("the second run", lambda: runlog.read_text().count("start") == 2)
+            hold.touch()
+            wait_for("approval", lambda: queue.get(job_id).state == "awaiting-approval")
+            words = runlog.read_text().split()
+            assert words.count("end") == 1 and words[words.index("end") + 1] != str(orphan)
+        finally:
+            second.kill()
+            second.wait()
+    finally:
+        if first.poll() is None:
+            _kill9(first)
+        if orphan and _alive(orphan):
+            os.kill(orphan, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
