@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="write this existing file or whole-disk block device instead (never a partition)",
     )
+    p.add_argument("--force", action="store_true", help="flash DEVICE even if a run leases it")
     p.add_argument(
         "--allow-fixed",
         action="store_true",
@@ -135,7 +136,11 @@ def cmd_flash(args: argparse.Namespace) -> int:
                 create=False,
             )
         else:
-            result = _flash_device(config, device, image, args, log, progress)
+            from rig.orchestration.leases import manual_lease
+
+            config.device(device)  # ConfigError for an unknown device, before its lease
+            with manual_lease(config.paths.state, device, "rig flash", force=args.force):
+                result = _flash_device(config, device, image, args, log, progress)
     print(_summary(result))
     from rig.card.images import cache_for
 
