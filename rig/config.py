@@ -206,10 +206,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, search: bool = Tr
     source = find_config(path) if search or path else None
     if source is None:
         return _build(VIRTUAL_CONFIG, None)
-    try:
-        text = source.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", where=str(source)) from e
+    text = read_user_file(source)
     data = parse_yaml(text, str(source))
     if data is None:
         data = {}
@@ -232,10 +229,45 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
+MAX_USER_FILE = 4 << 20  # a config, a secrets file or a matrix is a few kB
+
+
+def read_user_file(path: Path, limit: int = MAX_USER_FILE) -> str:
+    """A file the user named, as text: a regular file of at most ``limit`` bytes.
+
+    Opened without blocking and checked on the descriptor, so a FIFO, ``/dev/zero``
+    or a directory is a ConfigError at once instead of a hang or an endless read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", where=str(path)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(
+                "not a regular file (a directory, a device or a pipe)", where=str(path)
+            )
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(1 << 20, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ConfigError(f"larger than {limit} bytes: not a file the rig reads", where=str(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte {e.start})", where=str(path)) from None
+
+
 def parse_yaml(text: str, where: str) -> Any:
     """YAML with syntax errors located as file:line:column."""
     try:
         return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", where=where) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
@@ -379,7 +411,7 @@ def _load_secrets(ref: str | None, base: Path, where: str) -> dict[str, Any]:
             where=f"{where}: secrets",
             hint=f"chmod 600 {path}",
         )
-    data = parse_yaml(path.read_text(), str(path))
+    data = parse_yaml(read_user_file(path), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -226,6 +226,17 @@ def _open_target(opened: Any, image_size: int) -> tuple[int, bool]:
     return fd, is_block
 
 
+def _card_size(opened: Any) -> int | None:
+    """A block device's size (a regular file target has none: the archive's own cap)."""
+    if not opened.is_block:
+        return None
+    fd = opened.reopen(os.O_RDONLY)
+    try:
+        return device_size(fd)
+    finally:
+        os.close(fd)
+
+
 def device_size(fd: int) -> int:
     buf = fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8)
     return int.from_bytes(buf, "little")
@@ -387,12 +398,15 @@ def _write_image(
     skip_same: bool,
 ) -> WriteResult:
     via = opened.via
+    # an archive never unpacks to more than the card holds (a bomb stops at the card's size)
+    card_size = _card_size(opened)
     source_path, block_map, compressed = plan(
         image,
         bmap=bmap,
         unpack_dir=unpack_dir,
         extract_size=extract_size,
         extract_sha256=extract_sha256,
+        limit=card_size,
     )
     for note in block_map.notes:
         log(f"map: {note}")
@@ -405,7 +419,9 @@ def _write_image(
         bytes=total,
     )
     stream = (
-        archive.ImageStream(source_path, extract_size=extract_size, extract_sha256=extract_sha256)
+        archive.ImageStream(
+            source_path, extract_size=extract_size, extract_sha256=extract_sha256, limit=card_size
+        )
         if compressed
         else None
     )

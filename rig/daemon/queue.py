@@ -350,6 +350,25 @@ class Queue:
         rows = self.conn.execute("SELECT state, count(*) n FROM daemon_jobs GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
 
+    def prune_deliveries(self, older_than: float) -> int:
+        """Forget deliveries received before ``older_than`` (epoch): GitHub redelivers within
+        days, not months; the jobs they made stay."""
+        with self.tx() as c:
+            return c.execute(
+                "DELETE FROM daemon_deliveries WHERE received < ?", (older_than,)
+            ).rowcount
+
+    def final_ids(self, ids: list[int]) -> set[int]:
+        """Which of ``ids`` name a job in a final state (or no job at all)."""
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(
+            f"SELECT id, state FROM daemon_jobs WHERE id IN ({marks})", ids
+        ).fetchall()
+        known = {r["id"]: r["state"] for r in rows}
+        return {i for i in ids if known.get(i, FINAL[0]) in FINAL}
+
     def delivery_count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM daemon_deliveries").fetchone()[0]
 

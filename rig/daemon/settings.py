@@ -9,6 +9,7 @@ the secrets file, ``$RIG_SECRET_<NAME>`` or a systemd credential
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets as _secrets
 import sys
@@ -184,6 +185,15 @@ def _approval_key(config: RigConfig, state_dir: Path) -> Secret:
     return Secret(key, APPROVAL_KEY)
 
 
+def _loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def load_settings(config: RigConfig) -> DaemonSettings:
     """Build the daemon's settings from a loaded rig.yaml (sections already schema-checked)."""
     d = config.sections.get("daemon") or {}
@@ -224,6 +234,12 @@ def load_settings(config: RigConfig) -> DaemonSettings:
             ca_file=str(path_of(m["ca_file"])) if m.get("ca_file") else None,
             timeout=float(m.get("timeout", 30)),
         )
+        if mail.security == "none" and not _loopback(mail.host):
+            raise ConfigError(
+                f"security: none sends mail (and any password) in clear text to {mail.host}",
+                where=f"{where}: mail.security",
+                hint="use starttls or ssl; none is only for a relay on this host (127.0.0.1)",
+            )
         if mail.username and mail.password is None:
             raise ConfigError(
                 "mail.username is set but no SMTP password was found",

@@ -42,7 +42,6 @@ from rig.daemon.queue import (
     AWAITING,
     ERROR,
     FAILED,
-    FINAL,
     PUBLISHED,
     QUEUED,
     RUNNING,
@@ -56,6 +55,7 @@ from rig.errors import ConfigError, InfraError, RigError
 log = logging.getLogger(__name__)
 
 TEST_STEPS = ("fetch", "pending", "test", "notify")
+DELIVERY_DAYS = 30  # how long a delivery id is remembered (GitHub redelivers within days)
 
 
 @dataclass
@@ -164,6 +164,7 @@ class Worker:
         self._proc: subprocess.Popen[bytes] | None = None
         self.current: dict[str, Any] = {}  # lane -> job id (for the dashboard)
         self.beats: dict[str, float] = {}  # lane -> last time it looked for work
+        self._pruned_at = -1e9  # monotonic time of the last pruning of old deliveries
 
     # lifecycle ------------------------------------------------------------------
 
@@ -198,16 +199,25 @@ class Worker:
             os.killpg(proc.pid, signal.SIGKILL)
 
     def _cleanup(self) -> None:
-        """Delete candidate images of decided jobs: a flash host's disk is small, reports stay."""
+        """Delete the download folder of every decided job (a flash host's disk is small;
+        reports stay) and forget deliveries older than ``DELIVERY_DAYS``."""
         for job_id in self.queue.expire(time.time() - self.settings.approval_ttl):
             log.info("job %s: nobody decided before the approval link expired", job_id)
-        for job in self.queue.jobs(FINAL, limit=20):
-            if not job.image_path:
-                continue
-            folder = Path(job.image_path).parent
-            if folder.parent == self.settings.images_dir and folder.is_dir():
-                shutil.rmtree(folder, ignore_errors=True)
-                log.info("job %s: removed its image %s", job.id, job.image_path)
+        images = self.settings.images_dir
+        folders = {
+            int(p.name[4:]): p
+            for p in (images.iterdir() if images.is_dir() else ())
+            if p.is_dir() and p.name.startswith("job-") and p.name[4:].isdigit()
+        }
+        for job_id in sorted(self.queue.final_ids(sorted(folders))):
+            shutil.rmtree(folders[job_id], ignore_errors=True)
+            log.info("job %s: removed its downloads %s", job_id, folders[job_id])
+        if time.monotonic() - self._pruned_at < 3600:
+            return
+        self._pruned_at = time.monotonic()
+        pruned = self.queue.prune_deliveries(time.time() - DELIVERY_DAYS * 86400)
+        if pruned:
+            log.info("forgot %s deliveries older than %s days", pruned, DELIVERY_DAYS)
 
     def _heartbeat(self) -> None:
         while not self.stopping.wait(10):

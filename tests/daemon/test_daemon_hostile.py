@@ -39,7 +39,7 @@ from daemon_rig import (
     write_config,
 )
 
-from rig.daemon.queue import Queue
+from rig.daemon.queue import JobRequest, Queue
 from rig.daemon.webhooks import signature
 
 # -- 1. an empty or short secret never disables authentication -------------------------
@@ -800,3 +800,61 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# -- 10. mail in clear text only on loopback; nothing piles up on the flash host -------------
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("smtp.example.org", False),
+        ("192.168.1.10", False),
+        ("10.0.0.1", False),
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+    ],
+)
+def test_mail_security_none_only_for_a_relay_on_this_host(tmp_path, github, host, ok):
+    config = write_config(tmp_path, github, 25, free_port(), tmp_path / "runs.log")
+    data = yaml.safe_load(config.read_text())
+    data["mail"]["host"] = host
+    config.write_text(yaml.safe_dump(data))
+    from rig.config import load_config
+    from rig.daemon.settings import load_settings
+    from rig.errors import ConfigError
+
+    if ok:
+        assert load_settings(load_config(config)).mail.host == host
+    else:
+        with pytest.raises(ConfigError, match="clear text") as err:
+            load_settings(load_config(config))
+        assert "mail.security" in err.value.where
+
+
+def test_every_decided_jobs_downloads_are_removed_and_old_deliveries_forgotten(rig):
+    queue = Queue(rig.dir / "state")  # made before the daemon starts: no lane touches them
+    images = rig.dir / "images" / "candidates"
+    ids = []
+    for i in range(30):  # more decided jobs than the history page shows
+        req = JobRequest(key=f"k{i}", source="release", title=f"t{i}", image={"kind": "x"})
+        _, job_id = queue.accept_delivery(f"old-{i}", "release", req)
+        ids.append(job_id)
+        (images / f"job-{job_id}").mkdir(parents=True)
+        (images / f"job-{job_id}" / "octopi.img").write_bytes(b"x" * 1000)
+        # the last one still waits for its approval: its image stays
+        state = "awaiting-approval" if i == 29 else "error" if i % 2 else "rejected"
+        queue.update(job_id, state=state, error="test")
+    queue.add_nonce(ids[-1], "its-approval-link")  # mailed just now: not expired
+    queue.conn.execute("UPDATE daemon_deliveries SET received = received - 40 * 86400")
+    rig.start()
+    assert rig.daemon.settings.images_dir == images
+    wait_for(
+        "the downloads to be removed",
+        lambda: not any((images / f"job-{i}").exists() for i in ids[:-1]),
+        timeout=20,
+    )
+    assert (images / f"job-{ids[-1]}" / "octopi.img").is_file()
+    wait_for("old deliveries to be forgotten", lambda: queue.delivery_count() == 0)
+    assert queue.get(ids[0]) is not None  # the jobs stay
