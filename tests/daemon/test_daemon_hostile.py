@@ -858,3 +858,48 @@ def test_every_decided_jobs_downloads_are_removed_and_old_deliveries_forgotten(r
     assert (images / f"job-{ids[-1]}" / "octopi.img").is_file()
     wait_for("old deliveries to be forgotten", lambda: queue.delivery_count() == 0)
     assert queue.get(ids[0]) is not None  # the jobs stay
+
+
+def test_rig_serve_tells_systemd_it_is_ready_and_feeds_the_watchdog(tmp_path, github, smtp):
+    """The sd_notify datagrams a real `rig serve` sends to $NOTIFY_SOCKET."""
+    _, smtp_port = smtp
+    port = free_port()
+    config = write_config(tmp_path, github, smtp_port, port, tmp_path / "runs.log")
+    sock_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(sock_path))
+    listener.settimeout(15)
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
+    proc = serve(config, tmp_path / "serve.log", env=env)
+    try:
+        got = [listener.recv(256).decode() for _ in range(3)]
+        assert got[0] == "READY=1" and got[1:] == ["WATCHDOG=1", "WATCHDOG=1"]
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
+        assert all(lane["alive"] for lane in health["lanes"].values())
+    finally:
+        proc.kill()
+        proc.wait()
+        listener.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_healthz_is_503_and_names_the_lane_when_one_died(rig, monkeypatch):
+    """A fault no lane may catch (SystemExit from a claim) ends one thread: it shows."""
+    rig.start()
+    queue = rig.daemon.queue
+    real_claim = queue.claim
+
+    def claim(owner, states):
+        if states == ("approved",):
+            raise SystemExit("a fault nothing in the lane may catch")
+        return real_claim(owner, states)
+
+    monkeypatch.setattr(queue, "claim", claim)
+    rig.daemon.worker.wake.set()
+    r = wait_for(
+        "the dead lane to show",
+        lambda: (h := httpx.get(f"{rig.url}/healthz")).status_code == 503 and h,
+    )
+    lanes = r.json()["lanes"]
+    assert lanes["publish"]["alive"] is False and lanes["test"]["alive"] is True
+    assert r.json()["ok"] is False and not rig.daemon.healthy()
