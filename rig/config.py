@@ -22,6 +22,7 @@ from rig.schema import validate
 
 CONFIG_ENV = "RIG_CONFIG"
 SECRET_ENV_PREFIX = "RIG_SECRET_"
+CREDENTIAL_PREFIX = "rig_"  # see rig/host/rig.service
 
 
 MASK_MIN = 6  # shorter values would mask ordinary words in every log line
@@ -294,15 +295,14 @@ def _build(data: Any, source: Path | None) -> RigConfig:
     def secret(value: Any, key: str) -> Secret:
         if isinstance(value, dict):
             name = value["secret"]
-            env = os.environ.get(SECRET_ENV_PREFIX + name.upper())
-            if env is not None:
-                return Secret(env, name)
-            if name in secrets:
-                return Secret(str(secrets[name]), name)
+            found = lookup_secret(name, secrets)
+            if found is not None:
+                return found
             raise ConfigError(
                 f"secret {name!r} not found",
                 where=f"{where}: {key}",
-                hint=f"add it to the secrets file or set ${SECRET_ENV_PREFIX}{name.upper()}",
+                hint=f"add it to the secrets file, set ${SECRET_ENV_PREFIX}{name.upper()}, or "
+                f"give the service the systemd credential {name!r} (LoadCredential=)",
             )
         return Secret(str(value), key)
 
@@ -396,6 +396,25 @@ def _check_unique_hardware(devices: dict[str, DeviceConfig], where: str) -> None
         seen_mux.setdefault(mkey, name)
     if problems:
         raise ValidationErrors(where, problems)
+
+
+def lookup_secret(name: str, from_file: dict[str, Any]) -> Secret | None:
+    """$RIG_SECRET_<NAME>, then the systemd credential ``$CREDENTIALS_DIRECTORY/<name>``
+    (how the flash host's unit hands secrets over), then the secrets file."""
+    env = os.environ.get(SECRET_ENV_PREFIX + name.upper())
+    if env is not None:
+        return Secret(env, name)
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        # LoadCredential=NAME:FILE gives NAME; the shipped unit's LoadCredential=rig:DIR
+        # gives one rig_<file> per file in DIR
+        for cred in (Path(cred_dir) / name, Path(cred_dir) / f"{CREDENTIAL_PREFIX}{name}"):
+            if cred.is_file():
+                # a credential written with `echo` ends in a newline that is not the secret
+                return Secret(cred.read_text().rstrip("\r\n"), name)
+    if name in from_file:
+        return Secret(str(from_file[name]), name)
+    return None
 
 
 def _load_secrets(ref: str | None, base: Path, where: str) -> dict[str, Any]:

@@ -12,12 +12,24 @@ EXIT_USAGE = 2
 EXIT_INFRA = 3
 
 
+def _never_empty(message: str, kind: str) -> str:
+    """A message that ends at its colon (``f"...: {e}"`` of an exception that says nothing)
+    tells the user nothing: say so instead of printing an empty cause."""
+    text = (message or "").rstrip()
+    if not text:
+        return f"{kind} without a description (a bug in the rig: please report it)"
+    if text.endswith(":"):
+        return f"{text} (no further detail was given)"
+    return message
+
+
 class RigError(Exception):
     """Base class: a message, where it happened, and an optional hint."""
 
     exit_code = EXIT_INFRA
 
     def __init__(self, message: str, *, where: str = "", hint: str = "") -> None:
+        message = _never_empty(message, type(self).__name__)
         super().__init__(message)
         self.message = message
         self.where = where

@@ -1,4 +1,4 @@
-"""images/catalog.yaml: the images the rig knows by name."""
+"""rig/card/catalog.yaml: the images the rig knows by name."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def default_catalog_path() -> Path:
     env = os.environ.get(CATALOG_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "images" / "catalog.yaml"
+    return Path(__file__).resolve().parent / "catalog.yaml"
 
 
 @dataclass(frozen=True)

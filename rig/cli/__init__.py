@@ -17,7 +17,8 @@ from rig.errors import EXIT_INFRA, EXIT_USAGE, RigError
 
 # command group -> module in rig.cli that registers it
 COMMANDS = {
-    "power": "rig.cli.hardware",  # also mux, devices, doctor
+    "power": "rig.cli.hardware",  # also mux, doctor
+    "devices": "rig.cli.devices",
     "flash": "rig.cli.flash",
     "images": "rig.cli.images",
     "matrix": "rig.cli.matrix",
@@ -26,6 +27,7 @@ COMMANDS = {
     "run": "rig.cli.run",
     "twin": "rig.cli.twin",
     "provision": "rig.cli.provision",
+    "host": "rig.cli.host",
 }
 
 

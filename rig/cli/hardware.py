@@ -1,23 +1,18 @@
-"""`rig power`, `rig mux`, `rig devices`, `rig doctor`: the hardware by hand."""
+"""`rig power`, `rig mux`, `rig doctor`: the hardware by hand (`rig devices`: devices.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from rig.config import RigConfig, load_config
-from rig.errors import EXIT_INFRA, EXIT_OK, ConfigError, RigError
+from rig.errors import EXIT_INFRA, EXIT_OK, RigError
 from rig.hardware.build import mux_for, power_for, usb_backend
-
-# More columns for `rig devices` (health, last result, ...): (header, fn(config, name) -> text).
-# Other layers append here; the hardware layer only knows power, mux, card and disk.
-DEVICE_COLUMNS: list[tuple[str, Callable[[RigConfig, str], str]]] = []
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,61 +34,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--force", action="store_true", help="act even if a run leases the device")
     m.set_defaults(func=cmd_mux)
 
-    d = sub.add_parser(
-        "devices",
-        help="table of devices: power, mux side, card, disk, health, lease, last result",
-    )
-    d.add_argument(
-        "action", nargs="?", choices=("release",), help="release: take a device out of quarantine"
-    )
-    d.add_argument("name", nargs="?", help="the device to release")
-    d.set_defaults(func=cmd_devices)
-
     doc = sub.add_parser(
         "doctor", help="check hardware, permissions and udev rules; say how to fix"
     )
-    doc.set_defaults(func=cmd_doctor)
-
-
-def _health_columns() -> None:
-    """Health, lease and last result from the state store shared with `rig run`."""
-    if any(h == "health" for h, _ in DEVICE_COLUMNS):
-        return
-    from rig.orchestration.leases import Leases
-
-    def from_leases(read: Callable[[Leases, str], str]) -> Callable[[RigConfig, str], str]:
-        def column(config: RigConfig, name: str) -> str:
-            leases = Leases(config.paths.state)
-            try:
-                return read(leases, name)
-            finally:
-                leases.close()
-
-        return column
-
-    def health(leases: Leases, name: str) -> str:
-        why = leases.quarantined(name)
-        if why:
-            return f"[red]quarantined[/red]: {escape(why)}"
-        row = leases.health(name)
-        failures = row["infra_failures"] if row else 0
-        return f"ok ({failures} recent error)" if failures else "ok"
-
-    def lease(leases: Leases, name: str) -> str:
-        held = leases.holder_of(name)
-        return f"{escape(held.purpose)} (pid {held.pid})" if held else "free"
-
-    def last(leases: Leases, name: str) -> str:
-        row = leases.health(name)
-        return f"{row['last_result']} {row['last_scenario']}" if row else "-"
-
-    DEVICE_COLUMNS.extend(
-        [
-            ("health", from_leases(health)),
-            ("lease", from_leases(lease)),
-            ("last result", from_leases(last)),
-        ]
+    doc.add_argument(
+        "--host",
+        action="store_true",
+        help="also check the flash-host install (automatic once it is installed)",
     )
+    doc.add_argument(
+        "--root",
+        metavar="DIR",
+        help="check the flash-host install below DIR (a throwaway root) instead of /",
+    )
+    doc.set_defaults(func=cmd_doctor)
 
 
 def _shown(state: bool | None) -> str:
@@ -168,70 +122,18 @@ def _warn_if_powered(config: RigConfig, device: str) -> None:
         )
 
 
-def _cell(fn: Callable[[], Any]) -> str:
-    try:
-        value = fn()
-    except RigError as e:
-        return f"[red]error: {escape(e.message)}[/red]"
-    return "-" if value is None else str(value)
-
-
-def device_row(config: RigConfig, name: str) -> dict[str, str]:
-    """One device's hardware facts; errors become the cell's text, never abort the table."""
-    row = {"device": name}
-    try:
-        power = power_for(config, name)
-        row["power"] = _cell(lambda: _shown(power.state()))
-    except RigError as e:
-        row["power"] = f"[red]error: {escape(e.message)}[/red]"
-    try:
-        mux = mux_for(config, name)
-        side = _cell(mux.state)
-        row["mux"] = side
-        row["card"] = _cell(mux.card_identity) if side == "host" else "-"
-        finder = getattr(mux, "disks", None)
-        row["disk"] = _cell(finder.find) if side == "host" and finder else "-"
-    except RigError as e:
-        row["mux"] = f"[red]error: {escape(e.message)}[/red]"
-        row["card"] = row["disk"] = "-"
-    for header, fn in DEVICE_COLUMNS:
-        row[header] = _cell(lambda fn=fn: fn(config, name))
-    return row
-
-
-def cmd_devices(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    if args.action == "release":
-        from rig.orchestration.leases import Leases
-
-        if not args.name:
-            raise ConfigError("which device? `rig devices release NAME`", where="rig devices")
-        config.device(args.name)
-        leases = Leases(config.paths.state)
-        try:
-            leases.unquarantine(args.name)
-        finally:
-            leases.close()
-        print(f"{args.name}: released from quarantine")
-        return EXIT_OK
-    _health_columns()
-    headers = ["device", "power", "mux", "card", "disk", *(h for h, _ in DEVICE_COLUMNS)]
-    table = Table(title=f"devices ({config.where})")
-    for h in headers:
-        table.add_column(h)
-    for name in config.devices:
-        row = device_row(config, name)
-        table.add_row(*(row.get(h, "") for h in headers))
-    Console().print(table)
-    return EXIT_OK
-
-
 def cmd_doctor(args: argparse.Namespace) -> int:
     from rig.hardware import inventory
+    from rig.host import checks as host_checks
 
-    config = load_config(args.config)
     console = Console(highlight=False, soft_wrap=True)
-    findings: list[inventory.Finding] = []
+    findings: list[inventory.Finding] = software_findings()
+    if args.root:
+        # a throwaway root: only what the installer put there
+        return _report(console, findings + host_checks.check_host(Path(args.root).resolve()))
+    config = load_config(args.config)
+    if args.host or not config.virtual or host_checks.installed():
+        findings += host_checks.check_host()
     if config.virtual:
         console.print(f"virtual rig ({config.where}); state in {config.paths.state / 'virtual'}")
         findings += inventory.check_virtual_system()
@@ -239,7 +141,37 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if not config.virtual:
         findings += inventory.scan_sdmuxes()
     findings += inventory.check_devices(config)
+    return _report(console, findings)
 
+
+def software_findings() -> list[Any]:
+    """What the rig itself needs at run time, installed from a wheel or a checkout."""
+    import importlib.util
+
+    from rig.card.catalog import load_catalog
+    from rig.hardware.inventory import Finding
+
+    out = []
+    try:
+        catalog = load_catalog()
+        out.append(Finding("system", "catalogue", f"{len(catalog.images)} images", True))
+    except RigError as e:
+        out.append(Finding("system", "catalogue", e.message, False, "reinstall the rig"))
+    for module, why in (("pytest", "browser checks"), ("playwright", "browser")):
+        found = importlib.util.find_spec(module) is not None
+        out.append(
+            Finding(
+                "system",
+                module,
+                f"installed ({why})" if found else f"missing: the {why} cannot run",
+                found,
+                "" if found else "reinstall the rig: it is a runtime dependency",
+            )
+        )
+    return out
+
+
+def _report(console: Console, findings: list[Any]) -> int:
     required_failed = False
     for f in findings:
         # an unusable hub nobody configured is information, not a failure
@@ -254,7 +186,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         console.print(f"{mark} {f.kind:<10} {escape(f.name):<14} {escape(f.detail)}")
         if f.fix:
             console.print(f"       fix: {f.fix}", markup=False)
-        if not f.ok and f.kind in ("device", "system", "usb-sd-mux", "usb"):
+        if not f.ok and f.kind in ("device", "system", "usb-sd-mux", "usb", "host"):
             required_failed = True
     if required_failed:
         console.print("[red]the configured rig is not usable yet[/red]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -50,6 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         interactive=args.interactive,
         wait=args.wait,
         command=shlex.join(["rig", *sys.argv[1:]]),
+        # set by GitHub Actions for each step: the run's summary shows on the job's page
+        step_summary=Path(os.environ["GITHUB_STEP_SUMMARY"])
+        if os.environ.get("GITHUB_STEP_SUMMARY")
+        else None,
     )
     cancel = threading.Event()
     bus = EventBus()
@@ -74,6 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+        if runner.summary_error:
+            print(f"rig: warning: {runner.summary_error}", file=sys.stderr)
     report = outcome.report
     table = Table(title=f"release {matrix.release.version}: {report.outcome}", title_justify="left")
     for col in ("scenario", "outcome", "device", "time", "message"):

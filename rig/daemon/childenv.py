@@ -58,15 +58,17 @@ PASS = (
 def child_env(
     extra: Mapping[str, str] = (),  # type: ignore[assignment]
     *,
-    secrets: Iterable[str] = (),
     passthrough: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """A minimal environment: :data:`PASS`, ``LC_*``, the operator's ``passthrough``
-    names, ``$RIG_SECRET_<NAME>`` only for the ``secrets`` named, then ``extra``."""
+    names (never a ``$RIG_SECRET_*``), then ``extra``."""
     environ = os.environ if environ is None else environ
-    keep = set(PASS) | set(passthrough)
-    keep |= {SECRET_ENV_PREFIX + name.upper() for name in secrets}
-    env = {k: v for k, v in environ.items() if k in keep or k.startswith("LC_")}
+    keep = (set(PASS) | set(passthrough)) - {"CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET"}
+    env = {
+        k: v
+        for k, v in environ.items()
+        if (k in keep or k.startswith("LC_")) and not k.startswith(SECRET_ENV_PREFIX)
+    }
     env.update(extra)
     return env

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig.config import SECRET_ENV_PREFIX, RigConfig, Secret
+from rig.config import CREDENTIAL_PREFIX, SECRET_ENV_PREFIX, RigConfig, Secret, lookup_secret
 from rig.daemon.egress import GITHUB_IMAGE_HOSTS, Egress
 from rig.errors import ConfigError
 
@@ -89,7 +89,9 @@ class DaemonSettings:
     webhook_secret: Secret | None
     github_token: Secret | None
     approval_key: Secret
-    run_secrets: tuple[str, ...] = ()  # $RIG_SECRET_* names the acceptance run's config reads
+    # the secrets the acceptance run's own config names ({secret: NAME}: Wi-Fi, user), handed
+    # to it as $RIG_SECRET_<NAME>: it gets neither the daemon's keys nor the credentials dir
+    run_secrets: tuple[Secret, ...] = ()
     child_env: tuple[str, ...] = ()  # daemon.child_env: more variables children may see
     rig: RigConfig | None = field(default=None, compare=False, repr=False)
 
@@ -112,21 +114,22 @@ DAEMON_SECRETS = (WEBHOOK_SECRET, GITHUB_TOKEN, SMTP_PASSWORD, APPROVAL_KEY)  # 
 
 
 def _locate_secret(config: RigConfig, name: str) -> tuple[Secret, str] | None:
-    """(secret, where it came from): the secrets file, $RIG_SECRET_<NAME>, a credential."""
-    from_file = config.sections.get("_secrets", {}).get(name)
-    if from_file is not None:
-        value = from_file if isinstance(from_file, Secret) else Secret(str(from_file), name)
-        return value, f"the secrets file: {name}"
+    """(secret, where it came from), looked up like every ``{secret: NAME}`` of rig.yaml
+    (rig.config.lookup_secret: $RIG_SECRET_<NAME>, a systemd credential, the secrets file)."""
+    from_file = {k: v.reveal() for k, v in config.sections.get("_secrets", {}).items()}
+    found = lookup_secret(name, from_file)
+    if found is None:
+        return None
     env_name = SECRET_ENV_PREFIX + name.upper()
-    env = os.environ.get(env_name)
-    if env is not None:
-        return Secret(env, name), f"${env_name}"
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        path = Path(cred_dir) / name
-        if path.is_file():
-            return Secret(path.read_text().strip(), name), str(path)
-    return None
+    creds = [Path(cred_dir) / n for n in (name, CREDENTIAL_PREFIX + name)] if cred_dir else []
+    if env_name in os.environ:
+        origin = f"${env_name}"
+    elif any(c.is_file() for c in creds):
+        origin = str(next(c for c in creds if c.is_file()))
+    else:
+        origin = f"the secrets file: {name}"
+    return found, origin
 
 
 def find_secret(config: RigConfig, name: str) -> Secret | None:
@@ -281,9 +284,9 @@ def load_settings(config: RigConfig) -> DaemonSettings:
         github_token=find_secret(config, GITHUB_TOKEN),
         approval_key=_approval_key(config, state_dir),
         run_secrets=tuple(
-            name
-            for name in (config.wifi.psk.name, config.user.password.name)
-            if name and "." not in name and name not in DAEMON_SECRETS
+            secret
+            for secret in (config.wifi.psk, config.user.password)
+            if secret.name and "." not in secret.name and secret.name not in DAEMON_SECRETS
         ),
         child_env=tuple(d.get("child_env", ())),
         rig=config,

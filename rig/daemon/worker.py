@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rig.config import mask
+from rig.config import SECRET_ENV_PREFIX, mask
 from rig.daemon import mail
 from rig.daemon.approval import Approvals
 from rig.daemon.childenv import child_env
@@ -421,8 +421,14 @@ class Worker:
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group: stoppable as a whole
                     env=child_env(
-                        {"RIG_DAEMON_JOB": str(job.id), "RIG_DAEMON_RUN": run},
-                        secrets=self.settings.run_secrets,
+                        {
+                            "RIG_DAEMON_JOB": str(job.id),
+                            "RIG_DAEMON_RUN": run,
+                            **{
+                                SECRET_ENV_PREFIX + s.name.upper(): s.reveal()
+                                for s in self.settings.run_secrets
+                            },
+                        },
                         passthrough=self.settings.child_env,
                     ),
                 )

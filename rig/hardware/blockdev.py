@@ -226,8 +226,8 @@ def open_card(path: Path, flags: int = os.O_RDWR, *, where: str = "") -> int:
             raise InfraError(
                 f"permission denied opening {path}",
                 where=where or str(path),
-                hint="install scripts/udev/99-rig.rules: it gives group rig the mux cards "
-                "(and only them)",
+                hint="install the udev rules (sudo scripts/install-flash-host): they give "
+                "group rig the mux cards (and only them)",
             ) from e
         raise InfraError(f"cannot open {path}: {e.strerror}", where=where or str(path)) from e
     if stat.S_ISREG(os.fstat(fd).st_mode):

@@ -1,7 +1,7 @@
 """What is plugged in and whether the rig may use it: the facts behind `rig doctor`.
 
 Each finding says what was found, whether it is usable, and when it is not,
-the exact fix (usually the udev rule line from scripts/udev/99-rig.rules).
+the exact fix (usually the udev rule line from rig/host/99-rig.rules).
 """
 
 from __future__ import annotations

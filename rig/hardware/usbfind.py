@@ -16,11 +16,10 @@ import usb.core
 
 from rig.errors import InfraError
 
-UDEV_RULES = "scripts/udev/99-rig.rules"
+UDEV_RULES = "/etc/udev/rules.d/99-rig.rules"
 UDEV_HINT = (
-    f"install the rig's udev rules and join the group: sudo cp {UDEV_RULES} /etc/udev/rules.d/ "
-    "&& sudo groupadd -f rig && sudo usermod -aG rig $USER && sudo udevadm control --reload "
-    "&& sudo udevadm trigger (then log in again); `rig doctor` shows which node is missing"
+    f"install the rig's udev rules ({UDEV_RULES}) and its group: sudo scripts/install-flash-host "
+    "(or: sudo rig host install), then log in again; `rig doctor` shows which node is missing"
 )
 
 

@@ -108,11 +108,12 @@ def load_matrix(path: str | Path, catalog: Catalog | None = None) -> Matrix:
     data = parse_json(text, str(source))
     if not isinstance(data, dict):
         raise ValidationErrors(str(source), [("", "must be an object with release and scenarios")])
+    # every problem at once: the schema's and those a schema cannot express (duplicate
+    # ids, unknown images, ...), the latter checked on whatever parts are well-formed
     problems = validate(data, "matrix")
-    if problems:
-        raise ValidationErrors(str(source), problems)
     catalog = catalog or load_catalog()
-    problems = _semantic_problems(data, catalog)
+    flagged = {path for path, _ in problems}
+    problems += [p for p in _semantic_problems(data, catalog) if p[0] not in flagged]
     if problems:
         raise ValidationErrors(str(source), problems)
 
@@ -147,10 +148,18 @@ def _version(value: str, where: str, problems: list[tuple[str, str]]) -> Version
 
 
 def _semantic_problems(data: dict[str, Any], catalog: Catalog) -> list[tuple[str, str]]:
+    """Checks beyond the schema; parts of the wrong shape are left to the schema's errors."""
     problems: list[tuple[str, str]] = []
-    release = _version(data["release"]["version"], "release.version", problems)
-    pip = data["release"].get("pip")
-    if pip is not None and "{target_version}" not in pip and "://" not in pip and "==" not in pip:
+    rel = data.get("release") if isinstance(data.get("release"), dict) else {}
+    version = rel.get("version")
+    release = _version(version, "release.version", problems) if isinstance(version, str) else None
+    pip = rel.get("pip")
+    if (
+        isinstance(pip, str)
+        and "{target_version}" not in pip
+        and "://" not in pip
+        and "==" not in pip
+    ):
         problems.append(
             (
                 "release.pip",
@@ -158,28 +167,40 @@ def _semantic_problems(data: dict[str, Any], catalog: Catalog) -> list[tuple[str
                 "'OctoPrint=={target_version}' or an archive URL",
             )
         )
-    defaults = data.get("defaults", {})
+    defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
+    default_image = defaults.get("image")
     if (
-        "image" in defaults
-        and defaults["image"] != CANDIDATE
-        and defaults["image"] not in catalog.images
+        isinstance(default_image, str)
+        and default_image != CANDIDATE
+        and default_image not in catalog.images
     ):
-        problems.append(("defaults.image", _unknown_image(defaults["image"], catalog)))
+        problems.append(("defaults.image", _unknown_image(default_image, catalog)))
+    scenarios = data.get("scenarios") if isinstance(data.get("scenarios"), list) else []
     seen: dict[str, int] = {}
-    for i, raw in enumerate(data["scenarios"]):
+    for i, raw in enumerate(scenarios):
+        if not isinstance(raw, dict):
+            continue
         where = f"scenarios[{i}]"
         merged = {**defaults, **raw}
-        sid = raw["id"]
-        if sid in seen:
-            problems.append((f"{where}.id", f"{sid!r} is already the id of scenarios[{seen[sid]}]"))
-        seen.setdefault(sid, i)
+        sid = raw.get("id")
+        if isinstance(sid, str):
+            if sid in seen:
+                problems.append(
+                    (f"{where}.id", f"{sid!r} is already the id of scenarios[{seen[sid]}]")
+                )
+            seen.setdefault(sid, i)
         image = merged.get("image")
         if image is None:
             problems.append((f"{where}.image", "is required (here or in defaults)"))
-        elif image != CANDIDATE and image not in catalog.images and "image" in raw:
+        elif (
+            isinstance(image, str)
+            and image != CANDIDATE
+            and image not in catalog.images
+            and "image" in raw
+        ):
             problems.append((f"{where}.image", _unknown_image(image, catalog)))
         start = merged.get("octoprint")
-        if start is not None:
+        if isinstance(start, str):
             v = _version(start, f"{where}.octoprint", problems)
             expect = merged.get("expect", "updated")
             if v is not None and release is not None and expect == "updated" and v >= release:
@@ -187,7 +208,7 @@ def _semantic_problems(data: dict[str, Any], catalog: Catalog) -> list[tuple[str
                     (
                         f"{where}.octoprint",
                         f"{start} is not older than the release under test "
-                        f"{data['release']['version']}: nothing to update",
+                        f"{version}: nothing to update",
                     )
                 )
     return problems

@@ -3,7 +3,8 @@
 Written from the same result objects at the end of a run (and on Ctrl-C, as a
 partial report). The HTML is one self-contained file: results table, per-phase
 timings, a timeline of what each device did when, screenshots, logs and the
-exact command line that re-runs each scenario.
+exact command line that re-runs each scenario. The same objects also render the
+Markdown summary a CI job shows on its page ($GITHUB_STEP_SUMMARY).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
+import socket
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
@@ -70,6 +73,7 @@ class RunReport:
     exit_code: int
     devices: list[str]
     scenarios: list[ScenarioReport]
+    host: str = field(default_factory=socket.gethostname)  # the flash host that ran it
 
     @property
     def counts(self) -> dict[str, int]:
@@ -96,35 +100,169 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# JUnit <failure>/<error> type per outcome: reporters print "type: message"
+JUNIT_TYPES = {
+    "failed": "product-failure",
+    "error": "infrastructure-error",
+    "interrupted": "interrupted",
+}
+# characters XML 1.0 forbids: an ANSI colour from a captured log would make the file unparsable
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def _xml_text(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", _ANSI.sub("", text))
+
+
+def junit_classname(matrix: str) -> str:
+    """The matrix file's stem, dots replaced: reporters take the part after the last dot."""
+    stem = Path(matrix).name.removesuffix(".json")
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-") or "matrix"
+
+
+def scenario_lines(matrix: str) -> dict[str, int]:
+    """Line of each scenario's `"id": ...` in the matrix file, for annotations on that line."""
+    try:
+        text = Path(matrix).read_text()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    lines: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        for found in re.finditer(r'"id"\s*:\s*"([^"]+)"', line):
+            lines.setdefault(found.group(1), number)
+    return lines
+
+
 def junit_xml(report: RunReport) -> str:
-    """Product failures are <failure>, infrastructure problems <error>: CI tells them apart."""
+    """One <testsuite> of one <testcase> per scenario, shaped for the common CI reporters.
+
+    Product failures are <failure>, infrastructure problems <error>, each with a
+    `type`; `classname` has no dots (reporters split it on the last one); `file`
+    and `line` point at the scenario in the matrix, where reporters annotate.
+    """
     counts = report.counts
-    suite = ET.Element(
+    totals = {
+        "tests": str(len(report.scenarios)),
+        "failures": str(counts.get("failed", 0)),
+        "errors": str(counts.get("error", 0) + counts.get("interrupted", 0)),
+        "skipped": str(counts.get("not-run", 0)),
+        "time": f"{max(0.0, report.finished - report.started):.3f}",
+    }
+    timestamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(report.started))
+    classname = junit_classname(report.matrix)
+    version = report.release.get("version")
+    suites = ET.Element("testsuites", name=f"rig {classname}", **totals)
+    suite = ET.SubElement(
+        suites,
         "testsuite",
-        name=f"rig {Path(report.matrix).name}",
-        tests=str(len(report.scenarios)),
-        failures=str(counts.get("failed", 0)),
-        errors=str(counts.get("error", 0) + counts.get("interrupted", 0)),
-        skipped=str(counts.get("not-run", 0)),
-        time=f"{report.finished - report.started:.1f}",
-        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(report.started)),
+        name=f"{classname} release {version}",
+        **totals,
+        timestamp=timestamp,
+        hostname=report.host or socket.gethostname(),
     )
+    props = ET.SubElement(suite, "properties")
+    for key, value in (
+        ("release", version),
+        ("channel", report.release.get("channel")),
+        ("run", report.run_id),
+        ("matrix", report.matrix),
+        ("devices", " ".join(report.devices)),
+        ("command", report.command),
+    ):
+        ET.SubElement(props, "property", name=key, value=_xml_text(str(value or "")))
+    lines = scenario_lines(report.matrix)
     for s in report.scenarios:
         case = ET.SubElement(
             suite,
             "testcase",
-            classname=f"release-{report.release.get('version')}",
+            classname=classname,
             name=s.id,
-            time=f"{s.duration:.1f}",
+            time=f"{s.duration:.3f}",
+            file=report.matrix,
         )
-        if s.outcome == "failed":
-            ET.SubElement(case, "failure", message=s.message[:500]).text = s.message
-        elif s.outcome in ("error", "interrupted"):
-            ET.SubElement(case, "error", message=s.message[:500], type=s.outcome).text = s.message
+        if s.id in lines:
+            case.set("line", str(lines[s.id]))
+        message = _xml_text(s.message) or s.outcome
+        if s.outcome in JUNIT_TYPES:
+            tag = "failure" if s.outcome == "failed" else "error"
+            element = ET.SubElement(case, tag, message=message[:500], type=JUNIT_TYPES[s.outcome])
+            element.text = message
         elif s.outcome == "not-run":
-            ET.SubElement(case, "skipped", message=s.message[:500])
-        ET.SubElement(case, "system-out").text = f"device: {s.device}\nre-run: {s.command}\n"
-    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
+            ET.SubElement(case, "skipped", message=message[:500])
+        ET.SubElement(case, "system-out").text = _xml_text(
+            f"device: {s.device}\nre-run: {s.command}\n"
+        )
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True)
+
+
+STEP_SUMMARY_LIMIT = 1_000_000  # GitHub refuses a step summary over 1024k
+OUTCOME_MARKS = {
+    "passed": "✅",
+    "failed": "❌",
+    "error": "⚠️",
+    "interrupted": "⏹️",
+    "not-run": "⏭️",
+}
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # inline markup in a table cell
+
+
+def _md_cell(text: str) -> str:
+    """Text safe inside a Markdown table cell: one line, no markup, no HTML."""
+    one_line = " ".join(_NOT_XML.sub("", _ANSI.sub("", text)).split())
+    return html.escape(_MD_SPECIAL.sub(r"\\\1", one_line), quote=False)
+
+
+def summary_markdown(report: RunReport, report_path: Path | None = None) -> str:
+    """The run as GitHub-flavoured Markdown: verdict, counts, one row per scenario, re-runs."""
+    rel = report.release
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts.items())) or "no scenarios"
+    head = [
+        f"### {OUTCOME_MARKS.get(report.outcome, '')} rig: release "
+        f"{_md_cell(str(rel.get('version')))} ({_md_cell(str(rel.get('channel')))}) "
+        f"{report.outcome}",
+        "",
+        f"`{report.matrix}` · run `{report.run_id}` · {counts} · "
+        f"{_fmt(report.finished - report.started)} · host `{report.host}` · "
+        f"devices {_md_cell(', '.join(report.devices) or '-')} · exit code {report.exit_code}",
+        "",
+        "| scenario | outcome | device | time | message |",
+        "|---|---|---|---|---|",
+    ]
+    tail = []
+    reruns = [s.command for s in report.scenarios if s.outcome != "passed"]
+    if reruns:
+        tail += ["", "<details><summary>re-run what did not pass</summary>", "", "```sh"]
+        tail += [*reruns, "```", "", "</details>"]
+    if report_path is not None:
+        tail += ["", f"Report: `{report_path}`"]
+    size = sum(len(line.encode()) + 1 for line in head + tail) + 200
+    rows = []
+    for i, s in enumerate(report.scenarios):
+        row = (
+            f"| `{s.id}` | {OUTCOME_MARKS.get(s.outcome, '')} {s.outcome} | "
+            f"{_md_cell(s.device)} | {_fmt(s.duration)} | {_md_cell(s.message[:300])} |"
+        )
+        size += len(row.encode()) + 1
+        if size > STEP_SUMMARY_LIMIT:
+            rows.append(f"| … | {len(report.scenarios) - i} more in results.json | | | |")
+            break
+        rows.append(row)
+    return "\n".join(head + rows + tail) + "\n"
+
+
+def append_step_summary(report: RunReport, summary_file: Path, report_path: Path) -> None:
+    """Append, never overwrite: the file collects every step of the job."""
+    with open(summary_file, "a+", encoding="utf-8") as f:
+        # a previous step's text that did not end its line would swallow our heading
+        end = f.seek(0, os.SEEK_END)
+        if end:
+            f.seek(end - 1)
+            ends_line = f.read(1) == "\n"
+            f.seek(end)
+            if not ends_line:
+                f.write("\n\n")
+        f.write(summary_markdown(report, report_path))
 
 
 def _fmt(seconds: float) -> str:

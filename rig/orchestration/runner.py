@@ -32,7 +32,12 @@ from rig.orchestration.pipeline import (
     Phase,
     ScenarioPipeline,
 )
-from rig.orchestration.report import RunReport, ScenarioReport, write_report
+from rig.orchestration.report import (
+    RunReport,
+    ScenarioReport,
+    append_step_summary,
+    write_report,
+)
 from rig.orchestration.scheduler import Job, Scheduler
 from rig.product.profile import DeviceAddress, Profile, ScenarioContext
 
@@ -59,6 +64,7 @@ class RunOptions:
     interactive: bool = False
     wait: float = 0.0  # seconds to wait for busy devices
     command: str = ""
+    step_summary: Path | None = None  # append a Markdown summary here (CI: $GITHUB_STEP_SUMMARY)
 
 
 @dataclass
@@ -112,6 +118,7 @@ class Runner:
         self.images: dict[str, Path] = {}
         self.held: list[str] = []
         self.feed_url: str | None = None
+        self.summary_error: str | None = None
 
     # --- selection ---------------------------------------------------------------
 
@@ -324,9 +331,22 @@ class Runner:
             self.leases.release_all()
             report = self._report(jobs, started, interrupted)
             write_report(report, self.directory)
+            self._append_summary(report)
             self._store(report)
             self.leases.close()
         return RunOutcome(report, self.directory)
+
+    def _append_summary(self, report: RunReport) -> None:
+        """A summary that cannot be written is said (summary_error), never ends the report."""
+        if self.options.step_summary is None:
+            return
+        try:
+            append_step_summary(report, self.options.step_summary, self.directory / "report.html")
+        except OSError as e:
+            self.summary_error = (
+                f"could not append the run summary to {self.options.step_summary}: "
+                f"{e.strerror or e}"
+            )
 
     def _on_cancel(self) -> None:
         """On Ctrl-C/SIGTERM cut power at once: in-flight steps fail fast and nothing runs on."""

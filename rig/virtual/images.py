@@ -1,4 +1,4 @@
-"""Build the virtual OctoPi images from the recipes in images/recipes/.
+"""Build the virtual OctoPi images from the recipes in rig/virtual/recipes/.
 
 Each image is a real disk image the production writer can flash and the
 virtual Pi can boot: an MBR (disk id, boot partition at the generation's
@@ -38,7 +38,7 @@ from rig.virtual.services import SERVICES, USERCONFIG_UNIT, USERCONFIG_WANTS
 MIB = 1024 * 1024
 SECTOR = 512
 EPOCH = 1_700_000_000  # fixed timestamp for every file and superblock (2023-11-14)
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "images" / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 DESCRIPTION_PATH = "/etc/rig-virtual/octoprint.json"
 SSH_WANTS = "/etc/systemd/system/multi-user.target.wants/ssh.service"
 SSH_UNIT = "/lib/systemd/system/ssh.service"

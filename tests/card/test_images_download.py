@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import lzma
 import os
 import threading
@@ -231,6 +232,12 @@ def test_cli_fetch_then_list(server, tmp_path, monkeypatch, capsys):
     assert main(["images", "list"]) == 0
     listing = capsys.readouterr().out
     assert "custom.img" in listing and "cached: 1 image(s)" in listing
+    assert main(["images", "list", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    (entry,) = data["uncatalogued"]
+    assert entry["url"] == server.url + "/custom.img" and entry["sha256"] == good
+    assert Path(entry["file"]).read_bytes() == body and entry["size"] >= len(body)
+    assert data["cache"]["images"] == 1 and data["cache"]["bytes"] == entry["size"]
 
 
 def test_unpacked_copies_count_against_the_limit(tmp_path):

@@ -101,10 +101,10 @@ def test_detection_uses_the_root_file_system(tmp_path, tree, boot, scheme, says)
 
 def test_virtual_recipes_boot_files_detect_as_the_catalogue_says(tmp_path):
     """The project's own virtual images ship these boot files; detection must agree
-    with images/catalog.yaml's scheme for each."""
+    with rig/card/catalog.yaml's scheme for each."""
     from rig.card.catalog import load_catalog
 
-    recipes = Path(__file__).resolve().parents[2] / "images" / "recipes"
+    from rig.virtual.images import RECIPES_DIR as recipes
     for image in load_catalog().images.values():
         if not image.virtual:
             continue

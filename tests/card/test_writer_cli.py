@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import lzma
 import os
 import subprocess
@@ -84,6 +85,30 @@ def test_images_list(capsys, monkeypatch, tmp_path):
     out = capsys.readouterr().out
     assert "octopi-1.1.0" in out and "cached: 0 image(s)" in out
     assert "cards written" not in out
+    assert main(["images", "list", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"version", "catalog", "cache", "images", "uncatalogued", "cards"}
+    assert data["version"] == 1 and data["cards"] == [] and data["uncatalogued"] == []
+    assert data["cache"] == {
+        "root": str(tmp_path / "rig" / "images"),
+        "limit_gb": 20.0,
+        "images": 0,
+        "bytes": 0,
+    }
+    images = {i["name"]: i for i in data["images"]}
+    assert images["octopi-1.1.0"]["base"] == "bookworm" and images["octopi-1.1.0"]["cached"] is None
+    assert set(images["octopi-1.1.0"]) == {
+        "name",
+        "description",
+        "base",
+        "product",
+        "octopi",
+        "octoprint",
+        "url",
+        "sha256",
+        "virtual_recipe",
+        "cached",
+    }
 
 
 def test_images_list_shows_cards(image, tmp_path, capsys, monkeypatch):
@@ -96,3 +121,17 @@ def test_images_list_shows_cards(image, tmp_path, capsys, monkeypatch):
     assert main(["images", "list"]) == 0
     out = capsys.readouterr().out
     assert "cards written" in out and "card.bin" in out
+    assert main(["images", "list", "--json"]) == 0
+    (card,) = json.loads(capsys.readouterr().out)["cards"]
+    assert set(card) == {
+        "card",
+        "writes",
+        "bytes",
+        "verify_failures",
+        "io_errors",
+        "last_image",
+        "last_result",
+        "last_at",
+    }
+    assert card["card"].endswith("card.bin") and card["writes"] == 1 and card["bytes"] > 0
+    assert card["verify_failures"] == 0 and card["io_errors"] == 0

@@ -497,14 +497,23 @@ def test_malformed_but_signed_deliveries_are_ignored_never_a_500_and_the_lanes_l
 def test_a_poisoned_delivery_in_a_group_commit_fails_no_other_delivery(rig):
     rig.start()
     releases = [add_octopi_release(rig.github, f"1.1.{i}-batch") for i in range(24)]
-    bad = _dispatch(f"{rig.github.storage_url}/storage/x", b"x")
-    bad["client_payload"]["commit"] = {"not": "a string"}  # reached SQLite as a dict on main
+    bad = {  # a valid build, but head_sha is an object: it reached SQLite as a dict
+        "action": "completed",
+        "repository": {"full_name": REPO},
+        "workflow_run": {
+            "id": 4242,
+            "conclusion": "success",
+            "path": ".github/workflows/build.yml",
+            "head_branch": "main",
+            "head_sha": {"not": "a string"},
+        },
+    }
     with concurrent.futures.ThreadPoolExecutor(25) as pool:
+        poisoned = [pool.submit(rig.hook, "workflow_run", bad) for _ in range(3)]
         good = [pool.submit(rig.hook, "release", release_payload(r)) for r in releases]
-        poisoned = pool.submit(rig.hook, "repository_dispatch", bad)
         answers = [f.result() for f in good]
-    assert poisoned.result().status_code in (200, 202)
     assert [a.status_code for a in answers] == [202] * len(releases)
+    assert all(p.result().status_code in (200, 202) for p in poisoned)
     assert len({a.json()["job"] for a in answers}) == len(releases)
 
 

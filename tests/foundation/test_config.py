@@ -192,3 +192,34 @@ def test_config_error_exits_2(tmp_path, capsys) -> None:
     assert rc == 2
     err = capsys.readouterr().err
     assert "devices.pi3-a.power.port" in err and "s3cret" not in err
+
+
+def test_secrets_come_from_systemd_credentials(tmp_path, monkeypatch) -> None:
+    """The flash host's unit loads /etc/rig/credentials as `LoadCredential=rig:DIR`, so
+    systemd presents each file as rig_<name>; a single `LoadCredential=NAME:FILE` as NAME.
+    Wi-Fi and user secrets must be found there like the daemon's."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "rig_wifi_psk").write_text("psk-from-credential\n")  # written with echo
+    (creds / "pi_password").write_text("pw-from-credential")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    for name in ("WIFI_PSK", "PI_PASSWORD"):
+        monkeypatch.delenv(f"RIG_SECRET_{name}", raising=False)
+    cfg = _write(tmp_path, GOOD.replace("secrets: secrets.yaml\n", ""), secrets=None)
+    config = load_config(cfg)
+    assert config.wifi.psk.reveal() == "psk-from-credential"
+    assert config.user.password.reveal() == "pw-from-credential"
+
+    from rig.daemon.settings import find_secret
+
+    (creds / "rig_webhook_secret").write_text("hook-secret-of-16-chars")
+    assert find_secret(config, "webhook_secret").reveal() == "hook-secret-of-16-chars"
+
+
+def test_a_missing_secret_names_every_place_it_may_come_from(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    cfg = _write(tmp_path, GOOD.replace("secrets: secrets.yaml\n", ""), secrets=None)
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert "wifi.psk" in info.value.where
+    assert "RIG_SECRET_WIFI_PSK" in info.value.hint and "credential" in info.value.hint

@@ -186,6 +186,38 @@ def test_missing_file_is_a_usage_error(capsys, tmp_path) -> None:
     assert "nope.json" in capsys.readouterr().err
 
 
+def test_schema_and_semantic_errors_are_reported_together(tmp_path) -> None:
+    """A wrong channel (schema) and a duplicate id plus an unknown image (semantics) in one
+    file: the user sees all three in one go, not the second kind after fixing the first."""
+    data = json.loads(_with(scenarios__0__channel="beta"))
+    data["scenarios"].append({"id": "a", "image": "no-such-image"})
+    f = tmp_path / "mixed.json"
+    f.write_text(json.dumps(data))
+    with pytest.raises(ValidationErrors) as info:
+        load_matrix(f)
+    paths = [p for p, _ in info.value.problems]
+    assert "scenarios[0].channel" in paths
+    assert "scenarios[1].id" in paths and "scenarios[1].image" in paths
+
+
+def test_semantic_checks_survive_a_malformed_matrix(tmp_path) -> None:
+    """Wrong types everywhere are the schema's to report; the semantic pass must not crash."""
+    f = tmp_path / "types.json"
+    f.write_text(
+        json.dumps(
+            {
+                "release": {"version": 11, "channel": "stable", "pip": 3},
+                "defaults": [],
+                "scenarios": [7, {"id": 5, "image": ["x"], "octoprint": 1}],
+            }
+        )
+    )
+    with pytest.raises(ValidationErrors) as info:
+        load_matrix(f)
+    assert len(info.value.problems) >= 4
+    assert all(what for _, what in info.value.problems)
+
+
 def test_matrix_validate_refuses_what_is_not_a_small_regular_file(tmp_path, capsys):
     """A FIFO (hung main), /dev/zero (read forever), 100k-deep JSON (RecursionError), a
     directory, a 5 MB file, bytes that are not UTF-8: each a located exit 2, at once."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +69,82 @@ def test_devices_table(rig_yaml: Path, capsys) -> None:
     assert "on" in lines["pi3-a"].split("│")[2]
     assert "host" in lines["pi3-b"].split("│")[3] and "cid:" in lines["pi3-b"]
     assert "off" in lines["pi3-c"].split("│")[2]
+
+
+DEVICE_KEYS = {
+    "name",
+    "model",
+    "power",
+    "mux",
+    "card",
+    "disk",
+    "health",
+    "quarantine_reason",
+    "infra_failures",
+    "lease",
+    "last_result",
+    "errors",
+}
+
+
+def _devices_json(config: Path, capsys) -> dict:
+    capsys.readouterr()
+    assert main(["--config", str(config), "devices", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_devices_json_has_the_documented_keys_and_the_tables_facts(rig_yaml: Path, capsys) -> None:
+    from rig.orchestration.leases import Leases
+
+    main(["--config", str(rig_yaml), "power", "pi3-a", "on"])
+    main(["--config", str(rig_yaml), "mux", "pi3-b", "host"])
+    leases = Leases(rig_yaml.parent / "state", holder="a-test")
+    try:
+        assert leases.acquire("pi3-a", purpose="rig run demo.json")
+        leases.record("pi3-c", "error", "no-boot", "not reachable")
+        leases.record("pi3-c", "error", "no-boot", "not reachable")
+        leases.record("pi3-b", "passed", "octopi-1.1.0-devel")
+        data = _devices_json(rig_yaml, capsys)
+    finally:
+        leases.close()
+    assert data["version"] == 1 and data["virtual"] is True and data["config"] == str(rig_yaml)
+    devices = {d["name"]: d for d in data["devices"]}
+    assert list(devices) == ["pi3-a", "pi3-b", "pi3-c"]
+    assert all(set(d) == DEVICE_KEYS for d in devices.values())
+    a, b, c = devices["pi3-a"], devices["pi3-b"], devices["pi3-c"]
+    assert (a["power"], a["mux"], a["card"], a["disk"]) == ("on", "off", None, None)
+    assert a["lease"] == {
+        "purpose": "rig run demo.json",
+        "pid": os.getpid(),
+        "host": a["lease"]["host"],
+    }
+    assert b["mux"] == "host" and b["card"].startswith("cid:")
+    assert b["disk"] == str(state(rig_yaml).host_disk("000000000042"))
+    assert b["last_result"] == {"outcome": "passed", "scenario": "octopi-1.1.0-devel"}
+    assert c["health"] == "quarantined" and "not reachable" in c["quarantine_reason"]
+    assert c["infra_failures"] == 2 and c["lease"] is None
+    assert all(d["errors"] == {} for d in devices.values())
+
+
+def test_devices_json_says_which_field_failed_and_why(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "rig.yaml"
+    cfg.write_text(
+        f"""devices:
+  bench:
+    power: {{driver: command, on: "true", off: "true", status: "exit 4"}}
+    mux: {{driver: usb-sd-mux, serial: "000000000099"}}
+    host: 127.84.0.10
+paths: {{state: {tmp_path / "state"}}}
+"""
+    )
+    (bench,) = _devices_json(cfg, capsys)["devices"]
+    assert bench["power"] is None and bench["errors"]["power"].endswith("(exit 4): exit 4")
+    assert bench["mux"] is None and "000000000099" in bench["errors"]["mux"]
+    assert bench["health"] == "ok" and bench["lease"] is None
+    # the table shows the same failure, in the power column
+    assert main(["--config", str(cfg), "devices"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "bench" in line)
+    assert "error" in row.split("│")[2]
 
 
 def test_doctor_on_the_virtual_rig(rig_yaml: Path, capsys) -> None:

@@ -71,12 +71,15 @@ def _matrix(tmp_path: Path, scenarios: list[dict], release: dict | None = None) 
     return path
 
 
-def _rig(config: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def _rig(
+    config: Path, *args: str, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "rig", "--config", str(config), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -134,13 +137,27 @@ def test_wrong_expectation_is_a_product_failure_not_retried(rig_yaml, tmp_path) 
         ],
     )
     out = tmp_path / "report"
-    proc = _rig(config, "run", str(matrix), "--report-dir", str(out))
+    summary = tmp_path / "step_summary"  # as GitHub Actions passes it to each step
+    proc = _rig(
+        config,
+        "run",
+        str(matrix),
+        "--report-dir",
+        str(out),
+        env={"GITHUB_STEP_SUMMARY": str(summary)},
+    )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     s = _results(out)["scenarios"][0]
     assert s["outcome"] == "failed"
     assert len(s["attempts"]) == 1  # product failures are never retried
     suite = ET.parse(out / "junit.xml").getroot()
     assert suite.get("failures") == "1" and suite.get("errors") == "0"
+    failure = suite.find("testsuite/testcase/failure")
+    assert failure.get("type") == "product-failure" and failure.get("message") == s["message"]
+    text = summary.read_text()
+    assert "### ❌ rig: release 1.11.8 (maintenance) failed" in text
+    assert "| `wrongly-expects-nothing` | ❌ failed | pi3-" in text
+    assert "--scenario wrongly-expects-nothing" in text and str(out / "report.html") in text
 
 
 def test_device_that_never_boots_is_retried_elsewhere_then_an_error(rig_yaml, tmp_path) -> None:
@@ -179,6 +196,7 @@ def test_device_that_never_boots_is_retried_elsewhere_then_an_error(rig_yaml, tm
     assert all("not reachable" in a["message"] for a in s["attempts"])
     suite = ET.parse(out / "junit.xml").getroot()
     assert suite.get("errors") == "1" and suite.get("failures") == "0"
+    assert suite.find("testsuite/testcase/error").get("type") == "infrastructure-error"
 
 
 def _wait_for_phase(

@@ -36,5 +36,25 @@ def wait_ui_ready(page: Any, timeout: float = UI_TIMEOUT) -> None:
         raise InfraError(f"OctoPrint's UI did not start up: {e}", where=page.url) from e
 
 
+# true once the page is either OctoPrint's started-up UI or a login form (its own /login/
+# page or the UI's dialog): re-evaluated by Playwright after every navigation
+UI_OR_LOGIN = (
+    "() => { const f = document.querySelector('#login-user');"
+    " if (f && f.offsetParent !== null) return 'login';"
+    " return window.OctoPrint && OctoPrint.coreui && OctoPrint.coreui.startedUp ? 'ui' : null }"
+)
+
+
+def wait_ui_or_login(page: Any, timeout: float = UI_TIMEOUT) -> str:
+    """After a server restart the page may still be navigating (a reload, a redirect to the
+    login page): wait for where it lands, not for what it showed a moment ago."""
+    try:
+        return page.wait_for_function(UI_OR_LOGIN, timeout=timeout * 1000).json_value()
+    except Exception as e:
+        raise InfraError(
+            f"OctoPrint's UI neither started up nor asked for a login: {e}", where=page.url
+        ) from e
+
+
 def footer_version(page: Any) -> str:
     return page.locator("#footer_version .version").inner_text().strip()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from rig.device.browser import launch_chromium
 from rig.errors import ProductError
-from rig.product.octoprint.ui import footer_version, login, wait_ui_ready
+from rig.product.octoprint.ui import footer_version, login, wait_ui_or_login, wait_ui_ready
 from rig.product.profile import ScenarioContext
 
 if TYPE_CHECKING:
@@ -110,8 +110,9 @@ def update_in_browser(
                         where=where,
                     )
                 page.wait_for_timeout(500)
-            page.wait_for_load_state("domcontentloaded")
-            if login_form.is_visible():
+            # "Reload now" (or the UI itself) navigates: a check of the login form right now
+            # would still see the old page, and then wait forever for a UI on /login/
+            if wait_ui_or_login(page) == "login":
                 login(page, ctx.device.base_url, ctx.admin_user, ctx.admin_password)
             wait_ui_ready(page)
             shown = footer_version(page)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -68,14 +69,20 @@ def run_upstream(
 ) -> Path:
     """Run the suite; ProductError when a test fails. Returns the junit.xml path."""
     suite = suite_dir(checkout)
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise InfraError(
+                f"OctoPrint's suite cannot start: {tool} is not installed",
+                where="octoprint-e2e",
+                hint="install Node.js and npm (Debian: apt install nodejs npm)",
+            )
     if not (suite / "node_modules" / "@playwright" / "test").exists():
         npm = subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund"], cwd=suite, capture_output=True, text=True
         )
         if npm.returncode != 0:
-            raise InfraError(
-                f"npm ci failed in {suite}:\n{npm.stderr[-2000:]}", where="octoprint-e2e"
-            )
+            said = (npm.stderr or npm.stdout).strip()[-2000:] or f"exit {npm.returncode}"
+            raise InfraError(f"npm ci failed in {suite}:\n{said}", where="octoprint-e2e")
     results = Path(results).resolve()
     results.mkdir(parents=True, exist_ok=True)
     junit = results / "junit.xml"
@@ -121,15 +128,18 @@ def run_upstream(
         log(f"octoprint-e2e exit {proc.returncode} in {time.monotonic() - start:.1f}s")
     if proc.returncode == 1 and junit.exists():
         failed = [line.strip() for line in proc.stdout.splitlines() if "✘" in line]
+        tail = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()][-10:]
         raise ProductError(
-            "OctoPrint's own e2e tests failed:\n  " + "\n  ".join(failed[:15]),
+            "OctoPrint's own e2e tests failed:\n  "
+            + "\n  ".join(failed[:15] or tail or ["(it printed nothing)"]),
             where=f"{base_url} octoprint-e2e",
             hint=f"traces in {results / 'artifacts'}",
         )
     if proc.returncode != 0:
+        said = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise InfraError(
             f"OctoPrint's suite could not run (exit {proc.returncode}):\n"
-            + "\n".join((proc.stdout + proc.stderr).splitlines()[-15:]),
+            + (said or "it printed nothing"),
             where=f"{base_url} octoprint-e2e",
         )
     return junit

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from rig.device.browser import launch_chromium
+from rig.errors import InfraError
+from rig.product.octoprint.e2e import CANNOT_START
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,7 +39,12 @@ def browser(request: pytest.FixtureRequest):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = launch_chromium(p, headless=not request.config.getoption("--headed"))
+        try:
+            b = launch_chromium(p, headless=not request.config.getoption("--headed"))
+        except InfraError as e:
+            # no browser is the rig's problem, not OctoPrint's: end the run with the
+            # "could not start" code instead of failing every test
+            pytest.exit(str(e).replace("\n", " "), returncode=CANNOT_START)
         yield b
         b.close()
 
