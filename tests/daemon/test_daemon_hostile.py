@@ -912,3 +912,31 @@ def test_healthz_is_503_and_names_the_lane_when_one_died(rig, monkeypatch):
     lanes = r.json()["lanes"]
     assert lanes["publish"]["alive"] is False and lanes["test"]["alive"] is True
     assert r.json()["ok"] is False and not rig.daemon.healthy()
+
+
+def test_a_poison_job_left_in_the_queue_ends_in_error_and_the_next_job_runs(tmp_path, github, smtp):
+    """A job stored by an older daemon whose image record breaks every step (and, before,
+    the lane: claimed first again after each restart) ends in error; the next job runs."""
+    inbox, smtp_port = smtp
+    port = free_port()
+    runlog = tmp_path / "runs.log"
+    config = write_config(tmp_path, github, smtp_port, port, runlog, max_attempts=1)
+    rig = Rig(tmp_path, config, port, github, inbox, runlog)
+    queue = Queue(tmp_path / "state")
+    poison = JobRequest(
+        key="release:old", source="release", title="old\nrelease", image={"kind": "release"}
+    )
+    _, poison_id = queue.accept_delivery("from-an-older-daemon", "release", poison)
+    release = add_octopi_release(github, "1.1.0-after-poison")
+    proc = serve(config, tmp_path / "serve.log")
+    try:
+        wait_up(rig.url, proc)
+        good_id = rig.hook("release", release_payload(release)).json()["job"]
+        wait_for("the good job", lambda: queue.get(good_id).state == "awaiting-approval")
+        wait_for("the poison job's end", lambda: queue.get(poison_id).state == "error")
+        assert "internal error" in queue.get(poison_id).error
+        health = httpx.get(f"{rig.url}/healthz")
+        assert health.status_code == 200
+    finally:
+        proc.kill()
+        proc.wait()
