@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,36 @@ SECRET_ENV_PREFIX = "RIG_SECRET_"
 CREDENTIAL_PREFIX = "rig_"  # see rig/host/rig.service
 
 
+MASK_MIN = 6  # shorter values would mask ordinary words in every log line
+_known: set[str] = set()  # the value of every Secret made in this process
+_known_lock = threading.Lock()
+
+
+def mask(text: str) -> str:
+    """``text`` with every known secret's value replaced by ``***`` (for logged commands)."""
+    with _known_lock:
+        values = sorted(_known, key=len, reverse=True)
+    for value in values:
+        if value in text:
+            text = text.replace(value, "***")
+    return text
+
+
 class Secret:
-    """A string that never shows itself in logs, reprs or tracebacks."""
+    """A string that never shows itself in logs, reprs or tracebacks.
+
+    Its value is also remembered for :func:`mask`: a command line or output that
+    carries it (a password piped to chpasswd, a PSK in a file) is logged masked.
+    """
 
     __slots__ = ("_value", "name")
 
     def __init__(self, value: str, name: str = "") -> None:
         self._value = value
         self.name = name
+        if len(value) >= MASK_MIN:
+            with _known_lock:
+                _known.add(value)
 
     def reveal(self) -> str:
         return self._value
@@ -194,10 +217,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, search: bool = Tr
     source = find_config(path) if search or path else None
     if source is None:
         return _build(VIRTUAL_CONFIG, None)
-    try:
-        text = source.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", where=str(source)) from e
+    text = read_user_file(source)
     data = parse_yaml(text, str(source))
     if data is None:
         data = {}
@@ -220,10 +240,45 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
+MAX_USER_FILE = 4 << 20  # a config, a secrets file or a matrix is a few kB
+
+
+def read_user_file(path: Path, limit: int = MAX_USER_FILE) -> str:
+    """A file the user named, as text: a regular file of at most ``limit`` bytes.
+
+    Opened without blocking and checked on the descriptor, so a FIFO, ``/dev/zero``
+    or a directory is a ConfigError at once instead of a hang or an endless read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", where=str(path)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(
+                "not a regular file (a directory, a device or a pipe)", where=str(path)
+            )
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(1 << 20, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ConfigError(f"larger than {limit} bytes: not a file the rig reads", where=str(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte {e.start})", where=str(path)) from None
+
+
 def parse_yaml(text: str, where: str) -> Any:
     """YAML with syntax errors located as file:line:column."""
     try:
         return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", where=where) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
@@ -394,7 +449,7 @@ def _load_secrets(ref: str | None, base: Path, where: str) -> dict[str, Any]:
             where=f"{where}: secrets",
             hint=f"chmod 600 {path}",
         )
-    data = parse_yaml(path.read_text(), str(path))
+    data = parse_yaml(read_user_file(path), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

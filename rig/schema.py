@@ -81,9 +81,29 @@ def _leaf_errors(error: jsonschema.ValidationError) -> list[jsonschema.Validatio
     return [error]
 
 
+def _whole_string(node: Any) -> Any:
+    """The schema with each ``pattern``'s final ``$`` as ``\\Z``: in ECMA regexes (editors)
+    ``$`` ends the string, in Python's (jsonschema's ``re.search``) it also matches
+    before a final newline, so ``"pi\\n"`` passed ``^[a-z]+$``."""
+    if isinstance(node, dict):
+        out = {k: _whole_string(v) for k, v in node.items()}
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and pattern.endswith("$") and not pattern.endswith("\\$"):
+            out["pattern"] = pattern[:-1] + "\\Z"
+        return out
+    if isinstance(node, list):
+        return [_whole_string(v) for v in node]
+    return node
+
+
+@cache
+def _validator(schema_name: str) -> Draft202012Validator:
+    return Draft202012Validator(_whole_string(load_schema(schema_name)))
+
+
 def validate(instance: Any, schema_name: str) -> list[tuple[str, str]]:
     """Every schema violation of ``instance`` as ``(json path, message)``, sorted by path."""
-    validator = Draft202012Validator(load_schema(schema_name))
+    validator = _validator(schema_name)
     problems: list[tuple[str, str]] = []
     for error in validator.iter_errors(instance):
         for leaf in _leaf_errors(error):

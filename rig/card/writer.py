@@ -36,7 +36,6 @@ import hashlib
 import mmap
 import os
 import queue
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -184,17 +183,16 @@ class _Failure:
 # --- the target ---------------------------------------------------------------------
 
 
-def _lock_card(target: Path) -> int:
+def _lock_card(opened: Any) -> int:
     """Wait for our turn on this card: an exclusive flock on the target itself.
 
-    Taken through a plain read-only descriptor before the O_EXCL open, so a second
-    rig writer queues here instead of failing with EBUSY; writers of different cards
-    never wait for each other.
+    Taken on a plain read-only descriptor of the checked inode before the O_EXCL
+    open, so a second rig writer queues here instead of failing with EBUSY;
+    writers of different cards never wait for each other.
     """
+    target = opened.path
     try:
-        fd = os.open(
-            target, os.O_RDONLY | os.O_CLOEXEC | (0 if target.exists() else os.O_CREAT), 0o644
-        )
+        fd = opened.reopen(os.O_RDONLY)
     except OSError as e:
         raise InfraError(f"cannot open: {e.strerror}", where=f"card {target}") from None
     try:
@@ -204,13 +202,12 @@ def _lock_card(target: Path) -> int:
     return fd
 
 
-def _open_target(target: Path, image_size: int) -> tuple[int, bool]:
+def _open_target(opened: Any, image_size: int) -> tuple[int, bool]:
     """Open for writing: O_EXCL on block devices (fails if mounted or opened exclusively)."""
-    st = os.stat(target)
-    is_block = stat.S_ISBLK(st.st_mode)
-    flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_EXCL if is_block else 0)
+    target, is_block = opened.path, opened.is_block
+    flags = os.O_WRONLY | (os.O_EXCL if is_block else 0)
     try:
-        fd = os.open(target, flags)
+        fd = opened.reopen(flags)
     except OSError as e:
         hint = "unmount it / close programs using it" if e.errno == errno.EBUSY else ""
         raise InfraError(
@@ -227,6 +224,17 @@ def _open_target(target: Path, image_size: int) -> tuple[int, bool]:
     elif os.fstat(fd).st_size < image_size:
         os.ftruncate(fd, image_size)
     return fd, is_block
+
+
+def _card_size(opened: Any) -> int | None:
+    """A block device's size (a regular file target has none: the archive's own cap)."""
+    if not opened.is_block:
+        return None
+    fd = opened.reopen(os.O_RDONLY)
+    try:
+        return device_size(fd)
+    finally:
+        os.close(fd)
 
 
 def device_size(fd: int) -> int:
@@ -249,11 +257,11 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int, target: Path) ->
         done += n
 
 
-def _probe_write_error(target: Path, window: list[tuple[int, bytes]]) -> int | None:
+def _probe_write_error(via: Path, window: list[tuple[int, bytes]]) -> int | None:
     """After a failed sync, rewrite the window with O_DIRECT sector by sector to find the
     first byte the card refuses (the kernel does not say which page failed)."""
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+        fd = os.open(via, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
     except OSError:
         return None
     piece = 64 << 10
@@ -342,11 +350,16 @@ def write_image(
     extract_size: int | None = None,
     extract_sha256: str | None = None,
     skip_same: bool = True,
+    allow_fixed: bool = True,
+    create: bool = True,
 ) -> WriteResult:
     """Write ``image`` to ``target`` (block device or regular file) and read it back.
 
     ``skip_same``: compare each chunk with what the card holds first and write only
     those that differ (see ``_write``); off, every mapped chunk is written.
+    ``allow_fixed``: False refuses a disk that does not report removable media (a
+    path a person typed); a configured mux's card is checked by its driver.
+    ``create``: a missing regular file target is created (never under /dev).
 
     Raises InfraError (where="card <target> at byte N") on an I/O error or a
     verification mismatch, ConfigError for a bad image or a card too small.
@@ -358,13 +371,42 @@ def write_image(
         raise ConfigError("the target is the image itself", where=str(target))
     from rig.card import target as target_checks
 
-    target_checks.check_writable(target)
+    # resolved once, opened once, checked on the descriptor: every later open is of that inode
+    opened = target_checks.open_checked(target, allow_fixed=allow_fixed, create=create)
+    try:
+        return _write_image(
+            image, target, opened, verify, log, progress, state_dir, card, bmap, unpack_dir,
+            extract_size, extract_sha256, skip_same,
+        )  # fmt: skip
+    finally:
+        opened.close()
+
+
+def _write_image(
+    image: Path,
+    target: Path,
+    opened: Any,
+    verify: bool,
+    log: StepLog,
+    progress: Progress | None,
+    state_dir: Path | None,
+    card: str,
+    bmap: Path | None,
+    unpack_dir: Path | None,
+    extract_size: int | None,
+    extract_sha256: str | None,
+    skip_same: bool,
+) -> WriteResult:
+    via = opened.via
+    # an archive never unpacks to more than the card holds (a bomb stops at the card's size)
+    card_size = _card_size(opened)
     source_path, block_map, compressed = plan(
         image,
         bmap=bmap,
         unpack_dir=unpack_dir,
         extract_size=extract_size,
         extract_sha256=extract_sha256,
+        limit=card_size,
     )
     for note in block_map.notes:
         log(f"map: {note}")
@@ -377,7 +419,9 @@ def write_image(
         bytes=total,
     )
     stream = (
-        archive.ImageStream(source_path, extract_size=extract_size, extract_sha256=extract_sha256)
+        archive.ImageStream(
+            source_path, extract_size=extract_size, extract_sha256=extract_sha256, limit=card_size
+        )
         if compressed
         else None
     )
@@ -389,17 +433,17 @@ def write_image(
         len(block_map.extents), 0.0, None, False, list(block_map.notes),
     )  # fmt: skip
     try:
-        lock_fd = _lock_card(target)
+        lock_fd = _lock_card(opened)
         fd = -1
         verifier = None
         try:
-            fd, _is_block = _open_target(target, 0 if block_map.until_eof else block_map.image_size)
+            fd, _is_block = _open_target(opened, 0 if block_map.until_eof else block_map.image_size)
             t0 = time.monotonic()
             if verify:
-                verifier = _Verifier(source, target, digests, log, progress, total)
+                verifier = _Verifier(source, target, digests, log, progress, total, via)
             written, same = _write(
                 source, target, fd, block_map, chunks, digests, log, progress, verifier,
-                skip_same,
+                skip_same, via,
             )  # fmt: skip
             result.write_seconds = time.monotonic() - t0
             result.bytes_written = written
@@ -495,6 +539,7 @@ def _write(
     progress: Progress | None,
     verifier: _Verifier | None = None,
     skip_same: bool = False,
+    via: Path | None = None,
 ) -> tuple[int, int]:
     """Write every chunk, the first one last; returns (bytes written, bytes already there).
 
@@ -509,7 +554,7 @@ def _write(
     ctype = block_map.checksum_type
 
     def produce(put: Callable[[Any], None]) -> None:
-        cmp_fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC) if skip_same else -1
+        cmp_fd = os.open(via or target, os.O_RDONLY | os.O_CLOEXEC) if skip_same else -1
         try:
             for item in read_chunks(cmp_fd):
                 put(item)
@@ -568,7 +613,7 @@ def _write(
         try:
             os.fdatasync(fd)
         except OSError as e:
-            at = _probe_write_error(target, window)
+            at = _probe_write_error(via or target, window)
             first = window[0][0] if window else 0
             raise InfraError(
                 f"write failed: {e.strerror}"
@@ -625,9 +670,10 @@ class _Verifier:
         log: StepLog,
         progress: Progress | None,
         total: int,
+        via: Path | None = None,
     ) -> None:
         self.source, self.target, self.digests = source, target, digests
-        self.rfd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+        self.rfd = os.open(via or target, os.O_RDONLY | os.O_CLOEXEC)
         self.q: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
         self.meter = _Meter("verify", total, log, progress)

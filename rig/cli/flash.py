@@ -29,7 +29,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "or a catalogue name.",
     )
     p.add_argument("args", nargs="+", metavar="[DEVICE] IMAGE")
-    p.add_argument("--target", metavar="PATH", help="write this file or block device instead")
+    p.add_argument(
+        "--target",
+        metavar="PATH",
+        help="write this existing file or whole-disk block device instead (never a partition)",
+    )
+    p.add_argument("--force", action="store_true", help="flash DEVICE even if a run leases it")
+    p.add_argument(
+        "--allow-fixed",
+        action="store_true",
+        help="with --target: accept a disk that does not report removable media",
+    )
     p.add_argument("--no-verify", action="store_true", help="skip the read-back verification")
     p.add_argument(
         "--rewrite-all",
@@ -122,9 +132,15 @@ def cmd_flash(args: argparse.Namespace) -> int:
                 bmap=Path(args.bmap) if args.bmap else None,
                 unpack_dir=config.paths.images / "unpacked",
                 skip_same=not args.rewrite_all,
+                allow_fixed=args.allow_fixed,
+                create=False,
             )
         else:
-            result = _flash_device(config, device, image, args, log, progress)
+            from rig.orchestration.leases import manual_lease
+
+            config.device(device)  # ConfigError for an unknown device, before its lease
+            with manual_lease(config.paths.state, device, "rig flash", force=args.force):
+                result = _flash_device(config, device, image, args, log, progress)
     print(_summary(result))
     from rig.card.images import cache_for
 

@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("power", help="switch or show a device's power")
     p.add_argument("device")
     p.add_argument("action", choices=("on", "off", "cycle", "status"))
+    p.add_argument("--force", action="store_true", help="act even if a run leases the device")
     p.set_defaults(func=cmd_power)
 
     m = sub.add_parser("mux", help="move a device's card to the host or the DUT, or show where")
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=30.0,
         help="seconds to wait for the card's disk after `host` (default 30)",
     )
+    m.add_argument("--force", action="store_true", help="act even if a run leases the device")
     m.set_defaults(func=cmd_mux)
 
     doc = sub.add_parser(
@@ -52,8 +54,23 @@ def _shown(state: bool | None) -> str:
     return {True: "on", False: "off", None: "unknown"}[state]
 
 
+def _leased(config: RigConfig, args: argparse.Namespace, what: str):  # type: ignore[no-untyped-def]
+    """Hold the device's lease while a manual command changes it (a run never shares it)."""
+    from rig.orchestration.leases import manual_lease
+
+    config.device(args.device)  # ConfigError for an unknown name first
+    return manual_lease(config.paths.state, args.device, what, force=args.force)
+
+
 def cmd_power(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.action == "status":
+        return _power(config, args)
+    with _leased(config, args, f"rig power {args.action}"):
+        return _power(config, args)
+
+
+def _power(config: RigConfig, args: argparse.Namespace) -> int:
     power = power_for(config, args.device)
     if args.action == "on":
         power.on()
@@ -67,6 +84,13 @@ def cmd_power(args: argparse.Namespace) -> int:
 
 def cmd_mux(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.action == "status":
+        return _mux(config, args)
+    with _leased(config, args, f"rig mux {args.action}"):
+        return _mux(config, args)
+
+
+def _mux(config: RigConfig, args: argparse.Namespace) -> int:
     mux = mux_for(config, args.device)
     if args.action in ("host", "dut", "off"):
         _warn_if_powered(config, args.device)

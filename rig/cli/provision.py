@@ -10,6 +10,8 @@ with secrets masked, and touches nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -27,7 +29,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "The scheme is detected from the card unless given.",
     )
     p.add_argument("device", nargs="?", metavar="DEVICE", help="a device of rig.yaml")
-    p.add_argument("--image", metavar="FILE", help="provision this image file instead")
+    p.add_argument(
+        "--image",
+        metavar="FILE",
+        help="provision this image file (or a card reader's whole-disk device) instead",
+    )
+    p.add_argument("--force", action="store_true", help="provision DEVICE even if a run leases it")
+    p.add_argument(
+        "--allow-fixed",
+        action="store_true",
+        help="with --image DEVICE: accept a disk that does not report removable media",
+    )
     p.add_argument("--scheme", choices=sorted(SCHEMES), help="override the detected scheme")
     p.add_argument("--hostname", help="default: provision.hostname, else the device name")
     p.add_argument("--ssid", help="Wi-Fi network (default: wifi.ssid)")
@@ -42,18 +54,34 @@ def cmd_provision(args: argparse.Namespace) -> int:
     if bool(args.device) == bool(args.image):
         raise ConfigError("give DEVICE or --image FILE (one of them)", where="rig provision")
     config = load_config(args.config)
-    if args.image:
-        target = Path(args.image)
-        if not target.exists():
-            raise ConfigError(f"{target} does not exist", where="--image")
-        device = None
-    else:
-        device = args.device
-        target = card_of(config, device, args.timeout)
-    settings = ProvisionSettings.from_config(config, device, args.hostname).override(
-        ssid=args.ssid, country=args.country, user=args.user
-    )
-    result = provision_card(target, settings, scheme=args.scheme, dry_run=args.dry_run, log=_stderr)
+    with contextlib.ExitStack() as stack:
+        if args.image:
+            # a block device gets the writer's checks on the opened descriptor (never the
+            # flash host's own disk, a partition, a mounted or held disk); then only that
+            # inode is provisioned, through /proc/self/fd, whatever the path points to later
+            from rig.card.target import open_checked
+
+            opened = open_checked(Path(args.image), allow_fixed=args.allow_fixed)
+            stack.callback(opened.close)
+            target = opened.via if opened.is_block else Path(args.image)
+            device = None
+        else:
+            from rig.orchestration.leases import manual_lease
+
+            device = args.device
+            config.device(device)  # ConfigError for an unknown device, before its lease
+            stack.enter_context(
+                manual_lease(config.paths.state, device, "rig provision", force=args.force)
+            )
+            target = card_of(config, device, args.timeout)
+        settings = ProvisionSettings.from_config(config, device, args.hostname).override(
+            ssid=args.ssid, country=args.country, user=args.user
+        )
+        result = provision_card(
+            target, settings, scheme=args.scheme, dry_run=args.dry_run, log=_stderr
+        )
+    if args.image:  # name the card as the person did, not by its descriptor
+        result = dataclasses.replace(result, target=Path(args.image))
     print(result.describe(contents=args.dry_run))
     return 0
 

@@ -27,9 +27,10 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Mount, Route
 
-from rig.daemon import pages
+from rig.daemon import pages, systemd
 from rig.daemon.approval import Approvals, Refusal
 from rig.daemon.poller import Poller
+from rig.daemon.publish import publish_target
 from rig.daemon.queue import APPROVED, AWAITING, FINAL, QUEUED, RUNNING, Queue, WorkerLock
 from rig.daemon.settings import DaemonSettings
 from rig.daemon.webhooks import (
@@ -50,7 +51,12 @@ class Daemon:
     def __init__(self, settings: DaemonSettings, *, retry_delay: float = 60.0) -> None:
         self.settings = settings
         self.queue = Queue(settings.state_dir)
-        self.approvals = Approvals(settings.approval_key, self.queue, settings.approval_ttl)
+        self.approvals = Approvals(
+            settings.approval_key,
+            self.queue,
+            settings.approval_ttl,
+            lambda job: publish_target(job, settings.publish),
+        )
         self.worker = Worker(settings, self.queue, self.approvals, retry_delay=retry_delay)
         self.poller = Poller(settings, self.queue, self.worker.wake)
         self.lock = WorkerLock(settings.state_dir)
@@ -66,7 +72,21 @@ class Daemon:
         self.lock.acquire()
         self.worker.start()
         self.poller.start()
+        systemd.start_watchdog(self.healthy, self.worker.stopping)
+        systemd.notify("READY=1")
         log.info("rig daemon working %s as %s", self.settings.state_dir, self.worker.owner)
+
+    def lanes(self) -> dict[str, dict[str, Any]]:
+        lanes = self.worker.lanes()
+        poller = self.poller.lane()
+        if poller is not None:
+            lanes["poller"] = poller
+        return lanes
+
+    def healthy(self) -> bool:
+        """Every lane alive (the watchdog is fed only then)."""
+        lanes = self.lanes()
+        return bool(lanes) and all(lane["alive"] for lane in lanes.values())
 
     def stop(self) -> None:
         self.poller.stop()
@@ -111,6 +131,9 @@ class Intake:
             self._flushing = False
 
 
+MAX_DECISION_BODY = 1024  # "decision=approve" is 16 bytes
+
+
 class TooLarge(Exception):
     pass
 
@@ -127,6 +150,22 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise TooLarge
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# approval pages carry a capability in their URL: never cached, never sent on as a
+# Referer, never framed (clickjacking the Approve button), nothing but their own CSS
+APPROVAL_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+}
+
+
+def _approval_page(html: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(html, status_code=status, headers=APPROVAL_HEADERS)
 
 
 def _text(status: int, message: str) -> PlainTextResponse:
@@ -166,8 +205,8 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
             ):  # a webhook set to content type "form": the JSON is the payload field
                 body = parse_qs(body.decode()).get("payload", [""])[0].encode()
             payload = json.loads(body)
-        except ValueError:
-            return _text(400, "body is not JSON")
+        except (ValueError, RecursionError):
+            return _text(400, "body is not JSON (or nested too deeply)")
         try:
             request_ = job_request(event, payload, settings)
         except Ignored as e:
@@ -196,11 +235,17 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
             return _text(401, why)
         try:
             payload = json.loads(body)
-            repo = payload.get("repository") if isinstance(payload, dict) else None
-            if repo and settings.repo(repo) is None:
-                raise Ignored(f"repository {repo} is not configured")
-            request_ = url_request(payload, repo, "direct")
-        except ValueError:
+            if not isinstance(payload, dict):
+                raise Ignored("the body is not a JSON object")
+            repo = payload.get("repository")
+            if repo is not None and not isinstance(repo, str):
+                raise Ignored("repository is not a string")
+            watch = settings.repo(repo) if repo else None
+            if repo and watch is None:
+                raise Ignored(f"repository {repo[:100]} is not configured")
+            hosts = watch.image_hosts if watch else settings.all_image_hosts()
+            request_ = url_request(payload, watch.name if watch else None, "direct", hosts)
+        except (ValueError, RecursionError):
             return _text(400, "body is not JSON")
         except Ignored as e:
             return _text(422, str(e))
@@ -209,6 +254,9 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
 
     async def _accept(delivery: str, event: str, request_: Any, reason: str) -> Response:
         outcome, job_id = await intake.accept(delivery, event, request_, reason)
+        if outcome.startswith("refused"):
+            log.error("delivery %s (%s) not recorded: %s", delivery, event, outcome)
+            return _text(500, "the rig could not record this delivery; redeliver it later")
         if outcome == "duplicate":
             log.info("delivery %s (%s): redelivery, nothing to do", delivery, event)
             return JSONResponse({"outcome": "duplicate", "job": job_id})
@@ -292,30 +340,42 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
         token = request.path_params["token"]
         checked = await run_in_threadpool(daemon.approvals.check, token)
         if isinstance(checked, Refusal):
-            return HTMLResponse(
-                pages.refusal(checked.status, checked.reason), status_code=checked.status
-            )
-        job, _ = checked
-        return HTMLResponse(pages.confirm(job, token))
+            return _approval_page(pages.refusal(checked.status, checked.reason), checked.status)
+        job, claims = checked
+        return _approval_page(pages.confirm(job, token, claims["publish"]))
 
     async def approve_post(request: Request) -> Response:
         token = request.path_params["token"]
-        form = await request.form()
-        decision = form.get("decision")
+        # the token first: an unauthenticated POST costs a signature check, nothing more
+        checked = await run_in_threadpool(daemon.approvals.check, token)
+        if isinstance(checked, Refusal):
+            return _approval_page(pages.refusal(checked.status, checked.reason), checked.status)
+        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind != "application/x-www-form-urlencoded":
+            return _approval_page(pages.refusal(415, "send the confirmation page's form"), 415)
+        try:
+            body = await read_body(request, MAX_DECISION_BODY)
+        except TooLarge:
+            return _approval_page(pages.refusal(413, "the form is too large"), 413)
+        decision = parse_qs(body.decode("ascii", "replace")).get("decision", [""])[0]
         if decision not in ("approve", "reject"):
-            return HTMLResponse(pages.refusal(400, "decide approve or reject"), status_code=400)
+            return _approval_page(pages.refusal(400, "decide approve or reject"), 400)
         result = await run_in_threadpool(daemon.approvals.decide, token, decision)
         if isinstance(result, Refusal):
-            return HTMLResponse(
-                pages.refusal(result.status, result.reason), status_code=result.status
-            )
+            return _approval_page(pages.refusal(result.status, result.reason), result.status)
         log.info("job %s %sd by approval link", result.id, decision)
         daemon.worker.wake.set()
-        return RedirectResponse(f"/jobs/{result.id}", status_code=303)
+        return RedirectResponse(f"/jobs/{result.id}", status_code=303, headers=APPROVAL_HEADERS)
 
     async def health(request: Request) -> JSONResponse:
+        """200 while every lane lives; 503 names the dead one (a monitor restarts the unit)."""
         counts = await run_in_threadpool(queue.counts)
-        return JSONResponse({"ok": True, "jobs": counts, "working": daemon.worker.current})
+        lanes = daemon.lanes()
+        ok = daemon.healthy() if manage else True
+        return JSONResponse(
+            {"ok": ok, "lanes": lanes, "jobs": counts, "working": daemon.worker.current},
+            status_code=200 if ok else 503,
+        )
 
     routes: list[BaseRoute] = [
         Route("/hooks/github", github_hook, methods=["POST"]),

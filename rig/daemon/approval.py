@@ -9,6 +9,7 @@ approve an image other than the one that was tested.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -26,16 +27,29 @@ class Refusal:
 
 
 class Approvals:
-    def __init__(self, key: Secret, queue: Queue, ttl: float) -> None:
+    def __init__(
+        self,
+        key: Secret,
+        queue: Queue,
+        ttl: float,
+        target: Callable[[Job], str] = lambda job: "",
+    ) -> None:
         self._serializer = URLSafeTimedSerializer(key.reveal(), salt=SALT)
         self.queue = queue
         self.ttl = ttl
+        self.target = target  # what approving a job publishes, in words
 
-    def issue(self, job_id: int, sha256: str) -> str:
-        """A new token for ``job_id``; its nonce is stored before the link leaves the rig."""
+    def issue(self, job_id: int, sha256: str, target: str) -> str:
+        """A new token for ``job_id``; its nonce is stored before the link leaves the rig.
+
+        ``target`` ("REPO@TAG via ACTION") is signed in: a link approves publishing
+        that release that way, and nothing else.
+        """
         nonce = secrets.token_urlsafe(16)
         self.queue.add_nonce(job_id, nonce)
-        return self._serializer.dumps({"job": job_id, "sha256": sha256, "nonce": nonce})
+        return self._serializer.dumps(
+            {"job": job_id, "sha256": sha256, "nonce": nonce, "publish": target}
+        )
 
     def sign(self, data: dict) -> str:
         """Sign arbitrary claims (tests forge near-valid tokens with this)."""
@@ -49,9 +63,13 @@ class Approvals:
             return Refusal(410, "this approval link has expired")
         except BadSignature:
             return Refusal(403, "this approval link is not valid")
-        if not isinstance(claims, dict) or not {"job", "sha256", "nonce"} <= claims.keys():
+        if (
+            not isinstance(claims, dict)
+            or not {"job", "sha256", "nonce", "publish"} <= claims.keys()
+            or not isinstance(claims["job"], int)
+        ):
             return Refusal(403, "this approval link is not valid")
-        job = self.queue.get(int(claims["job"]))
+        job = self.queue.get(claims["job"])
         if job is None:
             return Refusal(404, "no such job")
         if job.image_sha256 != claims["sha256"]:
@@ -63,6 +81,8 @@ class Approvals:
             return Refusal(409, f"this link was already used ({row['used_for']})")
         if job.state != AWAITING:
             return Refusal(409, f"the job is {job.state}, not awaiting approval")
+        if claims["publish"] != self.target(job):
+            return Refusal(409, "what this link would publish has changed since it was mailed")
         return job, claims
 
     def decide(self, token: str, decision: str) -> Job | Refusal:

@@ -18,12 +18,14 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from rig.daemon.egress import host_allowed, host_port
 from rig.daemon.github import GitHub
+from rig.daemon.settings import DEFAULT_MAX_IMAGE
 from rig.daemon.webhooks import is_image_asset
 from rig.errors import ConfigError, InfraError
 
 HEX64 = re.compile(r"\b[0-9a-fA-F]{64}\b")
-MAX_IMAGE = 64 << 30
+MAX_IMAGE = DEFAULT_MAX_IMAGE
 
 
 def sha256_file(path: Path) -> str:
@@ -72,25 +74,64 @@ def checksum_from_imager_json(text: str) -> str | None:
     return None
 
 
-def fetch(image: dict[str, Any], gh: GitHub, dest_dir: Path) -> dict[str, Any]:
-    """Download and verify; returns {path, sha256, verified: [what was checked]}."""
+def _safe_name(name: str, fallback: str = "image") -> str:
+    """A file name from a URL, an asset or a zip member: never a path, never hidden."""
+    name = PurePosixPath(name.replace("\\", "/")).name.lstrip(".")
+    return name[:200] or fallback
+
+
+def fetch(
+    image: dict[str, Any],
+    gh: GitHub,
+    dest_dir: Path,
+    *,
+    max_bytes: int = MAX_IMAGE,
+    image_hosts: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """Download and verify; returns {path, sha256, verified: [what was checked]}.
+
+    Nothing larger than ``max_bytes`` (or the size GitHub states for the asset or
+    artifact) is downloaded; a URL must still name one of ``image_hosts``.
+    """
     kind = image.get("kind")
     if kind == "artifact":
-        return _artifact(image, gh, dest_dir)
+        return _artifact(image, gh, dest_dir, max_bytes)
     if kind == "release":
-        return _release(image, gh, dest_dir)
+        return _release(image, gh, dest_dir, max_bytes)
     if kind == "url":
-        name = PurePosixPath(image["url"].split("?", 1)[0]).name or "image"
-        path = dest_dir / name
-        actual = gh.download(image["url"], path, sha256=image["sha256"])
+        url = str(image["url"])
+        if image_hosts is not None and not host_allowed(url, image_hosts):
+            raise ConfigError(
+                f"image host {host_port(url)} is not in the repository's image_hosts",
+                where="rig.yaml: github.repositories[].image_hosts",
+            )
+        path = dest_dir / _safe_name(url.split("?", 1)[0])
+        actual = gh.download(url, path, sha256=image["sha256"], max_bytes=max_bytes)
         return {"path": str(path), "sha256": actual, "verified": ["announced sha256"]}
     raise ConfigError(f"unknown image source {kind!r}", where="job image")
 
 
-def _release(image: dict[str, Any], gh: GitHub, dest_dir: Path) -> dict[str, Any]:
+def _cap(stated: Any, max_bytes: int) -> int:
+    """The size GitHub states for a download (when it does), never above ``max_bytes``."""
+    if isinstance(stated, int) and not isinstance(stated, bool) and 0 <= stated <= max_bytes:
+        return stated
+    if isinstance(stated, int) and stated > max_bytes:
+        raise InfraError(
+            f"the image is {stated} bytes, more than daemon.max_image_bytes ({max_bytes})",
+            where="download",
+            hint="raise daemon.max_image_bytes if the image really is that large",
+        )
+    return max_bytes
+
+
+def _release(image: dict[str, Any], gh: GitHub, dest_dir: Path, max_bytes: int) -> dict[str, Any]:
     repo = image["repo"]
     release = gh.release(repo, image["release_id"])  # fresh: assets may have been added
-    assets = release.get("assets") or []
+    assets = [
+        a
+        for a in release.get("assets") or []
+        if isinstance(a, dict) and isinstance(a.get("name"), str) and isinstance(a.get("id"), int)
+    ]
     images = [a for a in assets if is_image_asset(a["name"], image["pattern"])]
     if not images:
         raise InfraError(
@@ -120,12 +161,20 @@ def _release(image: dict[str, Any], gh: GitHub, dest_dir: Path) -> dict[str, Any
             f"{name}: the published checksums disagree: {expected}",
             where=f"{repo} release {image['release_id']}",
         )
-    path = dest_dir / name
-    actual = gh.download_asset(repo, asset["id"], path, sha256=expected[0][1])
-    return {"path": str(path), "sha256": actual, "verified": [s for s, _ in expected]}
+    path = dest_dir / _safe_name(name)
+    actual = gh.download_asset(
+        repo, asset["id"], path, sha256=expected[0][1], max_bytes=_cap(asset.get("size"), max_bytes)
+    )
+    return {
+        "path": str(path),
+        "sha256": actual,
+        "verified": [s for s, _ in expected],
+        "asset": {"id": asset["id"], "name": name, "updated_at": asset.get("updated_at")},
+        "release": {"id": release.get("id"), "tag": release.get("tag_name")},
+    }
 
 
-def _artifact(image: dict[str, Any], gh: GitHub, dest_dir: Path) -> dict[str, Any]:
+def _artifact(image: dict[str, Any], gh: GitHub, dest_dir: Path, max_bytes: int) -> dict[str, Any]:
     repo, run_id = image["repo"], image["run_id"]
     artifacts = [
         a
@@ -142,14 +191,16 @@ def _artifact(image: dict[str, Any], gh: GitHub, dest_dir: Path) -> dict[str, An
     zpath = dest_dir / f"artifact-{art['id']}.zip"
     digest = str(art.get("digest") or "")
     expected = digest[7:] if digest.startswith("sha256:") else None
-    gh.download_artifact(repo, art["id"], zpath, sha256=expected)
+    gh.download_artifact(
+        repo, art["id"], zpath, sha256=expected, max_bytes=_cap(art.get("size_in_bytes"), max_bytes)
+    )
     verified = ["artifact digest"] if expected else []
-    path, sha, more = _unwrap(zpath, dest_dir)
+    path, sha, more = _unwrap(zpath, dest_dir, max_bytes)
     zpath.unlink(missing_ok=True)
     return {"path": str(path), "sha256": sha, "verified": verified + more + ["zip CRC"]}
 
 
-def _unwrap(zpath: Path, dest_dir: Path) -> tuple[Path, str, list[str]]:
+def _unwrap(zpath: Path, dest_dir: Path, max_bytes: int) -> tuple[Path, str, list[str]]:
     """The image inside an artifact zip (the largest non-checksum member), checked."""
     try:
         zf = zipfile.ZipFile(zpath)
@@ -161,15 +212,22 @@ def _unwrap(zpath: Path, dest_dir: Path) -> tuple[Path, str, list[str]]:
         if not images:
             raise InfraError(f"{zpath.name}: holds no image", where=str(zpath))
         member = max(images, key=lambda m: m.file_size)
-        if member.file_size > MAX_IMAGE:
-            raise InfraError(f"{member.filename}: {member.file_size} bytes is too large")
-        name = PurePosixPath(member.filename).name  # never a path from the archive
+        if member.file_size > max_bytes:
+            raise InfraError(
+                f"{member.filename}: {member.file_size} bytes is more than {max_bytes}",
+                where=str(zpath),
+            )
+        name = _safe_name(member.filename)  # never a path from the archive
         out = dest_dir / name
         tmp = out.with_name(name + ".part")
         digest = hashlib.sha256()
         try:
             with zf.open(member) as src, open(tmp, "wb") as dst:  # CRC checked at EOF
+                written = 0
                 while chunk := src.read(1 << 20):
+                    written += len(chunk)
+                    if written > max_bytes:  # the declared size lied
+                        raise OSError(f"unpacks to more than {max_bytes} bytes")
                     dst.write(chunk)
                     digest.update(chunk)
         except (zipfile.BadZipFile, OSError) as e:

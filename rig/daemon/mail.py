@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -14,6 +15,7 @@ from rig.errors import InfraError
 
 log = logging.getLogger(__name__)
 MAX_ATTACHMENT = 5 * 1024 * 1024
+ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def tls_context(settings: MailSettings) -> ssl.SSLContext:
@@ -31,11 +33,15 @@ def send(
     html: str | None = None,
     attachments: tuple[Path, ...] = (),
 ) -> str:
-    """Send one message to the configured recipients; returns its Message-ID."""
+    """Send one message to the configured recipients; returns its Message-ID.
+
+    The subject is made one line (a job title comes from a webhook: a newline in
+    it must neither inject a header nor make the email package raise).
+    """
     msg = EmailMessage()
     msg["From"] = settings.sender
     msg["To"] = ", ".join(settings.to)
-    msg["Subject"] = subject
+    msg["Subject"] = " ".join(ONE_LINE.sub(" ", subject).split())[:200]
     msg["Message-ID"] = make_msgid(domain=settings.sender.rsplit("@", 1)[-1].strip(">"))
     msg.set_content(text)
     if html:
@@ -64,7 +70,7 @@ def send(
             if settings.username and settings.password is not None:
                 smtp.login(settings.username, settings.password.reveal())
             smtp.send_message(msg)
-    except (OSError, smtplib.SMTPException) as e:
+    except (OSError, smtplib.SMTPException, ValueError) as e:
         # never include the password; smtplib's messages do not carry it
         raise InfraError(
             f"sending mail via {settings.host}:{settings.port} ({settings.security}) failed: {e}",

@@ -179,10 +179,11 @@ def job_page(
     return page(f"job {job.id}", "\n".join(parts), refresh=5 if live else None)
 
 
-def confirm(job: Job, token: str) -> str:
+def confirm(job: Job, token: str, target: str) -> str:
     """The page an approval link opens: facts and two buttons; GET changes nothing."""
     body = (
         f"<h2>Release this image?</h2>{table(['', ''], _image_facts(job))}"
+        f'<p class="target">Approving will publish <strong>{e(target)}</strong>.</p>'
         f'<p><a href="/jobs/{job.id}">job details and report</a></p>'
         f'<form class="decide" method="post" action="/approve/{e(token)}">'
         '<input type="hidden" name="decision" value="approve">'

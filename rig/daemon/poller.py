@@ -53,6 +53,14 @@ class Poller:
         self.wake = wake
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.polls = 0
+        self.last_error = ""
+
+    def lane(self) -> dict[str, object] | None:
+        """Liveness for /healthz (None: polling is off)."""
+        if self._thread is None:
+            return None
+        return {"alive": self._thread.is_alive(), "polls": self.polls, "error": self.last_error}
 
     def start(self) -> None:
         if not self.settings.poll_interval:
@@ -68,13 +76,21 @@ class Poller:
     def _loop(self) -> None:
         interval = self.settings.poll_interval or 600.0
         while True:
-            gh = GitHub(self.settings.api_url, self.settings.github_token)
+            gh = GitHub(
+                self.settings.api_url, self.settings.github_token, egress=self.settings.egress()
+            )
             try:
                 if poll_once(self.settings, self.queue, gh):
                     self.wake.set()
+                self.last_error = ""
             except RigError as e:
+                self.last_error = str(e)[:300]
                 log.warning("poll failed: %s", e)
+            except Exception as e:  # one odd answer never ends polling
+                self.last_error = f"internal error: {e!r}"[:300]
+                log.exception("poll failed")
             finally:
+                self.polls += 1
                 gh.close()
             if self._stop.wait(interval):
                 return

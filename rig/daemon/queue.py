@@ -88,7 +88,8 @@ REJECTED = "rejected"
 FAILED = "failed"  # the image failed its acceptance tests (not published)
 ERROR = "error"  # could not test or publish (after retries)
 EXPIRED = "expired"  # nobody decided before the approval link expired
-FINAL = (PUBLISHED, REJECTED, FAILED, ERROR, EXPIRED)
+UNCERTAIN = "uncertain"  # a non-idempotent publish was interrupted: a person checks
+FINAL = (PUBLISHED, REJECTED, FAILED, ERROR, EXPIRED, UNCERTAIN)
 LEASE_SECONDS = 60.0
 
 
@@ -199,8 +200,17 @@ class Queue:
         """Several deliveries in one transaction (one sync for all: the webhook route's
         group commit); a redelivery inside the batch is seen as a duplicate."""
         now = time.time()
+        results: list[tuple[str, int | None]] = []
         with self.tx() as c:
-            return [self._record(c, *item, now) for item in items]
+            for item in items:  # one bad item is refused alone: a savepoint each
+                c.execute("SAVEPOINT delivery")
+                try:
+                    results.append(self._record(c, *item, now))
+                except (sqlite3.Error, TypeError, ValueError) as e:
+                    c.execute("ROLLBACK TO delivery")
+                    results.append((f"refused: {e}"[:200], None))
+                c.execute("RELEASE delivery")
+        return results
 
     def _record(
         self,
@@ -339,6 +349,25 @@ class Queue:
     def counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT state, count(*) n FROM daemon_jobs GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
+
+    def prune_deliveries(self, older_than: float) -> int:
+        """Forget deliveries received before ``older_than`` (epoch): GitHub redelivers within
+        days, not months; the jobs they made stay."""
+        with self.tx() as c:
+            return c.execute(
+                "DELETE FROM daemon_deliveries WHERE received < ?", (older_than,)
+            ).rowcount
+
+    def final_ids(self, ids: list[int]) -> set[int]:
+        """Which of ``ids`` name a job in a final state (or no job at all)."""
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(
+            f"SELECT id, state FROM daemon_jobs WHERE id IN ({marks})", ids
+        ).fetchall()
+        known = {r["id"]: r["state"] for r in rows}
+        return {i for i in ids if known.get(i, FINAL[0]) in FINAL}
 
     def delivery_count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM daemon_deliveries").fetchone()[0]

@@ -9,6 +9,7 @@ the secrets file, ``$RIG_SECRET_<NAME>`` or a systemd credential
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets as _secrets
 import sys
@@ -16,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig.config import SECRET_ENV_PREFIX, RigConfig, Secret, lookup_secret
+from rig.config import CREDENTIAL_PREFIX, SECRET_ENV_PREFIX, RigConfig, Secret, lookup_secret
+from rig.daemon.egress import GITHUB_IMAGE_HOSTS, Egress
 from rig.errors import ConfigError
 
 DEFAULT_PORT = 8470
 DEFAULT_MAX_BODY = 5 * 1024 * 1024  # GitHub's payloads can reach 25 MB; ours never do
+DEFAULT_MAX_IMAGE = 16 << 30  # an image download (or an artifact's unpacked image) stops here
 MARKER = "<!-- mark:untested -->"
 
 # names looked up in the secrets file / env / credentials directory
@@ -41,6 +44,8 @@ class RepoWatch:
     events: tuple[str, ...] = ("workflow_run", "release", "repository_dispatch")
     dispatch_event_type: str = "rig-test"
     branches: tuple[str, ...] = ()  # workflow_run head branches; empty: any
+    # hosts a dispatched image_url may name (host or host:port); default: GitHub's own
+    image_hosts: tuple[str, ...] = GITHUB_IMAGE_HOSTS
 
 
 @dataclass(frozen=True)
@@ -77,21 +82,85 @@ class DaemonSettings:
     config_path: Path | None
     api_url: str
     repos: dict[str, RepoWatch]
+    private_hosts: tuple[str, ...]  # github.private_hosts: internal hosts the daemon may fetch
+    max_image: int  # bytes
     status_context: str
     mail: MailSettings | None
     webhook_secret: Secret | None
     github_token: Secret | None
     approval_key: Secret
+    # the secrets the acceptance run's own config names ({secret: NAME}: Wi-Fi, user), handed
+    # to it as $RIG_SECRET_<NAME>: it gets neither the daemon's keys nor the credentials dir
+    run_secrets: tuple[Secret, ...] = ()
+    child_env: tuple[str, ...] = ()  # daemon.child_env: more variables children may see
     rig: RigConfig | None = field(default=None, compare=False, repr=False)
 
     def repo(self, name: str) -> RepoWatch | None:
         return self.repos.get(name.lower())
 
+    def all_image_hosts(self) -> tuple[str, ...]:
+        """Where a direct notification naming no repository may point: any repo's hosts."""
+        hosts = [h for r in self.repos.values() for h in r.image_hosts]
+        return tuple(hosts) if self.repos else GITHUB_IMAGE_HOSTS
+
+    def egress(self) -> Egress:
+        return Egress(self.api_url, self.private_hosts)
+
+
+# an HMAC key shorter than this is guessable offline from one signed delivery or link
+MIN_KEY_LENGTH = 16
+HMAC_KEYS = (WEBHOOK_SECRET, APPROVAL_KEY)
+DAEMON_SECRETS = (WEBHOOK_SECRET, GITHUB_TOKEN, SMTP_PASSWORD, APPROVAL_KEY)  # never to children
+
+
+def _locate_secret(config: RigConfig, name: str) -> tuple[Secret, str] | None:
+    """(secret, where it came from), looked up like every ``{secret: NAME}`` of rig.yaml
+    (rig.config.lookup_secret: $RIG_SECRET_<NAME>, a systemd credential, the secrets file)."""
+    from_file = {k: v.reveal() for k, v in config.sections.get("_secrets", {}).items()}
+    found = lookup_secret(name, from_file)
+    if found is None:
+        return None
+    env_name = SECRET_ENV_PREFIX + name.upper()
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    creds = [Path(cred_dir) / n for n in (name, CREDENTIAL_PREFIX + name)] if cred_dir else []
+    if env_name in os.environ:
+        origin = f"${env_name}"
+    elif any(c.is_file() for c in creds):
+        origin = str(next(c for c in creds if c.is_file()))
+    else:
+        origin = f"the secrets file: {name}"
+    return found, origin
+
 
 def find_secret(config: RigConfig, name: str) -> Secret | None:
-    """Looked up like every ``{secret: NAME}`` of rig.yaml (rig.config.lookup_secret)."""
-    from_file = {k: v.reveal() for k, v in config.sections.get("_secrets", {}).items()}
-    return lookup_secret(name, from_file)
+    """The secrets file, then $RIG_SECRET_<NAME>, then $CREDENTIALS_DIRECTORY/<name>.
+
+    A secret that is there but empty or (for the HMAC keys) short is refused: an
+    unset shell variable written into a credential must not turn authentication off.
+    """
+    found = _locate_secret(config, name)
+    if found is None:
+        return None
+    value, origin = found
+    text = value.reveal()
+    minimum = MIN_KEY_LENGTH if name in HMAC_KEYS else 1
+    if len(text.strip()) < minimum or text != text.strip():
+        what = (
+            "is empty"
+            if not text.strip()
+            else "has leading or trailing white space"
+            if text != text.strip()
+            else f"is only {len(text)} characters long"
+        )
+        raise ConfigError(
+            f"secret {name} {what}",
+            where=origin,
+            hint=f"use at least {minimum} random characters, e.g. "
+            "`python3 -c 'import secrets; print(secrets.token_hex(32))'`"
+            if minimum > 1
+            else f"set {name} to its real value or remove it",
+        )
+    return value
 
 
 def _approval_key(config: RigConfig, state_dir: Path) -> Secret:
@@ -101,11 +170,31 @@ def _approval_key(config: RigConfig, state_dir: Path) -> Secret:
         return found
     path = state_dir / "daemon-approval.key"
     state_dir.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not path.exists():  # written whole, then renamed: a crash never leaves an empty key
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(_secrets.token_urlsafe(32))
-    return Secret(path.read_text().strip(), APPROVAL_KEY)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    key = path.read_text().strip()
+    if len(key) < MIN_KEY_LENGTH:
+        raise ConfigError(
+            f"the generated approval key is {len(key)} characters long",
+            where=str(path),
+            hint="delete the file: the daemon makes a new one (mailed links stop working)",
+        )
+    return Secret(key, APPROVAL_KEY)
+
+
+def _loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(config: RigConfig) -> DaemonSettings:
@@ -130,6 +219,7 @@ def load_settings(config: RigConfig) -> DaemonSettings:
             events=tuple(r.get("events", RepoWatch.events)),
             dispatch_event_type=r.get("dispatch_event_type", "rig-test"),
             branches=tuple(r.get("branches", ())),
+            image_hosts=tuple(r.get("image_hosts", GITHUB_IMAGE_HOSTS)),
         )
         repos[watch.name.lower()] = watch
 
@@ -147,6 +237,12 @@ def load_settings(config: RigConfig) -> DaemonSettings:
             ca_file=str(path_of(m["ca_file"])) if m.get("ca_file") else None,
             timeout=float(m.get("timeout", 30)),
         )
+        if mail.security == "none" and not _loopback(mail.host):
+            raise ConfigError(
+                f"security: none sends mail (and any password) in clear text to {mail.host}",
+                where=f"{where}: mail.security",
+                hint="use starttls or ssl; none is only for a relay on this host (127.0.0.1)",
+            )
         if mail.username and mail.password is None:
             raise ConfigError(
                 "mail.username is set but no SMTP password was found",
@@ -180,11 +276,19 @@ def load_settings(config: RigConfig) -> DaemonSettings:
         config_path=config.source,
         api_url=g.get("api_url", "https://api.github.com").rstrip("/"),
         repos=repos,
+        private_hosts=tuple(g.get("private_hosts", ())),
+        max_image=int(d.get("max_image_bytes", DEFAULT_MAX_IMAGE)),
         status_context=g.get("status_context", "rig/acceptance"),
         mail=mail,
         webhook_secret=find_secret(config, WEBHOOK_SECRET),
         github_token=find_secret(config, GITHUB_TOKEN),
         approval_key=_approval_key(config, state_dir),
+        run_secrets=tuple(
+            secret
+            for secret in (config.wifi.psk, config.user.password)
+            if secret.name and "." not in secret.name and secret.name not in DAEMON_SECRETS
+        ),
+        child_env=tuple(d.get("child_env", ())),
         rig=config,
     )
 

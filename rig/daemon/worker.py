@@ -30,20 +30,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rig.config import SECRET_ENV_PREFIX, mask
 from rig.daemon import mail
 from rig.daemon.approval import Approvals
+from rig.daemon.childenv import child_env
 from rig.daemon.fetch import fetch
 from rig.daemon.github import GitHub
-from rig.daemon.publish import publish
+from rig.daemon.publish import IDEMPOTENT, publish, publish_id, publish_target
 from rig.daemon.queue import (
     APPROVED,
     AWAITING,
     ERROR,
     FAILED,
-    FINAL,
     PUBLISHED,
     QUEUED,
     RUNNING,
+    UNCERTAIN,
     Job,
     Queue,
 )
@@ -53,6 +55,7 @@ from rig.errors import ConfigError, InfraError, RigError
 log = logging.getLogger(__name__)
 
 TEST_STEPS = ("fetch", "pending", "test", "notify")
+DELIVERY_DAYS = 30  # how long a delivery id is remembered (GitHub redelivers within days)
 
 
 @dataclass
@@ -75,21 +78,53 @@ def _proc_start(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]  # a zombie is gone already
 
 
+def _marked(run: str) -> list[int]:
+    """Processes whose environment carries ``RIG_DAEMON_RUN=run``: an acceptance run (and its
+    children) started by a daemon that died before it could record the pid."""
+    needle = f"RIG_DAEMON_RUN={run}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
 def stop_orphan(detail: dict[str, Any], grace: float = 30.0) -> bool:
-    """Stop an acceptance run left behind by a killed daemon; True if one was running."""
+    """Stop an acceptance run left behind by a killed daemon; True if one was running.
+
+    By its recorded pid and start time, or, when the daemon died between starting
+    it and recording the pid, by the run marker recorded *before* it was started.
+    """
     pid, start = detail.get("pid"), detail.get("start")
-    if not pid or not start or _proc_start(int(pid)) != start:
+    targets: dict[int, str | None] = {}
+    if pid and start and _proc_start(int(pid)) == start:
+        targets[int(pid)] = start
+    elif detail.get("run"):
+        for found in _marked(str(detail["run"])):
+            try:
+                group = os.getpgid(found)
+            except ProcessLookupError:
+                continue
+            targets.setdefault(group, _proc_start(group))
+    if not targets:
         return False
-    log.warning("stopping acceptance run %s left by a previous daemon", pid)
-    try:
-        os.killpg(int(pid), signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _proc_start(int(pid)) == start:
-            time.sleep(0.1)
-        if _proc_start(int(pid)) == start:
-            os.killpg(int(pid), signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    for group, began in targets.items():
+        log.warning("stopping acceptance run %s left by a previous daemon", group)
+        try:
+            os.killpg(group, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and _proc_start(group) == began:
+                time.sleep(0.1)
+            if _proc_start(group) == began:
+                os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     return True
 
 
@@ -123,11 +158,13 @@ class Worker:
         self.stopping = threading.Event()
         self.retry_delay = retry_delay
         self._github_factory = github_factory or (
-            lambda: GitHub(settings.api_url, settings.github_token)
+            lambda: GitHub(settings.api_url, settings.github_token, egress=settings.egress())
         )
         self._threads: list[threading.Thread] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self.current: dict[str, Any] = {}  # lane -> job id (for the dashboard)
+        self.beats: dict[str, float] = {}  # lane -> last time it looked for work
+        self._pruned_at = -1e9  # monotonic time of the last pruning of old deliveries
 
     # lifecycle ------------------------------------------------------------------
 
@@ -162,16 +199,25 @@ class Worker:
             os.killpg(proc.pid, signal.SIGKILL)
 
     def _cleanup(self) -> None:
-        """Delete candidate images of decided jobs: a flash host's disk is small, reports stay."""
+        """Delete the download folder of every decided job (a flash host's disk is small;
+        reports stay) and forget deliveries older than ``DELIVERY_DAYS``."""
         for job_id in self.queue.expire(time.time() - self.settings.approval_ttl):
             log.info("job %s: nobody decided before the approval link expired", job_id)
-        for job in self.queue.jobs(FINAL, limit=20):
-            if not job.image_path:
-                continue
-            folder = Path(job.image_path).parent
-            if folder.parent == self.settings.images_dir and folder.is_dir():
-                shutil.rmtree(folder, ignore_errors=True)
-                log.info("job %s: removed its image %s", job.id, job.image_path)
+        images = self.settings.images_dir
+        folders = {
+            int(p.name[4:]): p
+            for p in (images.iterdir() if images.is_dir() else ())
+            if p.is_dir() and p.name.startswith("job-") and p.name[4:].isdigit()
+        }
+        for job_id in sorted(self.queue.final_ids(sorted(folders))):
+            shutil.rmtree(folders[job_id], ignore_errors=True)
+            log.info("job %s: removed its downloads %s", job_id, folders[job_id])
+        if time.monotonic() - self._pruned_at < 3600:
+            return
+        self._pruned_at = time.monotonic()
+        pruned = self.queue.prune_deliveries(time.time() - DELIVERY_DAYS * 86400)
+        if pruned:
+            log.info("forgot %s deliveries older than %s days", pruned, DELIVERY_DAYS)
 
     def _heartbeat(self) -> None:
         while not self.stopping.wait(10):
@@ -187,39 +233,61 @@ class Worker:
     # lanes --------------------------------------------------------------------------
 
     def _lane_test(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                job = self.queue.claim(self.owner, (QUEUED, RUNNING))
-            except Exception:
-                log.exception("claiming a job failed")
-                job = None
-            if job is None:
-                self._cleanup()
-                self._wait(2.0)
-                continue
-            self.current["test"] = job.id
-            try:
-                self._run_test(job)
-            finally:
-                self.current.pop("test", None)
-                self.queue.release(job.id, self.owner)
+        self._lane("test", (QUEUED, RUNNING), self._run_test, 2.0)
 
     def _lane_publish(self) -> None:
+        self._lane("publish", (APPROVED,), self._run_publish, 1.0)
+
+    def _lane(
+        self, name: str, states: tuple[str, ...], run: Callable[[Job], None], idle: float
+    ) -> None:
+        """Claim, run, release, forever: no single job (nor a database hiccup) ends the lane.
+
+        A job whose run raises anyway ends in ``error`` with the reason, so it is not
+        claimed first again after a restart.
+        """
         while not self.stopping.is_set():
+            self.beats[name] = time.time()
             try:
-                job = self.queue.claim(self.owner, (APPROVED,))
+                job = self.queue.claim(self.owner, states)
             except Exception:
-                log.exception("claiming a job failed")
+                log.exception("%s lane: claiming a job failed", name)
                 job = None
             if job is None:
-                self._wait(1.0)
+                if name == "test":
+                    try:
+                        self._cleanup()
+                    except Exception:
+                        log.exception("cleaning up decided jobs failed")
+                self._wait(idle)
                 continue
-            self.current["publish"] = job.id
+            self.current[name] = job.id
             try:
-                self._run_publish(job)
+                run(job)
+            except Exception as e:
+                log.exception("job %s: the %s lane's run raised", job.id, name)
+                try:
+                    self.queue.update(
+                        job.id, state=ERROR, phase=None, error=f"internal error: {e!r}"[:500]
+                    )
+                except Exception:
+                    log.exception("job %s: could not record its error", job.id)
             finally:
-                self.current.pop("publish", None)
-                self.queue.release(job.id, self.owner)
+                self.current.pop(name, None)
+                try:
+                    self.queue.release(job.id, self.owner)
+                except Exception:
+                    log.exception("job %s: releasing its lease failed", job.id)
+
+    def lanes(self) -> dict[str, dict[str, Any]]:
+        """Liveness of each thread, for /healthz and the watchdog."""
+        return {
+            t.name.removeprefix("rig-worker-"): {
+                "alive": t.is_alive(),
+                "job": self.current.get(t.name.removeprefix("rig-worker-")),
+            }
+            for t in self._threads
+        }
 
     # the test lane's steps ------------------------------------------------------------
 
@@ -294,8 +362,19 @@ class Worker:
 
     def _step_fetch(self, job: Job, gh: GitHub, step_id: int) -> dict[str, Any]:
         dest = self.settings.images_dir / f"job-{job.id}"
-        got = fetch(job.image, gh, dest)
-        self.queue.update(job.id, image_path=got["path"], image_sha256=got["sha256"])
+        watch = self.settings.repo(job.repo) if job.repo else None
+        hosts = watch.image_hosts if watch else self.settings.all_image_hosts()
+        got = fetch(job.image, gh, dest, max_bytes=self.settings.max_image, image_hosts=hosts)
+        image = dict(job.image)
+        if got.get("asset"):  # publishing later requires this very asset, unchanged
+            image["tested_asset"] = got["asset"]
+        if (
+            job.image.get("kind") == "url"
+            and job.repo
+            and (job.image.get("release_id") or job.image.get("tag"))
+        ):  # the release a dispatch names is fixed now, before the test, by its id
+            image["publish_release"] = self._named_release(job, gh)
+        self.queue.update(job.id, image_path=got["path"], image_sha256=got["sha256"], image=image)
         if not job.sha and job.repo and job.image.get("tag") and self.settings.github_token:
             try:  # a release names a tag, not a commit: statuses need the commit
                 sha = gh.commit_sha(job.repo, str(job.image["tag"]))
@@ -305,6 +384,18 @@ class Worker:
                 log.warning("job %s: commit of tag %s unknown: %s", job.id, job.image["tag"], e)
         log.info("job %s: image %s verified (%s)", job.id, got["path"], ", ".join(got["verified"]))
         return got
+
+    def _named_release(self, job: Job, gh: GitHub) -> dict[str, Any]:
+        rid, tag = job.image.get("release_id"), job.image.get("tag")
+        release = gh.release(str(job.repo), rid) if rid else gh.release_by_tag(str(job.repo), tag)
+        if tag and release.get("tag_name") != tag:
+            raise ConfigError(
+                f"release {rid} is tagged {release.get('tag_name')!r}, not {tag!r}",
+                where=f"job {job.id}: client_payload release_id/tag",
+            )
+        if not isinstance(release.get("id"), int):
+            raise InfraError("GitHub sent a release without an id", where=f"job {job.id} fetch")
+        return {"id": release["id"], "tag": release.get("tag_name")}
 
     def _step_pending(self, job: Job, gh: GitHub, step_id: int) -> dict[str, Any]:
         posted = self._status(gh, job, "pending", "testing the image on the rig")
@@ -317,8 +408,10 @@ class Worker:
         argv = acceptance_argv(self.settings, Path(job.image_path or ""), report_dir, job.id)
         logfile = report_dir / "acceptance.log"
         self.queue.update(job.id, report_dir=str(report_dir))
+        run = uuid.uuid4().hex  # recorded before the start: a restart finds the run by it
+        self.queue.step_detail(step_id, {"run": run})
         with open(logfile, "wb") as out:
-            out.write(f"$ {' '.join(argv)}\n".encode())
+            out.write(f"$ {mask(' '.join(argv))}\n".encode())
             out.flush()
             try:
                 proc = subprocess.Popen(
@@ -327,7 +420,17 @@ class Worker:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group: stoppable as a whole
-                    env={**os.environ, "RIG_DAEMON_JOB": str(job.id)},
+                    env=child_env(
+                        {
+                            "RIG_DAEMON_JOB": str(job.id),
+                            "RIG_DAEMON_RUN": run,
+                            **{
+                                SECRET_ENV_PREFIX + s.name.upper(): s.reveal()
+                                for s in self.settings.run_secrets
+                            },
+                        },
+                        passthrough=self.settings.child_env,
+                    ),
                 )
             except OSError as e:
                 raise ConfigError(
@@ -336,7 +439,13 @@ class Worker:
                 ) from e
             self._proc = proc
             self.queue.step_detail(
-                step_id, {"pid": proc.pid, "start": _proc_start(proc.pid), "argv": argv}
+                step_id,
+                {
+                    "run": run,
+                    "pid": proc.pid,
+                    "start": _proc_start(proc.pid),
+                    "argv": [mask(a) for a in argv],
+                },
             )
             try:
                 code = proc.wait(timeout=self.settings.acceptance_timeout)
@@ -380,21 +489,23 @@ class Worker:
                 for s in results.get("scenarios", [])
             ]
         self.queue.update(job.id, result=result)
-        return {**result, "argv": argv}
+        return {**result, "argv": [mask(a) for a in argv]}
 
     def _step_notify(self, job: Job, gh: GitHub, step_id: int) -> dict[str, Any]:
         result = job.result or {}
         report = self.report_url(job)
         if result.get("passed"):
             self._status(gh, job, "success", f"tested green: {result.get('summary')}")
-            token = self.approvals.issue(job.id, job.image_sha256 or "")
+            target = publish_target(job, self.settings.publish)
+            token = self.approvals.issue(job.id, job.image_sha256 or "", target)
             link = f"{self.settings.public_url}/approve/{token}"
             text = (
                 f"The image {Path(job.image_path or '').name} tested green on the rig.\n\n"
                 f"  build:   {job.title}\n"
                 f"  sha256:  {job.image_sha256}\n"
                 f"  results: {result.get('summary')}\n"
-                f"  report:  {report}\n\n"
+                f"  report:  {report}\n"
+                f"  publish: {target}\n\n"
                 f"Release it? Review and approve or reject here (the link works once,\n"
                 f"for this image only, for {self.settings.approval_ttl / 3600:.0f} hours):\n\n"
                 f"  {link}\n"
@@ -424,25 +535,50 @@ class Worker:
     # the publish lane --------------------------------------------------------------
 
     def _run_publish(self, job: Job) -> None:
+        """Publish once. The attempt is on disk before the action runs; an attempt that
+        never recorded its end (a crash, a kill -9) is re-run only for the idempotent
+        actions (unmark, undraft). A dispatch or command is then *uncertain*: a person
+        decides, told so by mail; receivers can deduplicate on RIG_PUBLISH_ID."""
+        action = self.settings.publish.get("action", "unmark")
+        idempotent = action in IDEMPOTENT
+        earlier = [s for s in self.queue.steps(job.id) if s["name"] == "publish"]
+        unfinished = [s for s in earlier if s["state"] in ("started", "interrupted")]
+        if unfinished and not idempotent:
+            reason = (
+                f"publish: the {action} action was started at "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(unfinished[-1]['started']))}"
+                " and the daemon stopped before it finished: it may or may not have run, "
+                "so it is not run again automatically"
+            )
+            self.queue.update(job.id, state=UNCERTAIN, phase=None, error=reason)
+            log.error("job %s: %s", job.id, reason)
+            self._mail_safely(
+                f"[rig] publishing uncertain: {job.title}",
+                f"{reason}.\n\nCheck whether {publish_target(job, self.settings.publish)} "
+                f"happened (publish id {publish_id(job)}); the job page:\n"
+                f"{self.settings.public_url}/jobs/{job.id}\n",
+                job,
+            )
+            return
         gh = self._github_factory()
-        step_id = self.queue.step_start(job.id, "publish", job.attempts)
+        step_id = self.queue.step_start(
+            job.id, "publish", job.attempts, {"action": action, "publish_id": publish_id(job)}
+        )
         self.queue.update(job.id, phase="publish")
         try:
             what = publish(job, self.settings.publish, gh, self.settings.public_url)
-        except RigError as e:
-            self.queue.step_end(step_id, "failed", {"error": str(e)})
-            failures = sum(
-                1
-                for s in self.queue.steps(job.id)
-                if s["name"] == "publish" and s["state"] == "failed"
-            )
-            if isinstance(e, InfraError) and failures < self.settings.max_attempts:
+        except Exception as e:
+            error = e if isinstance(e, RigError) else InfraError(f"internal error: {e!r}")
+            self.queue.step_end(step_id, "failed", {"error": str(error)})
+            failures = 1 + sum(1 for s in earlier if s["state"] == "failed")
+            retry = isinstance(error, InfraError) and idempotent
+            if retry and failures < self.settings.max_attempts:
                 self.queue.update(job.id, not_before=time.time() + self.retry_delay * failures)
             else:
-                self.queue.update(job.id, state=ERROR, phase=None, error=f"publish: {e}")
+                self.queue.update(job.id, state=ERROR, phase=None, error=f"publish: {error}")
                 self._mail_safely(
                     f"[rig] publishing failed: {job.title}",
-                    f"The approved image could not be published:\n\n{e}\n",
+                    f"The approved image could not be published:\n\n{error}\n",
                     job,
                 )
             return
@@ -467,7 +603,7 @@ class Worker:
                 description,
                 f"{self.settings.public_url}/jobs/{job.id}",
             )
-        except InfraError as e:
+        except Exception as e:  # a status is informative: never worth a job or a lane
             log.warning("job %s: commit status %s not posted: %s", job.id, state, e)
             return False
         return True
@@ -484,5 +620,5 @@ class Worker:
     def _mail_safely(self, subject: str, text: str, job: Job) -> None:
         try:
             self._mail(subject, text, job)
-        except RigError as e:
-            log.error("job %s: %s", job.id, e)
+        except Exception as e:  # a mail that cannot go out never takes the lane with it
+            log.error("job %s: mail %r not sent: %s", job.id, subject[:80], e)

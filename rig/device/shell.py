@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from rig.config import mask
 from rig.errors import InfraError
 
 Log = Callable[..., None]
@@ -63,21 +64,24 @@ def log_result(log: Log | None, result: CommandResult, quiet: bool = False) -> N
     """Command, status and (unless quiet) output into the scenario log."""
     if log is None:
         return
+    command = mask(result.command)  # a secret in a command line is logged as ***
     log(
-        f"$ {result.command}  -> exit {result.exit_status} ({result.duration:.1f}s)",
-        command=result.command,
+        f"$ {command}  -> exit {result.exit_status} ({result.duration:.1f}s)",
+        command=command,
         exit_status=result.exit_status,
     )
     if not quiet:
         for stream in (result.stdout, result.stderr):
             for line in stream.splitlines()[-40:]:
-                log(f"  | {line}")
+                log(f"  | {mask(line)}")
 
 
 def check_result(result: CommandResult, where: str) -> CommandResult:
     if not result.ok:
         raise InfraError(
-            f"command failed with exit {result.exit_status}: {result.command}\n{result.tail()}",
+            mask(
+                f"command failed with exit {result.exit_status}: {result.command}\n{result.tail()}"
+            ),
             where=where,
         )
     return result

@@ -16,6 +16,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from rig.card.catalog import CANDIDATE, Catalog, load_catalog
+from rig.config import read_user_file
 from rig.errors import ConfigError, ValidationErrors
 from rig.schema import validate
 
@@ -96,6 +97,8 @@ def parse_json(text: str, where: str) -> Any:
         return json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as e:
         raise ConfigError(f"invalid JSON: {e.msg}", where=f"{where}:{e.lineno}:{e.colno}") from None
+    except RecursionError:
+        raise ConfigError("invalid JSON: nested too deeply", where=where) from None
     except _DuplicateKey as e:
         raise ConfigError(
             f"invalid JSON: key {e} appears twice in one object", where=where
@@ -105,10 +108,7 @@ def parse_json(text: str, where: str) -> Any:
 def load_matrix(path: str | Path, catalog: Catalog | None = None) -> Matrix:
     """Load, validate and expand defaults; raises ValidationErrors listing every problem."""
     source = Path(path)
-    try:
-        text = source.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read the matrix: {e.strerror}", where=str(source)) from None
+    text = read_user_file(source)  # a FIFO, /dev/zero or a huge file: refused, not read
     data = parse_json(text, str(source))
     if not isinstance(data, dict):
         raise ValidationErrors(str(source), [("", "must be an object with release and scenarios")])

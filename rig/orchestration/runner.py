@@ -24,7 +24,7 @@ from rig.card.catalog import CANDIDATE, load_catalog
 from rig.config import RigConfig
 from rig.errors import EXIT_INFRA, EXIT_OK, EXIT_PRODUCT, ConfigError, InfraError
 from rig.events import Event, EventBus, StepLog
-from rig.orchestration.leases import Leases
+from rig.orchestration.leases import Heartbeat, Leases
 from rig.orchestration.matrix import Matrix, Scenario
 from rig.orchestration.pipeline import (
     DEFAULT_TIMEOUTS,
@@ -107,6 +107,7 @@ class Runner:
         self.kit_factory = kit_factory or default_kit_factory(config)
         self.profile_factory = profile_factory or _default_profile
         self.cancel = cancel or threading.Event()
+        self.lease_lost = ""  # set when the heartbeat lost a lease: the run was cancelled
         self.run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         run_cfg = config.sections.get("run", {})
         self.timeouts = {
@@ -174,14 +175,11 @@ class Runner:
             )
         return self.held
 
-    def _heartbeat(self, leases_dir: Path, stop: threading.Event) -> None:
-        leases = Leases(leases_dir, holder=self.leases.holder)
-        try:
-            while not stop.wait(20):
-                for name in list(self.held):
-                    leases.renew(name)
-        finally:
-            leases.close()
+    def _lease_lost(self, device: str, why: str) -> None:
+        """A run that lost a device's lease stops: someone else may be driving it now."""
+        self.bus.emit(Event("log", f"lease on {device} lost ({why}): cancelling", device=device))
+        self.lease_lost = f"{device}: {why}"
+        self.cancel.set()
 
     # --- images ------------------------------------------------------------------
 
@@ -339,18 +337,19 @@ class Runner:
         started = time.time()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.leases = Leases(self.config.paths.state)
-        stop_heartbeat = threading.Event()
+        heartbeat: Heartbeat | None = None
         jobs = [Job(s, self._estimate(s)) for s in scenarios]
         feed = None
         interrupted = False
         try:
             self.resolve_images(scenarios)
             devices = self.lease_devices(self.leases)
-            threading.Thread(
-                target=self._heartbeat,
-                args=(self.config.paths.state, stop_heartbeat),
-                daemon=True,
-                name="lease-heartbeat",
+            heartbeat = Heartbeat(
+                self.config.paths.state,
+                self.leases.holder,
+                lambda: list(self.held),
+                self._lease_lost,
+                ttl=self.leases.ttl,
             ).start()
             if self.config.virtual:
                 from rig.virtual.twin import ensure_twin
@@ -368,7 +367,8 @@ class Runner:
             interrupted = interrupted or self.cancel.is_set()
             if interrupted:
                 self._power_off_held()
-            stop_heartbeat.set()
+            if heartbeat is not None:
+                heartbeat.close()
             if feed is not None:
                 feed.stop()
             self.leases.release_all()

@@ -45,6 +45,7 @@ def test_flash_target_file(image, tmp_path, capsys, monkeypatch):
 
 
 def test_flash_usage_errors(image, tmp_path, capsys):
+    (tmp_path / "x").touch()  # an existing target file: the image's errors are the point here
     assert main(["flash", "--target", str(tmp_path / "x"), "a", "b"]) == 2
     assert main(["flash", "--target", str(tmp_path / "x"), str(tmp_path / "missing.img")]) == 2
     assert "no such image file" in capsys.readouterr().err
@@ -114,6 +115,7 @@ def test_images_list_shows_cards(image, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("COLUMNS", "400")  # rich wraps long paths in narrow terminals
     target = tmp_path / "card.bin"
+    target.touch()  # --target writes existing files only
     assert main(["flash", "--target", str(target), str(image)]) == 0
     capsys.readouterr()
     assert main(["images", "list"]) == 0

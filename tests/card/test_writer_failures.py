@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _writer_images import fill_random, have_tools, make_image, sample_trees
 
-from rig.card.target import check_writable
+from rig.card.target import check_writable, open_checked
 from rig.card.usedmap import derive_map
 from rig.card.writer import _chunks, card_records, write_image
 from rig.errors import ConfigError, InfraError
@@ -143,6 +143,9 @@ def test_running_system_disk_is_refused():
         pytest.skip(f"{node} has no device node here")
     with pytest.raises(ConfigError, match=r"mounted|running system"):
         check_writable(node)  # never write_image: a bug here must not touch the disk
+    # the descriptor-based check the writer uses (it opens read-only to check)
+    with pytest.raises(ConfigError, match=r"mounted|running system|partition|cannot open"):
+        open_checked(node, allow_fixed=True)
 
 
 def test_mounted_disk_is_refused(tmp_path):

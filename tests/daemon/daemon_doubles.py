@@ -8,6 +8,7 @@ leaks across the redirect. Every call is recorded.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -23,7 +24,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 HERE = Path(__file__).resolve().parent
@@ -48,6 +49,9 @@ class GitHubState:
     asset_blob: dict[int, str] = field(default_factory=dict)  # asset id -> key
     artifact_blob: dict[int, str] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
+    redirects: dict[str, str] = field(default_factory=dict)  # storage key -> Location
+    html: bool = False  # a proxy or captive portal answers the API's calls with a web page
+    hold_dispatch: bool = False  # a dispatch is received, then its answer never comes
     storage_url: str = ""
     next_id: int = 100
 
@@ -71,6 +75,8 @@ class GitHubState:
                     "name": name,
                     "size": len(data),
                     "url": f"/repos/x/y/releases/assets/{aid}",
+                    # GitHub computes it on upload (release assets carry it since 2025)
+                    "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
                 }
             )
         release = {
@@ -127,6 +133,8 @@ def github_app(state: GitHubState) -> Starlette:
         )
         if request.url.path.startswith("/storage/"):
             return None
+        if state.html:
+            return HTMLResponse("<html><body><h1>Proxy login required</h1></body></html>")
         if request.headers.get("authorization") != f"Bearer {TOKEN}":
             return JSONResponse({"message": "Requires authentication"}, status_code=401)
         return None
@@ -194,10 +202,14 @@ def github_app(state: GitHubState) -> Starlette:
     async def dispatches(request: Request) -> Response:
         if (r := await record(request)) is not None:
             return r
+        while state.hold_dispatch:
+            await asyncio.sleep(0.05)
         return Response(status_code=204)
 
     async def storage(request: Request) -> Response:
         await record(request)
+        if request.path_params["key"] in state.redirects:
+            return RedirectResponse(state.redirects[request.path_params["key"]], 302)
         data = state.blobs.get(request.path_params["key"])
         if data is None:
             return Response(status_code=404)

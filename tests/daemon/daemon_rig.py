@@ -10,6 +10,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -43,6 +44,29 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float = 20.0) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def serve(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A real `rig serve` process for ``config`` (stdout and stderr appended to ``log``)."""
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "rig", "--config", str(config), "serve", "--retry-delay", "0.2"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=config.parent,
+            env=env,
+        )
+
+
+def wait_up(url: str, proc: subprocess.Popen) -> None:
+    def up() -> bool:
+        assert proc.poll() is None, "rig serve exited"
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for("rig serve to answer", up, timeout=20)
 
 
 def free_port() -> int:
@@ -163,6 +187,8 @@ def write_config(
         },
         "github": {
             "api_url": github.api_url,  # type: ignore[attr-defined]
+            # the storage double is on loopback, like a GitHub Enterprise storage host on a LAN
+            "private_hosts": [f"127.0.0.1:{github.storage_port}"],  # type: ignore[attr-defined]
             "repositories": [
                 {
                     "name": REPO,
@@ -170,6 +196,7 @@ def write_config(
                     "artifact": "octopi-*",
                     "asset": "octopi-*.zip",
                     "dispatch_event_type": "rig-test",
+                    "image_hosts": [f"127.0.0.1:{github.storage_port}"],  # type: ignore[attr-defined]
                 }
             ],
         },

@@ -2,7 +2,8 @@
 
 Exit 0 and results.json {"passed": true} unless the candidate's first bytes say
 FAIL (exit 1) or INFRA (exit 3). --hold waits for a file to appear (so a test
-can kill the daemon mid-run); --runlog records "start PID" / "end PID" lines.
+can kill the daemon mid-run); --runlog records "start PID" / "end PID" lines;
+environ.json in the report directory is the environment it was given.
 """
 
 import argparse
@@ -16,10 +17,13 @@ p.add_argument("--candidate", required=True)
 p.add_argument("--report-dir", required=True)
 p.add_argument("--runlog", required=True)
 p.add_argument("--hold")
+p.add_argument("--label")  # ignored: lets a test put any word on the command line
 args = p.parse_args()
 
 with open(args.runlog, "a") as f:
     f.write(f"start {os.getpid()}\n")
+Path(args.report_dir).mkdir(parents=True, exist_ok=True)  # what the daemon let through
+(Path(args.report_dir) / "environ.json").write_text(json.dumps(dict(os.environ)))
 head = Path(args.candidate).read_bytes()[:64]
 print(f"testing {args.candidate} ({len(head)} bytes head)", flush=True)
 live = Path(args.report_dir) / "scenarios" / "candidate-smoke"

@@ -50,13 +50,13 @@ def test_secrets_come_from_file_env_or_systemd_credentials(tmp_path, monkeypatch
     data = yaml.safe_load(path.read_text())
     del data["secrets"]
     path.write_text(yaml.safe_dump(data))
-    monkeypatch.setenv("RIG_SECRET_WEBHOOK_SECRET", "from-env")
+    monkeypatch.setenv("RIG_SECRET_WEBHOOK_SECRET", "from-env-0123456789")
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "github_token").write_text("from-credential\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     settings = load_settings(load_config(path))
-    assert settings.webhook_secret.reveal() == "from-env"
+    assert settings.webhook_secret.reveal() == "from-env-0123456789"
     assert settings.github_token.reveal() == "from-credential"
 
     # the approval key is made once, kept 0600, and the same after a restart
@@ -219,7 +219,7 @@ def test_polling_queues_untested_releases_once(tmp_path, github):
         gh.close()
 
 
-def _job(**image) -> Job:
+def _job(sha256: str = "ab" * 32, **image) -> Job:
     return Job(
         id=7,
         key="k",
@@ -232,7 +232,7 @@ def _job(**image) -> Job:
         phase=None,
         attempts=1,
         image_path="/x/octopi.zip",
-        image_sha256="ab" * 32,
+        image_sha256=sha256,
         report_dir=None,
         result=None,
         error=None,
@@ -251,7 +251,8 @@ def test_publish_actions_against_the_api_double(github: GitHubState, tmp_path):
     gh = GitHub(github.api_url, Secret(TOKEN))  # type: ignore[attr-defined]
     try:
         draft = github.add_release("v2", f"{MARKER}\nnotes", {"octopi.zip": b"x"}, draft=True)
-        job = _job(repo=REPO, tag="v2")
+        sha = hashlib.sha256(b"x").hexdigest()
+        job = _job(sha, repo=REPO, tag="v2", publish_release={"id": draft["id"], "tag": "v2"})
         assert "published" in publish(job, {"action": "undraft"}, gh, "http://rig")
         assert github.releases[draft["id"]]["draft"] is False
         assert "already" in publish(job, {"action": "undraft"}, gh, "http://rig")
@@ -262,14 +263,12 @@ def test_publish_actions_against_the_api_double(github: GitHubState, tmp_path):
         publish(job, {"action": "dispatch", "event_type": "rig-approved"}, gh, "http://rig")
         sent = github.calls_to("POST", f"/repos/{REPO}/dispatches")[-1].body
         assert sent["event_type"] == "rig-approved"
-        assert (
-            sent["client_payload"]["sha256"] == "ab" * 32 and sent["client_payload"]["tag"] == "v2"
-        )
+        assert sent["client_payload"]["sha256"] == sha and sent["client_payload"]["tag"] == "v2"
 
         out = tmp_path / "published.txt"
         cmd = {"action": "command", "command": f'echo "$RIG_IMAGE_SHA256 $RIG_TAG" > {out}'}
         publish(job, cmd, gh, "http://rig")
-        assert out.read_text().split() == ["ab" * 32, "v2"]
+        assert out.read_text().split() == [sha, "v2"]
         with pytest.raises(InfraError, match="exited 3"):
             publish(job, {"action": "command", "command": "exit 3"}, gh, "http://rig")
         with pytest.raises(ConfigError, match="names no release"):

@@ -17,32 +17,13 @@ from daemon_rig import (
     add_octopi_release,
     free_port,
     release_payload,
+    serve,
     wait_for,
+    wait_up,
     write_config,
 )
 
 from rig.daemon.queue import Queue
-
-
-def serve(config: Path, log: Path) -> subprocess.Popen:
-    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "rig", "--config", str(config), "serve", "--retry-delay", "0.2"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=config.parent,
-        )
-
-
-def wait_up(url: str, proc: subprocess.Popen) -> None:
-    def up() -> bool:
-        assert proc.poll() is None, "rig serve exited"
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for("rig serve to answer", up, timeout=20)
 
 
 def alive(pid: int) -> bool:

@@ -212,8 +212,8 @@ def test_secrets_come_from_systemd_credentials(tmp_path, monkeypatch) -> None:
 
     from rig.daemon.settings import find_secret
 
-    (creds / "rig_webhook_secret").write_text("hook-secret")
-    assert find_secret(config, "webhook_secret").reveal() == "hook-secret"
+    (creds / "rig_webhook_secret").write_text("hook-secret-of-16-chars")
+    assert find_secret(config, "webhook_secret").reveal() == "hook-secret-of-16-chars"
 
 
 def test_a_missing_secret_names_every_place_it_may_come_from(tmp_path, monkeypatch) -> None:

@@ -216,3 +216,38 @@ def test_semantic_checks_survive_a_malformed_matrix(tmp_path) -> None:
         load_matrix(f)
     assert len(info.value.problems) >= 4
     assert all(what for _, what in info.value.problems)
+
+
+def test_matrix_validate_refuses_what_is_not_a_small_regular_file(tmp_path, capsys):
+    """A FIFO (hung main), /dev/zero (read forever), 100k-deep JSON (RecursionError), a
+    directory, a 5 MB file, bytes that are not UTF-8: each a located exit 2, at once."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "matrix.fifo"
+    os.mkfifo(fifo)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    big = tmp_path / "big.json"
+    big.write_text(" " * (5 << 20) + "{}")
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"release": "\xe9"}')
+    cases = {
+        fifo: "not a regular file",
+        Path("/dev/zero"): "not a regular file",
+        deep: "nested too deeply",
+        tmp_path: "not a regular file",
+        big: "larger than",
+        latin: "not UTF-8",
+    }
+    for path, why in cases.items():
+        done = subprocess.run(
+            [sys.executable, "-m", "rig", "matrix", "validate", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 2, (path, done.stderr[-300:])
+        assert why in done.stderr and str(path) in done.stderr, (path, done.stderr[-300:])
+        assert "Traceback" not in done.stderr

@@ -16,7 +16,7 @@ from rig.errors import ConfigError
 if TYPE_CHECKING:
     from rig.config import RigConfig
 
-USER_RE = re.compile(r"^[a-z][a-z0-9-]*$")  # what userconf-pi accepts
+USER_RE = re.compile(r"[a-z][a-z0-9-]*")  # what userconf-pi accepts (always fullmatch)
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")  # one RFC 1123 label
 COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 HEX64_RE = re.compile(r"^[0-9A-Fa-f]{64}$")
@@ -100,7 +100,7 @@ class ProvisionSettings:
 
     @property
     def psk_is_key(self) -> bool:
-        return bool(HEX64_RE.match(self.psk.reveal()))
+        return bool(HEX64_RE.fullmatch(self.psk.reveal()))
 
     def validate(self) -> None:
         """ConfigError naming the first bad field; nothing is written before this passes."""
@@ -119,7 +119,7 @@ class ProvisionSettings:
                 "first-boot tools cannot carry safely",
             )
         psk = self.psk.reveal()
-        if not HEX64_RE.match(psk):
+        if not HEX64_RE.fullmatch(psk):
             if not 8 <= len(psk) <= 63:
                 raise bad(
                     "psk",
@@ -128,13 +128,13 @@ class ProvisionSettings:
                 )
             if any(not 0x20 <= ord(c) <= 0x7E for c in psk):
                 raise bad("psk", "a WPA passphrase is printable ASCII only (no tabs, no umlauts)")
-        if not COUNTRY_RE.match(self.country):
+        if not COUNTRY_RE.fullmatch(self.country):
             raise bad(
                 "country",
                 f"{self.country!r} is not a two-letter country code",
                 "e.g. DE, GB, US: Wi-Fi stays blocked until a country is set",
             )
-        if not USER_RE.match(self.user) or len(self.user) > 32:
+        if not USER_RE.fullmatch(self.user) or len(self.user) > 32:
             raise bad(
                 "user",
                 f"{self.user!r} is not a valid user name: a lower-case letter, then "
@@ -147,7 +147,7 @@ class ProvisionSettings:
             raise bad("password", "the user's password is empty")
         if _has_control(password):
             raise bad("password", "the user's password contains control characters")
-        if not HOSTNAME_RE.match(self.hostname):
+        if not HOSTNAME_RE.fullmatch(self.hostname):
             raise bad(
                 "hostname",
                 f"{self.hostname!r} is not a valid hostname: letters, digits and '-', "
