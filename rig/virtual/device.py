@@ -34,6 +34,7 @@ from typing import Any
 import paramiko
 
 from rig.errors import InfraError, RigError
+from rig.virtual.board import lay_out_board
 from rig.virtual.faults import DeviceFaults, VirtualSettings
 from rig.virtual.proxy import HttpFront
 from rig.virtual.sandbox import PATH, Sandbox, pip_environment
@@ -324,6 +325,7 @@ class VirtualPi:
                 "  discovery:\n"
                 "    publicPort: 80\n"
             )
+        lay_out_board(root, venv_host, basedir, self.faults)
 
     def host_path(self, inside: str) -> Path:
         """Where a path of the device lies on the host (only for the bound directories)."""

@@ -28,6 +28,7 @@ VENV = "~/oprint"
 PYTHON = f"{VENV}/bin/python"
 BASEDIR = "~/.octoprint"
 LOG = f"{BASEDIR}/logs/octoprint.log"
+INCOMPLETE_STARTUP = f"{BASEDIR}/.incomplete_startup"
 SERVICE = "sudo service octoprint"
 
 # one per start of the server, in every version we support
@@ -118,6 +119,9 @@ class OctoPrintProfile:
         ctx.facts["clock_offset"] = round(check_clock(sh, log, wait=120), 1)
         with log.step("stop OctoPrint"):
             sh.run(f"{SERVICE} stop", timeout=120)
+            # A stop before start-up finished (a slow Pi 3, OctoPi's first-boot reboot)
+            # leaves OctoPrint's flag, and the next start would be safe mode.
+            sh.run(f"rm -f {INCOMPLETE_STARTUP}", quiet=True)
         if ctx.start_version:
             reqs = requirements_for(ctx.start_version)
             with log.step(f"pin OctoPrint {ctx.start_version}", requirements=reqs):

@@ -1,0 +1,97 @@
+"""What a real Pi 3's environment does to a scenario, on a virtual Pi running the real OctoPrint:
+a slow start interrupted by prepare's stop (safe mode next time), and an under-voltage
+that OctoPrint's own Pi support sees and its update plugin refuses on."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from twin_support import flash, image, provision, wait_online, wait_phase, write_config
+
+from rig.events import StepLog
+from rig.product.octoprint.feed import FeedServer, InjectedRelease
+from rig.product.octoprint.profile import OctoPrintProfile
+from rig.product.profile import DeviceAddress, ScenarioContext
+from rig.virtual.device import DeviceSpec, VirtualPi
+from rig.virtual.faults import settings_from_config
+from rig.virtual.sandbox import require_sandbox
+from rig.virtual.twin import access_point
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+IMAGE = "octopi-1.0.0"
+TARGET = "1.11.8"
+DEVICE = "pi3-c"
+
+
+class Booted:
+    def __init__(self, pi: VirtualPi, spec: DeviceSpec, config, feed: FeedServer, tmp: Path):
+        self.pi, self.spec, self.config, self.feed, self.tmp = pi, spec, config, feed, tmp
+
+    def ctx(self, **kw) -> ScenarioContext:
+        values = {
+            "device": DeviceAddress(
+                DEVICE,
+                self.spec.host,
+                ssh_port=self.spec.ssh_port,
+                http_port=self.spec.http_port,
+                user=self.config.user.name,
+                password=self.config.user.password.reveal(),
+                host_keys="ignore",
+            ),
+            "scenario_id": "environment",
+            "channel": "stable",
+            "target_version": TARGET,
+            "release_channel": "stable",
+            "expect": "updated",
+            "checks": ("update-api",),
+            "results": self.tmp / "results",
+            "log": StepLog(device=DEVICE, scenario="environment"),
+            "feed_url": self.feed.url,
+        }
+        values.update(kw)
+        return ScenarioContext(**values)
+
+
+@contextlib.contextmanager
+def _booted(tmp_path: Path, faults: dict) -> Iterator[Booted]:
+    require_sandbox()
+    config = write_config(tmp_path, {"faults": {DEVICE: faults}})
+    card = tmp_path / "card.img"
+    flash(image(IMAGE), card)
+    provision(card, config, DEVICE)
+    spec = DeviceSpec.from_config(config.devices[DEVICE])
+    settings = settings_from_config(config)
+    pi = VirtualPi(
+        spec,
+        card=lambda: card,
+        state_dir=config.paths.state / "virtual",
+        ap=access_point(config),
+        settings=settings,
+        faults=settings.faults_for(DEVICE),
+    )
+    feed = FeedServer(InjectedRelease(TARGET, "stable")).start()
+    pi.power_on()
+    try:
+        wait_phase(pi, ("up", "unreachable", "failed"))
+        assert pi.phase == "up", pi.reason
+        wait_online(spec.host, spec.http_port)
+        yield Booted(pi, spec, config, feed, tmp_path)
+    finally:
+        pi.power_cut()
+        feed.stop()
+
+
+def test_a_stop_during_a_slow_start_does_not_put_the_next_start_in_safe_mode(
+    tmp_path: Path,
+) -> None:
+    with _booted(tmp_path, {"slow_start": 120}) as dev:
+        flag = dev.pi.host_path(dev.pi.basedir) / ".incomplete_startup"
+        # the server answers, its start-up plugins still run: the real OctoPrint's flag is there
+        assert flag.exists()
+        ctx = dev.ctx()
+        OctoPrintProfile().prepare(ctx)  # stops OctoPrint inside that window, starts it again
+        assert ctx.facts["octoprint_version"]
