@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from twin_support import flash, image, provision, wait_online, wait_phase, write_config
 
+from rig.errors import InfraError
 from rig.events import StepLog
 from rig.product.octoprint.feed import FeedServer, InjectedRelease
 from rig.product.octoprint.profile import OctoPrintProfile
@@ -95,3 +96,47 @@ def test_a_stop_during_a_slow_start_does_not_put_the_next_start_in_safe_mode(
         ctx = dev.ctx()
         OctoPrintProfile().prepare(ctx)  # stops OctoPrint inside that window, starts it again
         assert ctx.facts["octoprint_version"]
+
+
+def _pi_support(dev: Booted, ctx: ScenarioContext) -> dict:
+    profile = OctoPrintProfile()
+    api = profile.api(ctx)
+    try:
+        api.login()
+        return api.get_json("/api/plugin/pi_support")
+    finally:
+        api.close()
+
+
+def test_undervoltage_is_seen_by_pi_support_and_the_refused_update_is_infrastructure(
+    tmp_path: Path,
+) -> None:
+    with _booted(tmp_path, {"undervoltage": True}) as dev:
+        ctx = dev.ctx()
+        profile = OctoPrintProfile()
+        profile.prepare(ctx)
+        # the real Pi support plugin loaded (device-tree model) and read the flags (vcgencmd)
+        state = _pi_support(dev, ctx)
+        assert state["model"] == "Raspberry Pi 3 Model B Rev 1.2"
+        assert state["throttle_state"]["current_undervoltage"] is True
+        with pytest.raises(InfraError, match="System is currently throttled") as err:
+            profile.update(ctx)
+        assert "under-voltage" in (err.value.hint or "")
+        assert ctx.facts["throttle_before_update"]["current_undervoltage"] is True
+        assert ctx.facts["throttle_after_update"]["current_undervoltage"] is True
+        profile.collect(ctx)
+        facts = (ctx.results / "facts.json").read_text()
+        assert "throttle_before_update" in facts
+
+
+def test_without_the_fault_pi_support_reports_an_unthrottled_pi(tmp_path: Path) -> None:
+    with _booted(tmp_path, {}) as dev:
+        ctx = dev.ctx()
+        OctoPrintProfile().prepare(ctx)
+        state = _pi_support(dev, ctx)
+        assert state["model"] == "Raspberry Pi 3 Model B Rev 1.2"
+        assert state["throttle_state"]["current_issue"] is False
+        assert state["throttle_state"]["raw_value"] == 0
+        OctoPrintProfile().update(ctx)
+        assert ctx.facts["throttle_before_update"]["raw_value"] == 0
+        assert ctx.facts["throttle_after_update"]["raw_value"] == 0

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 from rig.device.clock import check_clock
 from rig.device.shell import DeviceShell, quote
 from rig.device.ssh import SSHShell
@@ -42,6 +44,24 @@ OFFLINE_NOISE: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"Could not fetch (plugins|notices) from"), "plugin repository, offline"),
     (re.compile(r"Could not fetch Python EOL data"), "health check, offline"),
 )
+
+
+def throttle_flags(value: int) -> dict[str, Any]:
+    """``vcgencmd get_throttled``'s bits, named as Pi support's ThrottleState.as_dict names them."""
+    return {
+        "raw_value": value,
+        "current_undervoltage": bool(value & 0x1),
+        "past_undervoltage": bool(value & 0x10000),
+        "current_overheat": bool(value & 0x2),
+        "past_overheat": bool(value & 0x20000),
+        "current_issue": bool(value & 0x7),
+        "past_issue": bool(value & 0x70000),
+    }
+
+
+def data_of(ctx: ScenarioContext, key: str) -> Any:
+    return ctx.facts.get(f"check_{key}")
+
 
 ShellFactory = Callable[[ScenarioContext], DeviceShell]
 
@@ -215,6 +235,8 @@ class OctoPrintProfile:
         """The forced release check; the octoprint entry of its answer."""
         data = api.check(force=True)
         info = data.get("information", {}).get("octoprint")
+        ctx.facts["check_environment"] = data.get("environment")
+        ctx.facts["check_storage"] = data.get("storage")
         if info is None:
             raise ProductError(
                 "the release check has no entry for octoprint",
@@ -236,6 +258,7 @@ class OctoPrintProfile:
         try:
             api.login()
             ctx.facts["log_offset"] = len(sh.read_bytes(LOG) or b"")
+            ctx.facts["throttle_before_update"] = self.throttle(ctx, sh, api)
             info = self.offered(ctx, api)
             remote = ctx.facts["offered_version"]
             is_offered = bool(info.get("updateAvailable")) and remote == ctx.target_version
@@ -255,10 +278,14 @@ class OctoPrintProfile:
                     where=_where(ctx, "update"),
                 )
             if not info.get("updatePossible"):
-                raise ProductError(
-                    f"{ctx.target_version} is offered but cannot be installed "
-                    f"(updatePossible false: environment or storage)",
+                # the plugin's verdict on the device (Python environment, free space), not
+                # on the release: softwareupdate's target_update_possible
+                raise InfraError(
+                    f"{ctx.target_version} is offered but the device cannot install it "
+                    f"(updatePossible false: environment {data_of(ctx, 'environment')}, "
+                    f"storage {data_of(ctx, 'storage')})",
                     where=_where(ctx, "update"),
+                    hint="see the check's environment and storage in the facts",
                 )
             start = time.monotonic()
             if "update-api" in ctx.checks:
@@ -270,7 +297,26 @@ class OctoPrintProfile:
             ctx.facts["update_seconds"] = round(time.monotonic() - start, 1)
             ctx.log(f"updated to {ctx.target_version} in {ctx.facts['update_seconds']}s")
         finally:
+            if "throttle_before_update" in ctx.facts:
+                try:
+                    ctx.facts["throttle_after_update"] = self.throttle(ctx, sh, api)
+                except (InfraError, OSError, httpx.HTTPError) as e:
+                    ctx.log(f"throttle state after the update not readable: {e}")
             api.close()
+
+    def throttle(
+        self, ctx: ScenarioContext, sh: DeviceShell, api: OctoPrintAPI
+    ) -> dict[str, Any] | None:
+        """The throttle flags as OctoPrint's Pi support sees them, else ``vcgencmd``."""
+        state = api.throttle_state()
+        if state is None:
+            out = sh.run("vcgencmd get_throttled", check=False, quiet=True)
+            text = out.stdout.strip()
+            if out.ok and text.startswith("throttled="):
+                state = throttle_flags(int(text.split("=", 1)[1], 0))
+        if state and state.get("current_issue"):
+            ctx.log(f"the device is throttled now: {state}")
+        return state
 
     def _update_api(self, ctx: ScenarioContext, api: OctoPrintAPI, timeout: float = 900) -> None:
         before = len(api.updatelog())

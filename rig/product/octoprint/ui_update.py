@@ -13,14 +13,16 @@ import time
 from typing import TYPE_CHECKING
 
 from rig.device.browser import launch_chromium
-from rig.errors import ProductError
+from rig.errors import InfraError, ProductError
+from rig.product.octoprint.api import refusal_hint
 from rig.product.octoprint.ui import footer_version, login, wait_ui_ready
 from rig.product.profile import ScenarioContext
 
 if TYPE_CHECKING:
     from rig.product.octoprint.profile import OctoPrintProfile
 
-FAILED = re.compile(r"Update failed!|Restart failed|Update not started!")
+FAILED = re.compile(r"Update failed!|Restart failed")
+NOT_STARTED = re.compile(r"Update not started!")
 
 
 def update_in_browser(
@@ -75,6 +77,7 @@ def update_in_browser(
             reload = page.locator("#reloadui_overlay")
             login_form = page.locator("#login-user")
             failed = page.locator(".ui-pnotify").filter(has_text=FAILED)
+            not_started = page.locator(".ui-pnotify").filter(has_text=NOT_STARTED)
             deadline = time.monotonic() + update_timeout
             while True:
                 # the old UI shows "Please reload"; depending on the versions the page
@@ -91,6 +94,16 @@ def update_in_browser(
                 if _shown_version(page) == ctx.target_version:
                     ctx.log("browser: the UI reloaded itself into the new version")
                     break
+                if not_started.count() and not_started.first.is_visible():
+                    # the POST was refused (409: throttled, environment, storage): the
+                    # device said no before the release was tried
+                    shot(page, "not-started")
+                    text = " ".join(not_started.first.inner_text().split())
+                    raise InfraError(
+                        f"the device refused to start the update in the browser: {text}",
+                        where=where,
+                        hint=refusal_hint(text),
+                    )
                 if failed.count() and failed.first.is_visible():
                     shot(page, "failed")
                     text = failed.first.inner_text()
