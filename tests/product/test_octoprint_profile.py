@@ -14,6 +14,7 @@ import yaml
 
 from rig.errors import ProductError
 from rig.product import get_profile
+from rig.product.octoprint.feed import InjectedRelease
 from rig.product.octoprint.profile import OctoPrintProfile
 
 pytestmark = pytest.mark.slow
@@ -40,8 +41,12 @@ def test_prepare_brings_old_version_to_its_starting_state(old_rig):
     assert check["prerelease_channel"] == "rc/maintenance"
     assert check["pip"] == "OctoPrint=={target_version}"
     assert (old_rig.device.home / ".octoprint/plugins/rig_release_injection.py").exists()
-    # the admin user works and the injected feed is what the device asks
-    assert any(p.startswith("/releases/") for p in old_rig.feed.app.state.requests)
+    # the admin user works and the injected feed is what the device asks, with the field's
+    # check overlay applied: it moves the octoprint check from 1.10's foosel to OctoPrint
+    requests = old_rig.feed.app.state.requests
+    assert "/overlay.json" in requests
+    assert "/releases/OctoPrint/OctoPrint" in requests
+    assert "/releases/foosel/OctoPrint" not in requests
 
 
 def test_maintenance_channel_sees_maintenance_but_not_devel_rcs(old_rig):
@@ -51,6 +56,14 @@ def test_maintenance_channel_sees_maintenance_but_not_devel_rcs(old_rig):
     old_rig.inject(TARGET, "maintenance")
     with pytest.raises(ProductError, match="is offered on channel maintenance"):
         profile.update(old_rig.ctx(channel="maintenance", expect="not-offered"))
+
+
+def test_an_rc_published_only_on_next_is_not_offered_to_1_10_on_maintenance(old_rig):
+    # 1.10's Maintenance RCs accept rc/maintenance only; next arrived in 1.11.0
+    old_rig.feed.app.state.release = InjectedRelease(TARGET, "maintenance", commitish=("next",))
+    ctx = old_rig.ctx(channel="maintenance", expect="not-offered")
+    old_rig.profile.update(ctx)
+    assert ctx.facts["offered_version"] != TARGET
 
 
 def test_channel_switch_to_stable_hides_rcs_and_shows_releases(old_rig):

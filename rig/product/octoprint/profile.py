@@ -100,8 +100,9 @@ class OctoPrintProfile:
     def release_feed(self, version: str, channel: str) -> Any:
         """The feed that offers ``version`` on ``channel`` to the devices' release check."""
         from rig.product.octoprint.feed import InjectedRelease, feed_app
+        from rig.product.octoprint.overlay import check_overlay
 
-        return feed_app(InjectedRelease(version, channel))
+        return feed_app(InjectedRelease(version, channel), overlay=check_overlay())
 
     # -- plumbing ---------------------------------------------------------------
 
