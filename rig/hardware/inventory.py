@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rig.errors import RigError
+from rig.errors import InfraError, RigError
 from rig.hardware import blockdev
 from rig.hardware.blockdev import REAL_SYSFS, Sysfs
 from rig.hardware.mux import is_sdwire, iter_sdmuxes
-from rig.hardware.power import HUB_CLASS, companions, hub_descriptor, is_ykush
+from rig.hardware.power import HUB_CLASS, companion_of, hub_descriptor, is_ykush
 from rig.hardware.usbfind import devices, location, serial_of
 
 
@@ -46,13 +46,18 @@ def scan_usb(backend: Any = None) -> list[Finding]:
         try:
             if dev.bDeviceClass == HUB_CLASS:
                 info = hub_descriptor(dev, f"hub {loc}")
-                pair = ", ".join(location(c) for c in companions(dev, backend))
                 usable = info.switching == "per-port"
+                fix = "" if usable else "not usable for DUT power: needs per-port switching (PPPS)"
+                try:
+                    pair = companion_of(dev, backend)
+                    paired = f", paired with {location(pair[0])} ({pair[1]})" if pair else ""
+                except InfraError as e:
+                    usable, paired = False, ", pairing ambiguous"
+                    fix = f"{e.message}; {e.hint}"
                 detail = (
                     f"{ids} USB{'3' if info.usb3 else '2'} hub, {info.nports} ports, "
-                    f"{info.switching} power switching" + (f", companion {pair}" if pair else "")
+                    f"{info.switching} power switching{paired}"
                 )
-                fix = "" if usable else "not usable for DUT power: needs per-port switching (PPPS)"
                 out.append(Finding("hub", loc, detail, usable, fix))
             elif is_ykush(dev):
                 serial = serial_of(dev, f"ykush {loc}")

@@ -19,6 +19,7 @@ import usb.core
 import usb.util
 
 from rig.errors import ConfigError, InfraError
+from rig.hardware.hubpair import companion, container_id, host_model, hub_facts, is_rpi_4b, score
 from rig.hardware.usbfind import find_by_location, find_by_serial, location, usb_error
 
 # USB hub class requests (USB 2.0 spec ch. 11.24, USB 3.2 ch. 10.16)
@@ -71,6 +72,8 @@ class HubInfo:
     @property
     def switching(self) -> str:
         mode = self.characteristics & 0x3
+        if mode == 0 and self.nports == 1:
+            return "per-port"  # one port: ganged is per-port (uhubctl's rule)
         return {0: "ganged", 1: "per-port"}.get(mode, "none")
 
 
@@ -85,46 +88,45 @@ def hub_descriptor(dev: Any, where: str) -> HubInfo:
     return HubInfo(dev, raw)
 
 
-def container_id(dev: Any) -> bytes | None:
-    """The BOS Container ID: the same on both halves of a USB3 hub (how uhubctl pairs them)."""
-    if dev.bcdUSB < 0x0201:
-        return None
-    try:
-        head = bytes(dev.ctrl_transfer(0x80, GET_DESCRIPTOR, 0x0F00, 0, 5))
-        total = struct.unpack_from("<H", head, 2)[0]
-        bos = bytes(dev.ctrl_transfer(0x80, GET_DESCRIPTOR, 0x0F00, 0, total))
-    except (usb.core.USBError, struct.error):
-        return None
-    pos = bos[0] if bos else 0
-    while pos + 3 <= len(bos):
-        length, kind, cap = bos[pos], bos[pos + 1], bos[pos + 2]
-        if length == 0:
-            break
-        if kind == 0x10 and cap == 0x04 and length >= 20:
-            return bos[pos + 4 : pos + 20]
-        pos += length
-    return None
-
-
 def list_hubs(backend: Any = None) -> list[Any]:
     return list(usb.core.find(find_all=True, backend=backend, bDeviceClass=HUB_CLASS))
 
 
-def companions(hub: Any, backend: Any = None) -> list[Any]:
-    """The other half of a USB3 hub: same Container ID, else same vendor and port chain."""
-    cid = container_id(hub)
-    others = [h for h in list_hubs(backend) if location(h) != location(hub)]
-    if cid is not None:
-        found = [h for h in others if container_id(h) == cid]
-        if found:
-            return found
-    return [
-        h
-        for h in others
-        if h.idVendor == hub.idVendor
-        and tuple(h.port_numbers or ()) == tuple(hub.port_numbers or ())
-        and (h.bcdUSB >= 0x0300) != (hub.bcdUSB >= 0x0300)
-    ]
+SCORE_WHY = {
+    1: "same Container ID",
+    2: "same Container ID and port path below the top level",
+    3: "same Container ID, USB2 half behind the Raspberry Pi 4's VL805",
+    4: "same Container ID and port path",
+    5: "same Container ID and port path, USB3 on the next bus",
+}
+
+
+def companion_of(
+    dev: Any, backend: Any = None, *, model: str | None = None, where: str = ""
+) -> tuple[Any, str] | None:
+    """The other half of the USB3 hub ``dev`` belongs to and why it was chosen (uhubctl's
+    scoring, `rig.hardware.hubpair`); None for a USB2-only hub."""
+    rpi4 = is_rpi_4b(host_model() if model is None else model)
+    where = where or f"hub {location(dev)}"
+    me = hub_facts(dev, hub_descriptor(dev, where).nports, rpi4)
+    others = []
+    for other in list_hubs(backend):
+        if location(other) == me.location:
+            continue
+        try:
+            others.append(hub_facts(other, hub_descriptor(other, where).nports, rpi4))
+        except InfraError:
+            continue  # a hub we may not read is not ours to switch (uhubctl skips it too)
+    found = companion(me, others, rpi4, where)
+    if found is None:
+        return None
+    return found.dev, SCORE_WHY[score(me, found, rpi4)]
+
+
+def companions(hub: Any, backend: Any = None, *, model: str | None = None) -> list[Any]:
+    """The other half of a USB3 hub as a list (empty for a USB2-only hub)."""
+    pair = companion_of(hub, backend, model=model)
+    return [pair[0]] if pair else []
 
 
 class UsbHubPower(_Cycle):
@@ -138,6 +140,7 @@ class UsbHubPower(_Cycle):
         backend: Any = None,
         off_time: float = 3.0,
         settle: float = 1.0,
+        model: str | None = None,
         where: str = "",
     ) -> None:
         self.location = location
@@ -145,8 +148,10 @@ class UsbHubPower(_Cycle):
         self.backend = backend
         self.off_time = off_time
         self.settle = settle
+        self.model = model  # the flash host's board model; None: read it
         self.where = where or f"usb-hub {location} port {port}"
         self._halves: list[HubInfo] | None = None
+        self.paired = ""  # which hub was switched with this one, and why
 
     def halves(self) -> list[HubInfo]:
         """The hub at ``location`` and its companion, checked for per-port switching."""
@@ -161,7 +166,12 @@ class UsbHubPower(_Cycle):
                 hint="`rig doctor` lists the hubs and their locations",
             )
         infos = [hub_descriptor(dev, self.where)]
-        infos += [hub_descriptor(c, self.where) for c in companions(dev, self.backend)]
+        pair = companion_of(dev, self.backend, model=self.model, where=self.where)
+        if pair is not None:
+            infos.append(hub_descriptor(pair[0], self.where))
+            self.paired = f"{location(pair[0])} ({pair[1]})"
+        else:
+            self.paired = "none (a USB2 hub, or no Container ID)"
         for info in infos:
             if info.switching != "per-port":
                 raise ConfigError(

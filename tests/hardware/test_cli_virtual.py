@@ -72,7 +72,8 @@ def test_devices_table(rig_yaml: Path, capsys) -> None:
 def test_doctor_on_the_virtual_rig(rig_yaml: Path, capsys) -> None:
     code = main(["--config", str(rig_yaml), "doctor"])
     out = capsys.readouterr().out
-    assert "hub        1-1" in out and "per-port power switching, companion 2-1" in out
+    assert "hub        1-1" in out
+    assert "per-port power switching, paired with 2-1 (same Container ID and port path" in out
     assert "3-1" in out and "ganged" in out
     assert "pi3-a" in out
     system_ok = "FAIL" not in out

@@ -295,17 +295,29 @@ class GangedHub(EmulatedHub):
 
 
 def hub_pair(
-    hw: VirtualHardware, location: str, *, nports: int = 4, usb3_bus: int | None = None, **kw: Any
+    hw: VirtualHardware,
+    location: str,
+    *,
+    nports: int = 4,
+    usb3_bus: int | None = None,
+    usb3_ports: tuple[int, ...] | None = None,
+    container_id: bytes | None = None,
+    **kw: Any,
 ) -> tuple[EmulatedHub, EmulatedHub]:
-    """A USB3 hub as Linux sees it: a USB2 half at ``location`` and a USB3 half on another bus."""
+    """A USB3 hub as Linux sees it: a USB2 half at ``location`` and a USB3 half on another bus.
+
+    ``usb3_ports``: the USB3 half's port path where it differs (behind a Pi 4's VL805 the
+    USB2 half is one level deeper); ``container_id``: a hard-coded one, as some hubs ship,
+    so that two identical hubs share it (default: unique per hub).
+    """
     bus_text, _, chain = location.partition("-")
     ports = tuple(int(p) for p in chain.split("."))
-    cid = uuid.uuid5(uuid.NAMESPACE_URL, f"rig-virtual-hub:{location}").bytes
+    cid = container_id or uuid.uuid5(uuid.NAMESPACE_URL, f"rig-virtual-hub:{location}").bytes
     usb2 = EmulatedHub(hw, int(bus_text), ports, nports=nports, container_id=cid, **kw)
     usb3 = EmulatedHub(
         hw,
         usb3_bus or int(bus_text) + 1,
-        ports,
+        ports if usb3_ports is None else usb3_ports,
         nports=nports,
         power_key=location,
         half="usb3",
@@ -315,6 +327,35 @@ def hub_pair(
     usb3.product = "USB3.2 Hub"
     usb3.pid = 0x0411
     return usb2, usb3
+
+
+class RootHub(EmulatedHub):
+    """A host controller's root hub (Linux: 1d6b:0002 / 1d6b:0003), no port path."""
+
+    vid = 0x1D6B
+    manufacturer = "Linux Foundation"
+
+    def __init__(self, hw: VirtualHardware, bus: int, *, usb3: bool, nports: int = 4) -> None:
+        super().__init__(
+            hw, bus, (), nports=nports, power_key=f"usb{bus}", half="usb3" if usb3 else "usb2"
+        )
+        self.pid = 0x0003 if usb3 else 0x0002
+        self.product = f"{'3' if usb3 else '2'}.0 root hub"
+
+    @property
+    def location(self) -> str:
+        return f"usb{self.bus}"
+
+
+def pi4_host(hw: VirtualHardware) -> list[EmulatedDevice]:
+    """A Raspberry Pi 4 B's USB as uhubctl knows it: the VL805 controller's USB3 root hub
+    (bus 2, no Container ID) and, on the USB2 root hub (bus 1), the VL805's internal
+    USB2 hub 2109:3431 at 1-1 (ganged, with the Container ID uhubctl fakes for bus 2)."""
+    vl805 = GangedHub(hw, 1, (1,), nports=4, container_id=RPI4_VL805_ID)
+    return [RootHub(hw, 1, usb3=False, nports=1), vl805, RootHub(hw, 2, usb3=True)]
+
+
+RPI4_VL805_ID = bytes.fromhex("5cf3ee30d5074925b001802d79434c30")
 
 
 # -- YKUSH ------------------------------------------------------------------------------
