@@ -13,6 +13,7 @@ import struct
 import subprocess
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import usb.core
@@ -141,9 +142,12 @@ class UsbHubPower(_Cycle):
         off_time: float = 3.0,
         settle: float = 1.0,
         model: str | None = None,
+        sysfs: Path | None = None,
         where: str = "",
     ) -> None:
         self.location = location
+        self.sysfs = sysfs  # /sys on a real flash host; None: usbfs only (the virtual rig)
+        self.sysfs_problem = ""
         self.port = port
         self.backend = backend
         self.off_time = off_time
@@ -199,9 +203,44 @@ class UsbHubPower(_Cycle):
         status = struct.unpack_from("<H", raw)[0]
         return bool(status & (USB3_POWER_BIT if info.usb3 else USB2_POWER_BIT))
 
+    def disable_file(self, info: HubInfo) -> Path | None:
+        """The kernel's per-port ``disable`` file of this port on one half (Linux >= 6.0),
+        named as uhubctl names it (``set_port_status_linux``)."""
+        if self.sysfs is None:
+            return None
+        try:
+            cfg = info.dev.get_active_configuration().bConfigurationValue
+        except (usb.core.USBError, NotImplementedError):
+            cfg = 1
+        loc = info.location
+        if loc.startswith("usb"):  # a root hub: usb<bus>
+            bus = loc[3:]
+            return (
+                self.sysfs / "bus/usb/devices" / f"{bus}-0:{cfg}.0/usb{bus}-port{self.port}/disable"
+            )
+        return self.sysfs / "bus/usb/devices" / f"{loc}:{cfg}.0/{loc}-port{self.port}/disable"
+
+    def _switch_sysfs(self, info: HubInfo, on: bool) -> bool:
+        """Through the kernel, which then keeps the port as set; False: not available."""
+        path = self.disable_file(info)
+        if path is None:
+            return False
+        try:
+            with open(path, "w") as f:
+                f.write("0" if on else "1")
+        except FileNotFoundError:
+            return False  # kernel < 6.0: usbfs it is
+        except OSError as e:
+            self.sysfs_problem = f"{path}: {e.strerror or e}"
+            return False
+        return True
+
     def _switch(self, on: bool) -> None:
         halves = self.halves()
+        self.sysfs_problem = ""
         for info in halves:
+            if self._switch_sysfs(info, on):
+                continue
             try:
                 info.dev.ctrl_transfer(
                     RT_PORT_OUT, SET_FEATURE if on else CLEAR_FEATURE, PORT_POWER, self.port, None
@@ -216,12 +255,22 @@ class UsbHubPower(_Cycle):
             if not wrong:
                 return
             if time.monotonic() >= deadline:
+                hint = (
+                    "the hub ignores port power requests; some need a firmware update "
+                    "or report PPPS without wiring it"
+                )
+                if self.sysfs_problem:
+                    hint = (
+                        f"the kernel's port disable file could not be written "
+                        f"({self.sysfs_problem}), and through usbfs the kernel powers the "
+                        "port again: give the rig write access to it (udev rule, and "
+                        "ReadWritePaths=/sys/devices in the service unit)"
+                    )
                 raise InfraError(
                     f"port {self.port} of hub {', '.join(wrong)} did not switch "
                     f"{'on' if on else 'off'}",
                     where=self.where,
-                    hint="the hub ignores port power requests; some need a firmware update "
-                    "or report PPPS without wiring it",
+                    hint=hint,
                 )
             time.sleep(0.05)
 

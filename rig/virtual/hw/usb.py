@@ -22,6 +22,7 @@ import struct
 import threading
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -214,6 +215,9 @@ class EmulatedHub(EmulatedDevice):
         nports: int = 4,
         power_key: str | None = None,
         half: str = "usb2",
+        kernel_repowers: bool = False,
+        sysfs: Path | None = None,
+        status_lies: bool = False,
         **kw: Any,
     ) -> None:
         super().__init__(bus, ports, **kw)
@@ -223,6 +227,37 @@ class EmulatedHub(EmulatedDevice):
         self.half = half
         self.bcd_usb = 0x0300 if half == "usb3" else 0x0210
         self.interfaces = [Interface(0, HUB_CLASS, [Endpoint(0x81, 0x03, 2)])]
+        # Linux >= 6.0 powers a port switched off through usbfs on again; its per-port
+        # sysfs "disable" file switches it off for good (why uhubctl writes that file)
+        self.kernel_repowers = kernel_repowers
+        self.sysfs = sysfs
+        self._disabled: dict[int, str] = {}
+        # the status bit follows the request, VBUS does not (a hub that reports PPPS
+        # without wiring it): only a physical check finds it
+        self.status_lies = status_lies
+        self._reported: dict[int, bool] = {}
+        if sysfs is not None:
+            for p in range(1, nports + 1):  # an unpowered port reads as disabled
+                state = "0" if hw.port_power(self.power_key, p) else "1"
+                f = self.disable_file(p)
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_text(state + "\n")
+                self._disabled[p] = state
+
+    def disable_file(self, port: int) -> Path:
+        assert self.sysfs is not None
+        loc = self.location
+        return self.sysfs / "bus/usb/devices" / f"{loc}:1.0" / f"{loc}-port{port}" / "disable"
+
+    def _sync_sysfs(self) -> None:
+        """What the kernel did with what was written to the disable files since."""
+        if self.sysfs is None:
+            return
+        for p in range(1, self.nports + 1):
+            value = self.disable_file(p).read_text().strip()
+            if value != self._disabled.get(p):
+                self._disabled[p] = value
+                self._power_request(p, value == "0")
 
     # the per-half bits, beside the physical VBUS in VirtualHardware
     def _half_bits(self) -> dict[str, bool]:
@@ -259,9 +294,15 @@ class EmulatedHub(EmulatedDevice):
             )
         return struct.pack("<BBBHBBBB", 9, 0x29, self.nports, self.characteristics, 50, 0, 0, 0xFF)
 
+    def _power_request(self, port: int, on: bool) -> None:
+        self._reported[port] = on
+        if not self.status_lies:
+            self._set_power(port, on)
+
     def request(
         self, rt: int, req: int, value: int, index: int, length: int, payload: bytes
     ) -> bytes | int:
+        self._sync_sysfs()
         want_desc = 0x2A00 if self.half == "usb3" else 0x2900
         if (rt, req, value, index, length) == (0xA0, 0x06, want_desc, 0, 12):
             return self.descriptor()[:length]
@@ -271,13 +312,17 @@ class EmulatedHub(EmulatedDevice):
             on = self._half_bits().get(str(index), False) and self.hw.port_power(
                 self.power_key, index
             )
+            if self.status_lies and index in self._reported:
+                on = self._reported[index]
             bit = USB3_POWER_BIT if self.half == "usb3" else USB2_POWER_BIT
             # a Pi's power input has no data lines: never a connect bit
             return struct.pack("<HH", bit if on else 0, 0)
         if rt == 0x23 and req in (0x01, 0x03) and value == PORT_POWER and length == 0:
             if not 1 <= index <= self.nports:
                 raise stall(f"PORT_POWER for port {index} of {self.nports}")
-            self._set_power(index, req == 0x03)
+            self._power_request(index, req == 0x03)
+            if req == 0x01 and self.kernel_repowers and self._disabled.get(index) != "1":
+                self._power_request(index, True)  # the kernel's hub driver turns it back on
             return 0
         raise stall(
             f"hub request {rt:#04x}/{req:#04x} value={value:#06x} index={index} length={length}"
