@@ -50,6 +50,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     doc = sub.add_parser(
         "doctor", help="check hardware, permissions and udev rules; say how to fix"
     )
+    doc.add_argument(
+        "--power-test",
+        metavar="DEVICE",
+        help="switch DEVICE's power off and check that it really stops answering "
+        "(the hub's status bit is no proof); it is switched on again afterwards",
+    )
+    doc.add_argument(
+        "--power-test-timeout",
+        type=float,
+        default=30.0,
+        help="seconds the DUT may take to stop answering (default 30)",
+    )
     doc.set_defaults(func=cmd_doctor)
 
 
@@ -202,6 +214,33 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _power_test(config: RigConfig, name: str, timeout: float) -> Any:
+    from rig.hardware import inventory
+    from rig.hardware.powertest import power_test, tcp_probe
+
+    dev = config.device(name)
+    if not dev.host:
+        raise ConfigError(
+            f"device {name} has no host: the power test watches it stop answering there",
+            where=f"{config.where}: devices.{name}.host",
+        )
+    power = power_for(config, name)
+    switch = f"{dev.power.driver} {dev.power.location or dev.power.serial or ''}".strip()
+    if dev.power.port is not None:
+        switch += f" port {dev.power.port}"
+    paired = getattr(power, "paired", "")
+    result = power_test(
+        power,
+        tcp_probe(dev.host, dev.ssh_port),
+        what=f"{name} ({dev.host}:{dev.ssh_port})",
+        switch=switch,
+        timeout=timeout,
+    )
+    paired = getattr(power, "paired", "") or paired
+    detail = result.detail + (f"; switched with {paired}" if paired else "")
+    return inventory.Finding("device", f"{name} power", detail, result.ok, result.fix)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from rig.hardware import inventory
 
@@ -215,6 +254,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if not config.virtual:
         findings += inventory.scan_sdmuxes()
     findings += inventory.check_devices(config)
+    if getattr(args, "power_test", None):
+        findings.append(_power_test(config, args.power_test, args.power_test_timeout))
 
     required_failed = False
     for f in findings:
