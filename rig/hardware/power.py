@@ -13,6 +13,7 @@ import struct
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -287,19 +288,59 @@ class UsbHubPower(_Cycle):
 # -- Yepkit YKUSH -------------------------------------------------------------------------
 
 YKUSH_VID = 0x04D8
-YKUSH_PIDS = {0x0042: "YKUSH (beta)", 0xF2F7: "YKUSH", 0xF11B: "YKUSH3"}
-YKUSH_BOOTLOADER_PIDS = {0xF11C, 0xF0CD}
-YKUSH_OUT = 0x01
-YKUSH_IN = 0x81
-YKUSH_REPORT = 64
+
+
+@dataclass(frozen=True)
+class YkushModel:
+    name: str
+    ports: tuple[int, ...]  # the downstream ports the commands address
+    report: int = 64  # HID report size
+    extra: dict[int, str] = field(default_factory=dict)  # ports that are not USB ports
+
+
+# by product ID, as Yepkit's ykushcmd (src/ykush*/) and pykush know them
+YKUSH_MODELS = {
+    0xF2F7: YkushModel("YKUSH", (1, 2, 3)),
+    0x0042: YkushModel("YKUSH (legacy board)", (1, 2, 3), report=6),
+    0xF11B: YkushModel("YKUSH3", (1, 2, 3, 4), extra={4: "the 5 V output"}),
+    0xEFED: YkushModel("YKUSH2", (1, 2)),
+    0xF0CD: YkushModel("YKUSH XS", (1,)),
+}
+YKUSH_BOOTLOADER_PIDS = {0xF11C}  # YKUSH3 in its bootloader: answers no port commands
+YKUSH_PIDS = {pid: m.name for pid, m in YKUSH_MODELS.items()}
 
 
 def is_ykush(dev: Any) -> bool:
-    return dev.idVendor == YKUSH_VID and dev.idProduct in YKUSH_PIDS
+    return dev.idVendor == YKUSH_VID and dev.idProduct in YKUSH_MODELS
+
+
+def _hid_endpoints(dev: Any, where: str) -> tuple[int, int]:
+    """The interrupt OUT and IN endpoints of the HID interface, from the descriptors
+    (as ykushcmd's usbhid.cpp picks them), not assumed."""
+    try:
+        intf = dev.get_active_configuration()[(0, 0)]
+    except (usb.core.USBError, KeyError, IndexError) as e:
+        raise InfraError(f"cannot read the YKUSH's interface descriptor: {e}", where=where) from e
+    out = ins = None
+    for ep in intf:
+        if usb.util.endpoint_type(ep.bmAttributes) != usb.util.ENDPOINT_TYPE_INTR:
+            continue
+        if usb.util.endpoint_direction(ep.bEndpointAddress) == usb.util.ENDPOINT_IN:
+            ins = ins if ins is not None else ep.bEndpointAddress
+        else:
+            out = out if out is not None else ep.bEndpointAddress
+    if out is None or ins is None:
+        raise InfraError("the YKUSH has no interrupt IN and OUT endpoint", where=where)
+    return out, ins
 
 
 class YkushPower(_Cycle):
-    """One downstream port of a Yepkit YKUSH, spoken to in 64-byte HID reports."""
+    """One downstream port of a Yepkit YKUSH board, spoken to in HID reports.
+
+    The model (by product ID) decides the ports (YKUSH XS: 1; YKUSH2: 1-2; YKUSH and
+    YKUSH3: 1-3, and on the YKUSH3 port 4 is its 5 V output) and the report size
+    (6 bytes on the legacy 0x0042 board, else 64).
+    """
 
     def __init__(
         self,
@@ -319,19 +360,33 @@ class YkushPower(_Cycle):
         self.off_time = off_time
         self.timeout_ms = timeout_ms
         self.where = where or f"ykush {serial} port {port}"
+        self.model: YkushModel | None = None
 
     def _device(self) -> Any:
-        return find_by_serial(self.serial, is_ykush, self.backend, what="YKUSH", where=self.where)
+        dev = find_by_serial(self.serial, is_ykush, self.backend, what="YKUSH", where=self.where)
+        model = YKUSH_MODELS[dev.idProduct]
+        if self.port not in model.ports:
+            raise ConfigError(
+                f"the {model.name} with serial {self.serial} has port"
+                f"{'s' if len(model.ports) > 1 else ''} "
+                f"{', '.join(map(str, model.ports))}, not {self.port}",
+                where=self.where,
+            )
+        self.model = model
+        return dev
 
     def command(self, opcode: int) -> bytes:
         """Send one report, return the reply; a reply status other than 1 is an error."""
         dev = self._device()
-        report = bytes([opcode]) + bytes(YKUSH_REPORT - 1)
+        assert self.model is not None
+        size = self.model.report
+        report = bytes([opcode]) + bytes(size - 1)
         try:
             if dev.is_kernel_driver_active(0):
                 dev.detach_kernel_driver(0)
-            dev.write(YKUSH_OUT, report, self.timeout_ms)
-            reply = bytes(dev.read(YKUSH_IN, YKUSH_REPORT, self.timeout_ms))
+            out, ins = _hid_endpoints(dev, self.where)
+            dev.write(out, report, self.timeout_ms)
+            reply = bytes(dev.read(ins, size, self.timeout_ms))
         except usb.core.USBError as e:
             raise usb_error(e, f"sending YKUSH command {opcode:#04x}", self.where) from e
         finally:
@@ -345,11 +400,15 @@ class YkushPower(_Cycle):
     def state(self) -> bool | None:
         return self.command(0x20 | self.port)[1] > 0x10
 
+    def _what(self) -> str:
+        extra = self.model.extra.get(self.port) if self.model else None
+        return extra or f"port {self.port}"
+
     def _switch(self, on: bool) -> None:
         self.command((0x10 if on else 0x00) | self.port)
         if self.state() != on:
             raise InfraError(
-                f"YKUSH port {self.port} did not switch {'on' if on else 'off'}", where=self.where
+                f"YKUSH {self._what()} did not switch {'on' if on else 'off'}", where=self.where
             )
 
     def on(self) -> None:

@@ -407,20 +407,37 @@ RPI4_VL805_ID = bytes.fromhex("5cf3ee30d5074925b001802d79434c30")
 
 
 class EmulatedYkush(EmulatedDevice):
-    """Yepkit YKUSH: 64-byte HID reports on interrupt endpoints 0x01 / 0x81."""
+    """Yepkit YKUSH: 64-byte HID reports on interrupt endpoints 0x01 / 0x81.
+
+    The family differs (ykushcmd src/ykush*/, pykush): ports, report size, the
+    YKUSH3's 5 V output addressed as port 4; see the subclasses.
+    """
 
     vid = 0x04D8
     pid = 0xF2F7
     manufacturer = "Yepkit Lda."
     product = "YKUSH"
     nports = 3
+    report = 64
+    ext_output = False  # YKUSH3: 0x14 / 0x04 / 0x24 switch and read its 5 V output
+    endpoints = (0x01, 0x81)  # OUT, IN
 
     def __init__(
-        self, hw: VirtualHardware, bus: int, ports: tuple[int, ...], serial: str, **kw: Any
+        self,
+        hw: VirtualHardware,
+        bus: int,
+        ports: tuple[int, ...],
+        serial: str,
+        *,
+        endpoints: tuple[int, int] | None = None,
+        **kw: Any,
     ):
         super().__init__(bus, ports, serial, **kw)
         self.hw = hw
-        self.interfaces = [Interface(0, 3, [Endpoint(0x81), Endpoint(0x01)])]
+        if endpoints is not None:
+            self.endpoints = endpoints
+        out, ins = self.endpoints
+        self.interfaces = [Interface(0, 3, [Endpoint(ins), Endpoint(out)])]
         self.kernel_driver = {0}  # usbhid binds it until a driver detaches it
         self.reports: list[bytes] = []
         self._reply: bytes | None = None
@@ -430,27 +447,28 @@ class EmulatedYkush(EmulatedDevice):
         return f"ykush:{self.serial}"
 
     def interrupt_write(self, ep: int, data: bytes) -> int:
-        if ep != 0x01:
+        if ep != self.endpoints[0]:
             raise stall(f"no OUT endpoint {ep:#04x}")
         if 0 in self.kernel_driver:
             raise usb.core.USBError("Resource busy", -6, errno.EBUSY)
-        if len(data) != 64 or any(data[1:]):
-            raise stall("YKUSH reports are 64 bytes: opcode then zeros")
+        if len(data) != self.report or any(data[1:]):
+            raise stall(f"{self.product} reports are {self.report} bytes: opcode then zeros")
         self.reports.append(bytes(data))
         op = data[0]
         hi, lo = op >> 4, op & 0x0F
-        reply = [0] * 64
+        reply = [0] * self.report
         reply[0] = 1
+        ext = self.ext_output and lo == 4
         if op == 0xF0:
             reply[1:3] = [2, 1]
         elif op == 0xF1:
             reply[1] = self.nports
-        elif hi in (0, 1) and (1 <= lo <= self.nports or lo == 0x0A):
+        elif hi in (0, 1) and (1 <= lo <= self.nports or lo == 0x0A or ext):
             ports = range(1, self.nports + 1) if lo == 0x0A else [lo]
             for p in ports:
                 self.hw.set_port_power(self.power_key, p, hi == 1)
             reply[1] = op
-        elif hi == 2 and 1 <= lo <= self.nports:
+        elif hi == 2 and (1 <= lo <= self.nports or ext):
             reply[1] = (0x10 if self.hw.port_power(self.power_key, lo) else 0) | lo
         elif op == 0x2A:
             reply[1] = sum(
@@ -461,10 +479,10 @@ class EmulatedYkush(EmulatedDevice):
         else:
             reply[0] = 0  # unknown opcode: the firmware answers with a failed status
         self._reply = bytes(reply)
-        return 64
+        return self.report
 
     def interrupt_read(self, ep: int, size: int) -> bytes:
-        if ep != 0x81:
+        if ep != self.endpoints[1]:
             raise stall(f"no IN endpoint {ep:#04x}")
         if self._reply is None:
             raise usb.core.USBTimeoutError(
@@ -472,6 +490,31 @@ class EmulatedYkush(EmulatedDevice):
             )
         reply, self._reply = self._reply, None
         return reply[:size]
+
+
+class EmulatedYkush3(EmulatedYkush):
+    pid = 0xF11B
+    product = "YKUSH3"
+    ext_output = True
+
+
+class EmulatedYkushXs(EmulatedYkush):
+    pid = 0xF0CD
+    product = "YKUSH XS"
+    nports = 1
+
+
+class EmulatedYkush2(EmulatedYkush):
+    pid = 0xEFED
+    product = "YKUSH2"
+    nports = 2
+
+
+class EmulatedYkushLegacy(EmulatedYkush):
+    """The first YKUSH boards (0x0042): 6-byte reports (ykushcmd's is_legacy)."""
+
+    pid = 0x0042
+    report = 6
 
 
 # -- SDWire -------------------------------------------------------------------------------
