@@ -260,7 +260,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     required_failed = False
     for f in findings:
         # an unusable hub nobody configured is information, not a failure
-        informational = not f.ok and f.kind == "hub"
+        # (a missing module matters through the devices that need it, listed below)
+        informational = not f.ok and f.kind in ("hub", "module")
         mark = (
             "[green]ok[/green]  "
             if f.ok

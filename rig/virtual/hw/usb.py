@@ -549,6 +549,29 @@ class EmulatedSdwire(EmulatedDevice):
         raise stall(f"FTDI request {rt:#04x}/{req:#04x} value={value:#06x} index={index}")
 
 
+class EmulatedSdMux(EmulatedSdwire):
+    """Samsung's SD-MUX, programmed by sd-mux-ctrl to the SDWire's VID:PID but with
+    product "sd-mux": it is switched by bit-banging its data pins, its CBUS pins are
+    not GPIO, so a CBUS write is accepted and moves nothing (pins read 0)."""
+
+    product = "sd-mux"
+
+    def request(
+        self, rt: int, req: int, value: int, index: int, length: int, payload: bytes
+    ) -> bytes | int:
+        if rt == 0x40 and req == 0x0B and index == 1 and length == 0:
+            return 0  # the FTDI takes the mode; nothing is wired to CBUS
+        if (rt, req, value, index, length) == (0xC0, 0x0C, 0, 1, 1):
+            return bytes([0])
+        raise stall(f"FTDI request {rt:#04x}/{req:#04x} value={value:#06x} index={index}")
+
+
+class EmulatedUsbMux(EmulatedSdMux):
+    """sd-mux-ctrl's USB-MUX: the same VID:PID, product "usb-mux"; switches a USB port."""
+
+    product = "usb-mux"
+
+
 # -- the bus ----------------------------------------------------------------------------
 
 
