@@ -137,3 +137,14 @@ def test_imagers_rpi_preseed_format_is_refused_clearly(tmp_path, tree_extra, boo
     with pytest.raises(ConfigError, match="does not write yet") as e:
         detected(card)
     assert says in e.value.message and "--scheme" in e.value.hint
+
+
+def test_an_octopi_uptodate_image_is_octopi_and_says_its_build(tmp_path):
+    tree = {
+        **root_tree(BOOKWORM_OS, b"1.1.0\n"),
+        "etc/octopiuptodate_build": b"1.1.0-1.11.8-20260101000000\n",
+    }
+    card = cards.build_card(tmp_path, BARE_BOOT, fat=16, size_mib=8, root=tree, root_mib=4)
+    name, reason = detected(card)
+    assert name == "nmconnection"
+    assert "OctoPi-UpToDate build 1.1.0-1.11.8-20260101000000" in reason

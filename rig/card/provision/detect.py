@@ -59,10 +59,13 @@ def detect(card: CardView) -> tuple[str, str]:
             "explicitly (--scheme firstrun or cloud-init) if the image still honours it",
         )
     octopi_version, codename = root_facts(card)
+    # OctoPi-UpToDate images are OctoPi with a newer OctoPrint; Pi support reads this file
+    build = (card.root_text("/etc/octopiuptodate_build") or "").strip()
     facts = ", ".join(
         x
         for x in (
             f"OctoPi {octopi_version}" if octopi_version else "",
+            f"OctoPi-UpToDate build {build}" if build else "",
             f"Debian {codename}" if codename else "",
         )
         if x
