@@ -211,6 +211,7 @@ class Runner:
             pip=self.matrix.release.pip,
             feed_url=self.feed_url,
             interactive=self.options.interactive,
+            model=scenario.model,
         )
 
     def run_attempt(self, job: Job, device: str) -> Attempt:

@@ -47,6 +47,7 @@ class ScenarioContext:
     pip: str | None = None  # where the release installs from ({target_version})
     feed_url: str | None = None  # the rig's release feed, as the device reaches it
     interactive: bool = False
+    model: str = "pi3"  # the device model the scenario runs on (timeouts depend on it)
     admin_user: str = "admin"  # the product's admin account prepare creates
     admin_password: str = "rig-admin-password"
     facts: dict[str, Any] = field(default_factory=dict)  # versions read by prepare, etc.

@@ -253,6 +253,32 @@ def test_a_failing_update_is_a_product_failure(current_rig):
         current_rig.profile.update(ctx)
 
 
+def test_without_an_updatelog_a_failed_pip_run_fails_at_once(current_rig, monkeypatch):
+    """OctoPrint before 1.7.0 (OctoPi 0.18.0 ships 1.5.2) has no updatelog endpoint: the
+    failure must still be seen when pip fails, from octoprint.log, not at the timeout."""
+    import time
+
+    from rig.product.octoprint.api import OctoPrintAPI
+
+    monkeypatch.setattr(OctoPrintAPI, "updatelog", lambda self: None)  # the 1.5.2 API
+    current_rig.inject("1.11.9", "stable")  # offered, but no such package to install
+    ctx = current_rig.ctx(target_version="1.11.9", start_version=None)
+    start = time.monotonic()
+    with pytest.raises(ProductError, match="Update of octoprint can not be performed"):
+        current_rig.profile.update(ctx)
+    assert time.monotonic() - start < 120  # the limit for a Pi 3 is 1200 s
+    assert ctx.facts["update_timeout"] == 1200
+
+
+def test_update_time_limit_follows_model_and_python():
+    from rig.product.octoprint.profile import update_timeout
+
+    assert update_timeout("pi3", "3.11.2") == 1200
+    assert update_timeout("pi3", "3.7.3") > 900 * 2  # OctoPi 0.18.0: wheels built on a Pi 3
+    assert update_timeout("pi4", "3.11.2") < update_timeout("pi3", "3.11.2")
+    assert update_timeout("unknown-board", None) == 1200
+
+
 def test_update_in_the_browser_reaches_target(browser_rig):
     profile = browser_rig.profile
     ctx = browser_rig.ctx(channel="maintenance", release_channel="maintenance", checks=("update",))

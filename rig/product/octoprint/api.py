@@ -128,8 +128,11 @@ class OctoPrintAPI:
         state = r.json().get("throttle_state")
         return state if isinstance(state, dict) else None
 
-    def updatelog(self) -> list[dict[str, Any]]:
+    def updatelog(self) -> list[dict[str, Any]] | None:
+        """The update log, [] when empty; None where the version has none (before 1.7.0)."""
         r = self.request("GET", "/plugin/softwareupdate/updatelog")
+        if r.status_code == 404:
+            return None
         if r.status_code != 200:
             return []
         return r.json().get("updatelog", [])

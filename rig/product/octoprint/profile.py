@@ -35,6 +35,8 @@ SERVICE = "sudo service octoprint"
 
 # one per start of the server, in every version we support
 START_LINE = re.compile(r" - octoprint\.startup - INFO - .*Starting OctoPrint|Starting OctoPrint ")
+# softwareupdate's words for a failed update, 1.5.2 to 2.x (perform_updates)
+UPDATE_FAILED = re.compile(r"Update of octoprint can not be performed.*")
 ERROR_LINE = re.compile(r"^\S+ \S+ - \S+ - (ERROR|CRITICAL) - ")
 # Without a release feed the device has nothing to ask for the check overlay, the
 # plugin repository and notices or the Python EOL table; offline, those fetches log
@@ -57,6 +59,24 @@ def throttle_flags(value: int) -> dict[str, Any]:
         "current_issue": bool(value & 0x7),
         "past_issue": bool(value & 0x70000),
     }
+
+
+# Seconds an update through pip may take, by model: what the device needs to unpack
+# and, where no wheel fits its Python, build the dependencies. A Pi 3 on OctoPi 0.18.0
+# (Python 3.7) builds wheels for most of them (OctoPrint issue 4938: "stuck" far past
+# 900 s). Estimates to fail within, not targets: a failed pip run fails at once anyway.
+UPDATE_SECONDS = {"pi5": 600, "pi4": 900, "pi3": 1200, "pizero2": 1800}
+OLD_PYTHON_FACTOR = 2.5  # Python < 3.9: few wheels on piwheels/PyPI for current pins
+
+
+def update_timeout(model: str, python_version: str | None) -> float:
+    """How long to wait for an update from this starting state before calling it hung."""
+    base = UPDATE_SECONDS.get(model, UPDATE_SECONDS["pi3"])
+    try:
+        major, minor = (int(x) for x in (python_version or "").split(".")[:2])
+    except ValueError:
+        return float(base)
+    return base * (OLD_PYTHON_FACTOR if (major, minor) < (3, 9) else 1.0)
 
 
 def data_of(ctx: ScenarioContext, key: str) -> Any:
@@ -103,6 +123,10 @@ class OctoPrintProfile:
         from rig.product.octoprint.overlay import check_overlay
 
         return feed_app(InjectedRelease(version, channel), overlay=check_overlay())
+
+    def update_timeout(self, ctx: ScenarioContext) -> float:
+        """The update's time limit for this device and starting state (after prepare)."""
+        return update_timeout(ctx.model, ctx.facts.get("python_version"))
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -289,12 +313,14 @@ class OctoPrintProfile:
                     hint="see the check's environment and storage in the facts",
                 )
             start = time.monotonic()
+            limit = self.update_timeout(ctx)
+            ctx.facts["update_timeout"] = limit
             if "update-api" in ctx.checks:
-                self._update_api(ctx, api)
+                self._update_api(ctx, api, timeout=limit)
             else:
                 from rig.product.octoprint.ui_update import update_in_browser
 
-                update_in_browser(ctx, self)
+                update_in_browser(ctx, self, update_timeout=limit)
             ctx.facts["update_seconds"] = round(time.monotonic() - start, 1)
             ctx.log(f"updated to {ctx.target_version} in {ctx.facts['update_seconds']}s")
         finally:
@@ -320,7 +346,8 @@ class OctoPrintProfile:
         return state
 
     def _update_api(self, ctx: ScenarioContext, api: OctoPrintAPI, timeout: float = 900) -> None:
-        before = len(api.updatelog())
+        log = api.updatelog()
+        before = None if log is None else len(log)  # None: no updatelog before 1.7.0
         answer = api.start_update()
         ctx.log(f"update started: {answer}")
         self.wait_for_version(ctx, api, timeout=timeout, updatelog_before=before)
@@ -333,7 +360,9 @@ class OctoPrintProfile:
         timeout: float = 900,
         updatelog_before: int | None = None,
     ) -> None:
-        """Poll until the server runs the target; a failed update log entry fails at once."""
+        """Poll until the server runs the target; a failed update fails at once: from the
+        update log where the version has one (1.7.0 on), else from octoprint.log, where
+        every version logs "Update of octoprint can not be performed"."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
@@ -342,8 +371,15 @@ class OctoPrintProfile:
                 if version == ctx.target_version:
                     return
                 last = f"still {version}"
+                failed = self._failed_in_log(ctx)
+                if failed:
+                    raise ProductError(
+                        f"the update failed: {failed}",
+                        where=_where(ctx, "update"),
+                        hint="see plugin_softwareupdate_console.log in the results",
+                    )
                 if updatelog_before is not None:
-                    log = api.updatelog()
+                    log = api.updatelog() or []
                     for entry in log[updatelog_before:]:
                         if entry.get("target") == "octoprint" and not entry.get("success"):
                             raise ProductError(
@@ -362,6 +398,17 @@ class OctoPrintProfile:
             f"not running {ctx.target_version} within {timeout:.0f}s of the update ({last})",
             where=_where(ctx, "update"),
         )
+
+    def _failed_in_log(self, ctx: ScenarioContext) -> str | None:
+        """softwareupdate's failure line in octoprint.log since the update began, if any."""
+        data = self.shell(ctx).read_bytes(LOG) or b""
+        offset = int(ctx.facts.get("log_offset", 0))
+        new = data[offset:] if len(data) >= offset else data
+        for line in new.decode("utf-8", "replace").splitlines():
+            m = UPDATE_FAILED.search(line)
+            if m:
+                return line[m.start() :].strip()
+        return None
 
     # -- verify -----------------------------------------------------------------
 
