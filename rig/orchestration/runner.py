@@ -212,6 +212,7 @@ class Runner:
             feed_url=self.feed_url,
             interactive=self.options.interactive,
             model=scenario.model,
+            because=scenario.because,
         )
 
     def run_attempt(self, job: Job, device: str) -> Attempt:

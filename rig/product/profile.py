@@ -48,6 +48,7 @@ class ScenarioContext:
     feed_url: str | None = None  # the rig's release feed, as the device reaches it
     interactive: bool = False
     model: str = "pi3"  # the device model the scenario runs on (timeouts depend on it)
+    because: str | None = None  # why not offered, when the scenario says: channel|python|throttle
     admin_user: str = "admin"  # the product's admin account prepare creates
     admin_password: str = "rig-admin-password"
     facts: dict[str, Any] = field(default_factory=dict)  # versions read by prepare, etc.

@@ -127,6 +127,11 @@ def test_undervoltage_is_seen_by_pi_support_and_the_refused_update_is_infrastruc
         profile.collect(ctx)
         facts = (ctx.results / "facts.json").read_text()
         assert "throttle_before_update" in facts
+        # a scenario that expects exactly this: not reached because the device is throttled
+        expected = dev.ctx(expect="not-offered", because="throttle", scenario_id="throttled")
+        profile.update(expected)
+        assert expected.facts["not_offered_because"] == "throttle"
+        assert "System is currently throttled" in expected.facts["refused"]
 
 
 def test_without_the_fault_pi_support_reports_an_unthrottled_pi(tmp_path: Path) -> None:
@@ -137,6 +142,8 @@ def test_without_the_fault_pi_support_reports_an_unthrottled_pi(tmp_path: Path) 
         assert state["model"] == "Raspberry Pi 3 Model B Rev 1.2"
         assert state["throttle_state"]["current_issue"] is False
         assert state["throttle_state"]["raw_value"] == 0
+        with pytest.raises(InfraError, match="expects a throttled device"):
+            OctoPrintProfile().update(dev.ctx(expect="not-offered", because="throttle"))
         OctoPrintProfile().update(ctx)
         assert ctx.facts["throttle_before_update"]["raw_value"] == 0
         assert ctx.facts["throttle_after_update"]["raw_value"] == 0

@@ -288,13 +288,7 @@ class OctoPrintProfile:
             remote = ctx.facts["offered_version"]
             is_offered = bool(info.get("updateAvailable")) and remote == ctx.target_version
             if ctx.expect == "not-offered":
-                if is_offered:
-                    raise ProductError(
-                        f"{ctx.target_version} is offered on channel {ctx.channel}, "
-                        f"but must not be",
-                        where=_where(ctx, "update"),
-                    )
-                ctx.log(f"{ctx.target_version} not offered on {ctx.channel}, as expected")
+                self._not_offered(ctx, api, info, is_offered)
                 return
             if not is_offered:
                 raise ProductError(
@@ -344,6 +338,50 @@ class OctoPrintProfile:
         if state and state.get("current_issue"):
             ctx.log(f"the device is throttled now: {state}")
         return state
+
+    def _not_offered(
+        self, ctx: ScenarioContext, api: OctoPrintAPI, info: dict[str, Any], is_offered: bool
+    ) -> None:
+        """The release must not reach the device, for the reason the scenario names."""
+        where = _where(ctx, "update")
+        because = ctx.because or "channel"
+        environment = ctx.facts.get("check_environment") or {}
+        if because == "channel":
+            if is_offered:
+                raise ProductError(
+                    f"{ctx.target_version} is offered on channel {ctx.channel}, but must not be",
+                    where=where,
+                )
+        elif because == "python":
+            if is_offered and environment.get("supported", True) and info.get("updatePossible"):
+                raise ProductError(
+                    f"{ctx.target_version} is offered and installable on Python "
+                    f"{ctx.facts.get('python_version')}: the scenario expects the device's "
+                    f"Python environment to rule it out",
+                    where=where,
+                )
+        elif because == "throttle":
+            throttled = (ctx.facts.get("throttle_before_update") or {}).get("current_issue")
+            if not throttled:
+                raise InfraError(
+                    "the scenario expects a throttled device, but it reports no throttling",
+                    where=where,
+                    hint="the premise of the scenario does not hold on this device",
+                )
+            if is_offered:
+                try:
+                    api.start_update()
+                except InfraError as e:
+                    if "throttled" not in e.message:
+                        raise
+                    ctx.facts["refused"] = e.message
+                else:
+                    raise ProductError(
+                        f"{ctx.target_version} was installed on a throttled device",
+                        where=where,
+                    )
+        ctx.facts["not_offered_because"] = because
+        ctx.log(f"{ctx.target_version} does not reach the device ({because}), as expected")
 
     def _update_api(self, ctx: ScenarioContext, api: OctoPrintAPI, timeout: float = 900) -> None:
         log = api.updatelog()
