@@ -19,6 +19,9 @@ Keys (all optional)::
                                      # (a Pi 3): a stop in that window leaves .incomplete_startup
           undervoltage: true         # the power supply sags: `vcgencmd get_throttled` says
                                      # 0x50005, which OctoPrint's Pi support reads
+          reboot_after_up: 5         # first boot of a card: sshd comes up, then the device
+                                     # reboots once, N s later (OctoPi's hostname change);
+                                     # `systemctl is-system-running` says starting/stopping
 
 Defaults are fast (a boot takes about a second plus OctoPrint's start), so
 tests and newcomers see results quickly; the ``pi3`` profile's magnitudes
@@ -67,6 +70,7 @@ class DeviceFaults:
     write_error_at: int | None = None  # applied by the virtual hardware, listed for completeness
     slow_start: float | None = None
     undervoltage: bool = False
+    reboot_after_up: float | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ def settings_from_config(config: Any) -> VirtualSettings:
             write_error_at=raw.get("write_error_at"),
             slow_start=_opt_float(raw.get("slow_start")),
             undervoltage=bool(raw.get("undervoltage", False)),
+            reboot_after_up=_opt_float(raw.get("reboot_after_up")),
         )
     return VirtualSettings(
         boot_delay=float(section.get("boot_delay", 1.0)),

@@ -147,3 +147,14 @@ def test_without_the_fault_pi_support_reports_an_unthrottled_pi(tmp_path: Path) 
         OctoPrintProfile().update(ctx)
         assert ctx.facts["throttle_before_update"]["raw_value"] == 0
         assert ctx.facts["throttle_after_update"]["raw_value"] == 0
+
+
+def test_prepare_waits_out_a_first_boot_that_reboots_after_sshd_is_up(tmp_path: Path) -> None:
+    # long enough for the fixture to see OctoPrint answer on the first boot
+    with _booted(tmp_path, {"reboot_after_up": 20}) as dev:
+        assert dev.pi.boots == 1
+        ctx = dev.ctx()
+        OctoPrintProfile().prepare(ctx)  # begins on the boot that is about to reboot
+        assert dev.pi.boots == 2  # and prepared the boot after it
+        assert ctx.facts["system_state"] == "running"
+        assert ctx.facts["octoprint_version"]

@@ -8,8 +8,10 @@ hand in a local shell running the same command lines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -79,6 +81,18 @@ def update_timeout(model: str, python_version: str | None) -> float:
     return base * (OLD_PYTHON_FACTOR if (major, minor) < (3, 9) else 1.0)
 
 
+def _wait_gone(host: str, port: int, timeout: float) -> None:
+    """Until the port stops accepting (the old boot's sshd is gone), or the time is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                pass
+        except OSError:
+            return
+        time.sleep(0.5)
+
+
 def data_of(ctx: ScenarioContext, key: str) -> Any:
     return ctx.facts.get(f"check_{key}")
 
@@ -144,10 +158,14 @@ class OctoPrintProfile:
             where=ctx.device.name,
         )
 
-    def close(self, ctx: ScenarioContext) -> None:
+    def close_shell(self, ctx: ScenarioContext) -> None:
         shell = self._shells.pop(ctx.scenario_id, None)
         if shell:
-            shell.close()
+            with contextlib.suppress(Exception):
+                shell.close()
+
+    def close(self, ctx: ScenarioContext) -> None:
+        self.close_shell(ctx)
 
     # -- prepare ----------------------------------------------------------------
 
@@ -159,6 +177,7 @@ class OctoPrintProfile:
                 where=f"scenario {ctx.scenario_id}",
                 hint="rig run starts the feed; pass feed_url in the scenario context",
             )
+        self._wait_settled(ctx)
         sh = self.shell(ctx)
         log = ctx.log
         ctx.facts["clock_offset"] = round(check_clock(sh, log, wait=120), 1)
@@ -237,6 +256,29 @@ class OctoPrintProfile:
         ctx.facts.update(self._versions(sh))
         ctx.facts["octoprint_version"] = server["version"]
         log("prepared", **{k: v for k, v in ctx.facts.items() if isinstance(v, str | int | float)})
+
+    def _wait_settled(self, ctx: ScenarioContext, attempts: int = 3) -> None:
+        """Work only on a finished boot: a first boot may reboot once after sshd is up
+        (OctoPi's hostname change). systemd says so: is-system-running --wait returns
+        when the boot is done, "stopping" when a reboot began instead."""
+        for _ in range(attempts):
+            try:
+                out = self.shell(ctx).run(
+                    "systemctl is-system-running --wait", check=False, quiet=True, timeout=600
+                )
+                state = out.stdout.strip()
+            except InfraError:
+                state = "stopping"  # the connection went with the reboot
+            if state != "stopping":
+                ctx.facts["system_state"] = state or "unknown"
+                return
+            ctx.log("the device is rebooting on its own (first boot); waiting for it")
+            self.close_shell(ctx)
+            _wait_gone(ctx.device.host, ctx.device.ssh_port, timeout=120)
+        raise InfraError(
+            f"the device rebooted {attempts} times on its own after sshd was up",
+            where=_where(ctx, "prepare"),
+        )
 
     def _versions(self, sh: DeviceShell) -> dict[str, str]:
         octopi = sh.run("cat /etc/octopi_version", check=False, quiet=True)
