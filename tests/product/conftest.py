@@ -84,3 +84,8 @@ def current_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 @pytest.fixture(scope="module")
 def browser_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     yield from _rig(tmp_path_factory, OLD, "browser")
+
+
+@pytest.fixture(scope="module")
+def v2_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    yield from _rig(tmp_path_factory, "2.0.0rc3", "v2")
