@@ -23,6 +23,10 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv(
         "XDG_CACHE_HOME", os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
     )
+    # the feed serves the check overlay devices in the field get; here a copy of its shape
+    # (plugins.octoprint.org is not reachable from the test machines)
+    overlay = Path(__file__).parent / "product" / "fixtures" / "update_check_overlay.json"
+    monkeypatch.setenv("RIG_CHECK_OVERLAY_URL", f"file://{overlay}")
     yield
 
 

@@ -33,6 +33,7 @@ class CatalogImage:
     url: str | None = None
     sha256: str | None = None
     sha256_url: str | None = None
+    md5_url: str | None = None
     rpi_imager_json: str | None = None
     extract_size: int | None = None
     extract_sha256: str | None = None

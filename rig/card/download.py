@@ -34,6 +34,7 @@ class Published:
     sha256: str | None = None
     extract_sha256: str | None = None
     extract_size: int | None = None
+    md5: str | None = None  # OctoPi publishes `.md5` files beside its zips
 
 
 def client() -> httpx.Client:
@@ -64,8 +65,24 @@ def parse_sha256_file(text: str, filename: str, where: str) -> str:
     raise InfraError(f"no SHA-256 for {filename} in the checksum file", where=where)
 
 
+def parse_md5_file(text: str, filename: str, where: str) -> str:
+    """The hash for ``filename`` in an md5sum-style file (or its only hash)."""
+    found = []
+    for line in text.splitlines():
+        m = re.match(r"\s*([0-9a-fA-F]{32})(?:\s+\*?(\S.*))?\s*$", line)
+        if m:
+            found.append((m.group(1).lower(), (m.group(2) or "").strip()))
+    for digest, name in found:
+        if name and Path(name).name == filename:
+            return digest
+    if len(found) == 1:
+        return found[0][0]
+    raise InfraError(f"no MD5 for {filename} in the checksum file", where=where)
+
+
 def find_in_imager_json(data: Any, url: str) -> Published | None:
-    """The os_list entry (searched through subitems) whose url is ``url``."""
+    """The entry whose url is ``url``: searched through an os_list and its subitems, or
+    the one object an OctoPi-UpToDate release ships as its ``rpi-imager.json``."""
     stack = [data]
     while stack:
         item = stack.pop()
@@ -90,7 +107,9 @@ def published_checksums(
     sha256: str | None = None,
     sha256_url: str | None = None,
     rpi_imager_json: str | None = None,
+    md5_url: str | None = None,
 ) -> Published:
+    """What the publisher says: Imager JSON, a given hash, a checksum file, else a guess."""
     if rpi_imager_json:
         try:
             data = json.loads(fetch_text(rpi_imager_json, http))
@@ -102,16 +121,24 @@ def published_checksums(
         return Published(sha256 or entry.sha256, entry.extract_sha256, entry.extract_size)
     if sha256:
         return Published(sha256)
-    guessed = sha256_url is None
-    sha256_url = sha256_url or url + ".sha256"
     name = url.rsplit("/", 1)[-1]
+    if sha256_url:
+        return Published(parse_sha256_file(fetch_text(sha256_url, http), name, sha256_url))
+    if md5_url:
+        return Published(md5=parse_md5_file(fetch_text(md5_url, http), name, md5_url))
+    # nothing named: the files publishers put beside a download, SHA-256 first
     try:
-        text = fetch_text(sha256_url, http)
+        return Published(parse_sha256_file(fetch_text(url + ".sha256", http), name, url))
+    except InfraError:
+        pass
+    try:
+        return Published(md5=parse_md5_file(fetch_text(url + ".md5", http), name, url))
     except InfraError as e:
-        if guessed:
-            e.hint = "no published checksum found; give the expected one with --sha256 HEX"
+        e.hint = (
+            "no published checksum found (no .sha256 or .md5 beside it); give the "
+            "expected one with --sha256 HEX"
+        )
         raise
-    return Published(parse_sha256_file(text, name, sha256_url))
 
 
 def _validator(r: httpx.Response) -> str | None:
@@ -126,6 +153,7 @@ def download(
     part: Path,
     *,
     expected_sha256: str | None,
+    expected_md5: str | None = None,
     http: httpx.Client | None = None,
     progress: Progress | None = None,
     max_bytes: int | None = None,
@@ -139,7 +167,7 @@ def download(
     own = http is None
     http = http or client()
     meta = part.with_name(part.name + ".json")
-    digest = hashlib.sha256()
+    digest = _Digests()
     have = 0
     headers: dict[str, str] = {}
     if part.exists() and meta.exists():
@@ -159,7 +187,7 @@ def download(
                     raise InfraError("server answered the wrong range", where=url)
                 _receive(r, part, "ab", digest, have, url, progress, max_bytes)
             elif r.status_code == 200:
-                digest, have = hashlib.sha256(), 0
+                digest, have = _Digests(), 0
                 meta.write_text(json.dumps({"url": url, "validator": _validator(r)}))
                 _receive(r, part, "wb", digest, 0, url, progress, max_bytes)
             else:
@@ -173,7 +201,17 @@ def download(
     finally:
         if own:
             http.close()
-    result = digest.hexdigest()
+    result = digest.sha256.hexdigest()
+    md5 = digest.md5.hexdigest()
+    if expected_md5 and md5 != expected_md5.lower():
+        part.unlink(missing_ok=True)
+        meta.unlink(missing_ok=True)
+        raise InfraError(
+            f"checksum mismatch: downloaded file has MD5 {md5}, the publisher says "
+            f"{expected_md5}; the download was deleted",
+            where=url,
+            hint="try again; if it persists the mirror or the catalogue entry is wrong",
+        )
     if expected_sha256 and result != expected_sha256.lower():
         part.unlink(missing_ok=True)
         meta.unlink(missing_ok=True)
@@ -185,6 +223,18 @@ def download(
         )
     meta.unlink(missing_ok=True)
     return result
+
+
+class _Digests:
+    """SHA-256 (the cache's key) and MD5 (what OctoPi publishes) in one pass."""
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+
+    def update(self, block: bytes) -> None:
+        self.sha256.update(block)
+        self.md5.update(block)
 
 
 def _receive(

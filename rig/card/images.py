@@ -75,6 +75,7 @@ def fetch(
             sha256=item.sha256 if item else sha256,
             sha256_url=item.sha256_url if item else None,
             rpi_imager_json=item.rpi_imager_json if item else None,
+            md5_url=item.md5_url if item else None,
         )
         if pub.sha256:
             hit = cache.get(pub.sha256)
@@ -86,10 +87,18 @@ def fetch(
                 )
         part = cache.part_path(url)
         log(f"downloading {url}", url=url)
-        digest = download(url, part, expected_sha256=pub.sha256, http=http, progress=progress)
+        digest = download(
+            url,
+            part,
+            expected_sha256=pub.sha256,
+            expected_md5=pub.md5,
+            http=http,
+            progress=progress,
+        )
     with cache.locked():
         entry = cache.add(part, digest, url, item.name if item else None)
-    log(f"{name_or_url}: downloaded, SHA-256 {digest} checked", sha256=digest)
+    checked = "SHA-256" if pub.sha256 else "MD5" if pub.md5 else "no checksum"
+    log(f"{name_or_url}: downloaded (SHA-256 {digest}; {checked} checked)", sha256=digest)
     return Fetched(entry, extract_size or pub.extract_size, extract_sha256 or pub.extract_sha256)
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rig.config import RigConfig, load_config
-from rig.errors import EXIT_INFRA, EXIT_OK, RigError
+from rig.errors import EXIT_INFRA, EXIT_OK, ConfigError, RigError
 from rig.hardware.build import mux_for, power_for, usb_backend
 
 
@@ -41,6 +41,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--host",
         action="store_true",
         help="also check the flash-host install (automatic once it is installed)",
+    )
+    doc.add_argument(
+        "--power-test",
+        metavar="DEVICE",
+        help="switch DEVICE's power off and check that it really stops answering "
+        "(the hub's status bit is no proof); it is switched on again afterwards",
+    )
+    doc.add_argument(
+        "--power-test-timeout",
+        type=float,
+        default=30.0,
+        help="seconds the DUT may take to stop answering (default 30)",
     )
     doc.add_argument(
         "--root",
@@ -122,6 +134,33 @@ def _warn_if_powered(config: RigConfig, device: str) -> None:
         )
 
 
+def _power_test(config: RigConfig, name: str, timeout: float) -> Any:
+    from rig.hardware import inventory
+    from rig.hardware.powertest import power_test, tcp_probe
+
+    dev = config.device(name)
+    if not dev.host:
+        raise ConfigError(
+            f"device {name} has no host: the power test watches it stop answering there",
+            where=f"{config.where}: devices.{name}.host",
+        )
+    power = power_for(config, name)
+    switch = f"{dev.power.driver} {dev.power.location or dev.power.serial or ''}".strip()
+    if dev.power.port is not None:
+        switch += f" port {dev.power.port}"
+    paired = getattr(power, "paired", "")
+    result = power_test(
+        power,
+        tcp_probe(dev.host, dev.ssh_port),
+        what=f"{name} ({dev.host}:{dev.ssh_port})",
+        switch=switch,
+        timeout=timeout,
+    )
+    paired = getattr(power, "paired", "") or paired
+    detail = result.detail + (f"; switched with {paired}" if paired else "")
+    return inventory.Finding("device", f"{name} power", detail, result.ok, result.fix)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from rig.hardware import inventory
     from rig.host import checks as host_checks
@@ -141,6 +180,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if not config.virtual:
         findings += inventory.scan_sdmuxes()
     findings += inventory.check_devices(config)
+    if getattr(args, "power_test", None):
+        findings.append(_power_test(config, args.power_test, args.power_test_timeout))
     return _report(console, findings)
 
 
@@ -175,7 +216,8 @@ def _report(console: Console, findings: list[Any]) -> int:
     required_failed = False
     for f in findings:
         # an unusable hub nobody configured is information, not a failure
-        informational = not f.ok and f.kind == "hub"
+        # (a missing module matters through the devices that need it, listed below)
+        informational = not f.ok and f.kind in ("hub", "module")
         mark = (
             "[green]ok[/green]  "
             if f.ok

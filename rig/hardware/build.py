@@ -46,7 +46,15 @@ def power_for(config: RigConfig, device_name: str, *, backend: Any = None) -> Po
     if p.driver == "usb-hub":
         if not p.location or p.port is None:
             raise ConfigError("usb-hub needs 'location' and 'port'", where=where)
-        return UsbHubPower(p.location, p.port, backend=backend, off_time=p.off_time, where=where)
+        return UsbHubPower(
+            p.location,
+            p.port,
+            backend=backend,
+            off_time=p.off_time,
+            # never the host's own sysfs for the emulated hubs of the virtual rig
+            sysfs=None if config.virtual else Path("/sys"),
+            where=where,
+        )
     if p.driver == "ykush":
         if not p.serial or p.port is None:
             raise ConfigError("ykush needs 'serial' and 'port'", where=where)

@@ -12,17 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rig.errors import RigError
+from rig.errors import InfraError, RigError
 from rig.hardware import blockdev
 from rig.hardware.blockdev import REAL_SYSFS, Sysfs
-from rig.hardware.mux import is_sdwire, iter_sdmuxes
-from rig.hardware.power import HUB_CLASS, companions, hub_descriptor, is_ykush
+from rig.hardware.mux import (
+    FTDI_MUX_KINDS,
+    SG_HINT,
+    ftdi_product,
+    is_samsung_ftdi,
+    iter_sdmuxes,
+    sg_loaded,
+)
+from rig.hardware.power import HUB_CLASS, companion_of, hub_descriptor, is_ykush
 from rig.hardware.usbfind import devices, location, serial_of
 
 
 @dataclass
 class Finding:
-    kind: str  # hub | ykush | sdwire | usb-sd-mux | device | system
+    kind: str  # hub | ykush | sdwire | usb-sd-mux | module | device | system
     name: str
     detail: str
     ok: bool
@@ -46,20 +53,38 @@ def scan_usb(backend: Any = None) -> list[Finding]:
         try:
             if dev.bDeviceClass == HUB_CLASS:
                 info = hub_descriptor(dev, f"hub {loc}")
-                pair = ", ".join(location(c) for c in companions(dev, backend))
                 usable = info.switching == "per-port"
+                fix = "" if usable else "not usable for DUT power: needs per-port switching (PPPS)"
+                try:
+                    pair = companion_of(dev, backend)
+                    paired = f", paired with {location(pair[0])} ({pair[1]})" if pair else ""
+                except InfraError as e:
+                    usable, paired = False, ", pairing ambiguous"
+                    fix = f"{e.message}; {e.hint}"
                 detail = (
                     f"{ids} USB{'3' if info.usb3 else '2'} hub, {info.nports} ports, "
-                    f"{info.switching} power switching" + (f", companion {pair}" if pair else "")
+                    f"{info.switching} power switching{paired}"
                 )
-                fix = "" if usable else "not usable for DUT power: needs per-port switching (PPPS)"
                 out.append(Finding("hub", loc, detail, usable, fix))
             elif is_ykush(dev):
                 serial = serial_of(dev, f"ykush {loc}")
                 out.append(Finding("ykush", serial or loc, f"{ids} at {loc}", True))
-            elif is_sdwire(dev):
+            elif is_samsung_ftdi(dev):
                 serial = serial_of(dev, f"sdwire {loc}")
-                out.append(Finding("sdwire", serial or loc, f"{ids} at {loc}", True))
+                product = ftdi_product(dev)
+                if product == "sd-wire":
+                    out.append(Finding("sdwire", serial or loc, f"{ids} at {loc}", True))
+                else:
+                    kind = FTDI_MUX_KINDS.get(product or "", "unprogrammed or unknown")
+                    out.append(
+                        Finding(
+                            "sdwire",
+                            serial or loc,
+                            f"{ids} at {loc}: product {product!r} is {kind}, not an SDWire",
+                            False,
+                            "not usable as a card mux by the rig",
+                        )
+                    )
         except RigError as e:
             kind = "hub" if dev.bDeviceClass == HUB_CLASS else "usb"
             out.append(Finding(kind, loc, f"{ids}: {e.message}", False, f"udev rule: {rule}"))
@@ -69,6 +94,9 @@ def scan_usb(backend: Any = None) -> list[Finding]:
 def scan_sdmuxes(fs: Sysfs = REAL_SYSFS) -> list[Finding]:
     """USB-SD-Muxes by their SCSI generic node, with access rights and the card's disk."""
     out: list[Finding] = []
+    if not sg_loaded(fs):
+        # no USB-SD-Mux can be seen at all; whether that matters depends on the config
+        return [Finding("module", "sg", "not loaded: no SCSI generic nodes", False, SG_HINT)]
     for mux in iter_sdmuxes(fs):
         usb_dir, product, serial = mux.usb_dir, mux.product, mux.serial
         node = fs.dev / mux.sg.name

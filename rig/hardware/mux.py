@@ -93,11 +93,30 @@ def iter_sdmuxes(fs: Sysfs = REAL_SYSFS) -> Iterator[SdMuxEntry]:
             yield SdMuxEntry(entry, usb_dir, product, serial)
 
 
+SG_HINT = (
+    "the USB-SD-Mux is reached through its SCSI generic node, and /sys/class/scsi_generic "
+    "is missing: load the kernel module sg (sudo modprobe sg) and have it loaded at boot "
+    "(echo sg | sudo tee /etc/modules-load.d/rig.conf)"
+)
+
+
+def sg_loaded(fs: Sysfs = REAL_SYSFS) -> bool:
+    """Whether the kernel has SCSI generic nodes (module sg); fresh hosts often lack it."""
+    return (fs.sys / "class" / "scsi_generic").is_dir()
+
+
 def find_sdmux_sg(serial: str, fs: Sysfs = REAL_SYSFS, *, where: str = "") -> Path:
     """/dev/sgN of the USB-SD-Mux with this serial: the udev link, else a sysfs walk."""
     link = fs.dev / "usb-sd-mux" / f"id-{serial}"
     if link.exists():
         return link.resolve()
+    where = where or f"usb-sd-mux {serial}"
+    if not sg_loaded(fs):
+        raise InfraError(
+            f"no USB-SD-Mux with serial {serial!r}: the kernel module sg is not loaded",
+            where=where,
+            hint=SG_HINT,
+        )
     seen = []
     for mux in iter_sdmuxes(fs):
         seen.append(mux.serial)
@@ -105,7 +124,7 @@ def find_sdmux_sg(serial: str, fs: Sysfs = REAL_SYSFS, *, where: str = "") -> Pa
             return fs.dev / mux.sg.name
     raise InfraError(
         f"no USB-SD-Mux with serial {serial!r} (found: {', '.join(seen) or 'none'})",
-        where=where or f"usb-sd-mux {serial}",
+        where=where,
         hint="check the cable and the serial (printed on the mux; `rig doctor` lists them)",
     )
 
@@ -224,8 +243,31 @@ FTDI_READ_PINS = 0x0C
 CBUS_MODE = 0x20
 
 
-def is_sdwire(dev: Any) -> bool:
+# sd-mux-ctrl (Samsung/Tizen) programs three boards to one VID:PID and tells them apart
+# by the product string it wrote into the FTDI EEPROM (getDeviceTypeFromString)
+FTDI_MUX_KINDS = {
+    "sd-wire": "SDWire",
+    "sd-mux": "SD-MUX (Samsung, bit-bang pins; not supported)",
+    "usb-mux": "USB-MUX (switches USB, not an SD card)",
+}
+
+
+def is_samsung_ftdi(dev: Any) -> bool:
+    """Any of the sd-mux-ctrl boards: SDWire, SD-MUX, USB-MUX."""
     return dev.idVendor == SDWIRE_VID and dev.idProduct == SDWIRE_PID
+
+
+def ftdi_product(dev: Any) -> str | None:
+    if not dev.iProduct:
+        return None
+    try:
+        return (dev.product or "").strip()
+    except (usb.core.USBError, ValueError):
+        return None
+
+
+def is_sdwire(dev: Any) -> bool:
+    return is_samsung_ftdi(dev) and ftdi_product(dev) == "sd-wire"
 
 
 class SdwireMux:
@@ -247,7 +289,21 @@ class SdwireMux:
         self.disks = disks or UsbDiskFinder(self._reader_dir, fs)
 
     def _device(self) -> Any:
-        return find_by_serial(self.serial, is_sdwire, self.backend, what="SDWire", where=self.where)
+        dev = find_by_serial(
+            self.serial, is_samsung_ftdi, self.backend, what="SDWire", where=self.where
+        )
+        product = ftdi_product(dev)
+        if product != "sd-wire":
+            kind = FTDI_MUX_KINDS.get(product or "", "an unprogrammed or unknown FTDI board")
+            raise ConfigError(
+                f"the {SDWIRE_VID:04x}:{SDWIRE_PID:04x} device with serial {self.serial} is "
+                f"{kind} (product string {product!r}), not an SDWire: its pins mean "
+                "something else, so it is not switched",
+                where=self.where,
+                hint="an SDWire's FTDI says product 'sd-wire' (sd-mux-ctrl --set-serial "
+                "--device-type=sd-wire programs it); check the serial in rig.yaml",
+            )
+        return dev
 
     def _reader_dir(self) -> Path:
         # the card reader sits beside the FTDI, below the SDWire's own hub

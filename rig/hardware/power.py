@@ -13,12 +13,15 @@ import struct
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import usb.core
 import usb.util
 
 from rig.errors import ConfigError, InfraError
+from rig.hardware.hubpair import companion, container_id, host_model, hub_facts, is_rpi_4b, score
 from rig.hardware.usbfind import find_by_location, find_by_serial, location, usb_error
 
 # USB hub class requests (USB 2.0 spec ch. 11.24, USB 3.2 ch. 10.16)
@@ -71,6 +74,8 @@ class HubInfo:
     @property
     def switching(self) -> str:
         mode = self.characteristics & 0x3
+        if mode == 0 and self.nports == 1:
+            return "per-port"  # one port: ganged is per-port (uhubctl's rule)
         return {0: "ganged", 1: "per-port"}.get(mode, "none")
 
 
@@ -85,46 +90,45 @@ def hub_descriptor(dev: Any, where: str) -> HubInfo:
     return HubInfo(dev, raw)
 
 
-def container_id(dev: Any) -> bytes | None:
-    """The BOS Container ID: the same on both halves of a USB3 hub (how uhubctl pairs them)."""
-    if dev.bcdUSB < 0x0201:
-        return None
-    try:
-        head = bytes(dev.ctrl_transfer(0x80, GET_DESCRIPTOR, 0x0F00, 0, 5))
-        total = struct.unpack_from("<H", head, 2)[0]
-        bos = bytes(dev.ctrl_transfer(0x80, GET_DESCRIPTOR, 0x0F00, 0, total))
-    except (usb.core.USBError, struct.error):
-        return None
-    pos = bos[0] if bos else 0
-    while pos + 3 <= len(bos):
-        length, kind, cap = bos[pos], bos[pos + 1], bos[pos + 2]
-        if length == 0:
-            break
-        if kind == 0x10 and cap == 0x04 and length >= 20:
-            return bos[pos + 4 : pos + 20]
-        pos += length
-    return None
-
-
 def list_hubs(backend: Any = None) -> list[Any]:
     return list(usb.core.find(find_all=True, backend=backend, bDeviceClass=HUB_CLASS))
 
 
-def companions(hub: Any, backend: Any = None) -> list[Any]:
-    """The other half of a USB3 hub: same Container ID, else same vendor and port chain."""
-    cid = container_id(hub)
-    others = [h for h in list_hubs(backend) if location(h) != location(hub)]
-    if cid is not None:
-        found = [h for h in others if container_id(h) == cid]
-        if found:
-            return found
-    return [
-        h
-        for h in others
-        if h.idVendor == hub.idVendor
-        and tuple(h.port_numbers or ()) == tuple(hub.port_numbers or ())
-        and (h.bcdUSB >= 0x0300) != (hub.bcdUSB >= 0x0300)
-    ]
+SCORE_WHY = {
+    1: "same Container ID",
+    2: "same Container ID and port path below the top level",
+    3: "same Container ID, USB2 half behind the Raspberry Pi 4's VL805",
+    4: "same Container ID and port path",
+    5: "same Container ID and port path, USB3 on the next bus",
+}
+
+
+def companion_of(
+    dev: Any, backend: Any = None, *, model: str | None = None, where: str = ""
+) -> tuple[Any, str] | None:
+    """The other half of the USB3 hub ``dev`` belongs to and why it was chosen (uhubctl's
+    scoring, `rig.hardware.hubpair`); None for a USB2-only hub."""
+    rpi4 = is_rpi_4b(host_model() if model is None else model)
+    where = where or f"hub {location(dev)}"
+    me = hub_facts(dev, hub_descriptor(dev, where).nports, rpi4)
+    others = []
+    for other in list_hubs(backend):
+        if location(other) == me.location:
+            continue
+        try:
+            others.append(hub_facts(other, hub_descriptor(other, where).nports, rpi4))
+        except InfraError:
+            continue  # a hub we may not read is not ours to switch (uhubctl skips it too)
+    found = companion(me, others, rpi4, where)
+    if found is None:
+        return None
+    return found.dev, SCORE_WHY[score(me, found, rpi4)]
+
+
+def companions(hub: Any, backend: Any = None, *, model: str | None = None) -> list[Any]:
+    """The other half of a USB3 hub as a list (empty for a USB2-only hub)."""
+    pair = companion_of(hub, backend, model=model)
+    return [pair[0]] if pair else []
 
 
 class UsbHubPower(_Cycle):
@@ -138,15 +142,21 @@ class UsbHubPower(_Cycle):
         backend: Any = None,
         off_time: float = 3.0,
         settle: float = 1.0,
+        model: str | None = None,
+        sysfs: Path | None = None,
         where: str = "",
     ) -> None:
         self.location = location
+        self.sysfs = sysfs  # /sys on a real flash host; None: usbfs only (the virtual rig)
+        self.sysfs_problem = ""
         self.port = port
         self.backend = backend
         self.off_time = off_time
         self.settle = settle
+        self.model = model  # the flash host's board model; None: read it
         self.where = where or f"usb-hub {location} port {port}"
         self._halves: list[HubInfo] | None = None
+        self.paired = ""  # which hub was switched with this one, and why
 
     def halves(self) -> list[HubInfo]:
         """The hub at ``location`` and its companion, checked for per-port switching."""
@@ -161,7 +171,12 @@ class UsbHubPower(_Cycle):
                 hint="`rig doctor` lists the hubs and their locations",
             )
         infos = [hub_descriptor(dev, self.where)]
-        infos += [hub_descriptor(c, self.where) for c in companions(dev, self.backend)]
+        pair = companion_of(dev, self.backend, model=self.model, where=self.where)
+        if pair is not None:
+            infos.append(hub_descriptor(pair[0], self.where))
+            self.paired = f"{location(pair[0])} ({pair[1]})"
+        else:
+            self.paired = "none (a USB2 hub, or no Container ID)"
         for info in infos:
             if info.switching != "per-port":
                 raise ConfigError(
@@ -189,9 +204,44 @@ class UsbHubPower(_Cycle):
         status = struct.unpack_from("<H", raw)[0]
         return bool(status & (USB3_POWER_BIT if info.usb3 else USB2_POWER_BIT))
 
+    def disable_file(self, info: HubInfo) -> Path | None:
+        """The kernel's per-port ``disable`` file of this port on one half (Linux >= 6.0),
+        named as uhubctl names it (``set_port_status_linux``)."""
+        if self.sysfs is None:
+            return None
+        try:
+            cfg = info.dev.get_active_configuration().bConfigurationValue
+        except (usb.core.USBError, NotImplementedError):
+            cfg = 1
+        loc = info.location
+        if loc.startswith("usb"):  # a root hub: usb<bus>
+            bus = loc[3:]
+            return (
+                self.sysfs / "bus/usb/devices" / f"{bus}-0:{cfg}.0/usb{bus}-port{self.port}/disable"
+            )
+        return self.sysfs / "bus/usb/devices" / f"{loc}:{cfg}.0/{loc}-port{self.port}/disable"
+
+    def _switch_sysfs(self, info: HubInfo, on: bool) -> bool:
+        """Through the kernel, which then keeps the port as set; False: not available."""
+        path = self.disable_file(info)
+        if path is None:
+            return False
+        try:
+            with open(path, "w") as f:
+                f.write("0" if on else "1")
+        except FileNotFoundError:
+            return False  # kernel < 6.0: usbfs it is
+        except OSError as e:
+            self.sysfs_problem = f"{path}: {e.strerror or e}"
+            return False
+        return True
+
     def _switch(self, on: bool) -> None:
         halves = self.halves()
+        self.sysfs_problem = ""
         for info in halves:
+            if self._switch_sysfs(info, on):
+                continue
             try:
                 info.dev.ctrl_transfer(
                     RT_PORT_OUT, SET_FEATURE if on else CLEAR_FEATURE, PORT_POWER, self.port, None
@@ -206,12 +256,22 @@ class UsbHubPower(_Cycle):
             if not wrong:
                 return
             if time.monotonic() >= deadline:
+                hint = (
+                    "the hub ignores port power requests; some need a firmware update "
+                    "or report PPPS without wiring it"
+                )
+                if self.sysfs_problem:
+                    hint = (
+                        f"the kernel's port disable file could not be written "
+                        f"({self.sysfs_problem}), and through usbfs the kernel powers the "
+                        "port again: give the rig write access to it (udev rule, and "
+                        "ReadWritePaths=/sys/devices in the service unit)"
+                    )
                 raise InfraError(
                     f"port {self.port} of hub {', '.join(wrong)} did not switch "
                     f"{'on' if on else 'off'}",
                     where=self.where,
-                    hint="the hub ignores port power requests; some need a firmware update "
-                    "or report PPPS without wiring it",
+                    hint=hint,
                 )
             time.sleep(0.05)
 
@@ -228,19 +288,59 @@ class UsbHubPower(_Cycle):
 # -- Yepkit YKUSH -------------------------------------------------------------------------
 
 YKUSH_VID = 0x04D8
-YKUSH_PIDS = {0x0042: "YKUSH (beta)", 0xF2F7: "YKUSH", 0xF11B: "YKUSH3"}
-YKUSH_BOOTLOADER_PIDS = {0xF11C, 0xF0CD}
-YKUSH_OUT = 0x01
-YKUSH_IN = 0x81
-YKUSH_REPORT = 64
+
+
+@dataclass(frozen=True)
+class YkushModel:
+    name: str
+    ports: tuple[int, ...]  # the downstream ports the commands address
+    report: int = 64  # HID report size
+    extra: dict[int, str] = field(default_factory=dict)  # ports that are not USB ports
+
+
+# by product ID, as Yepkit's ykushcmd (src/ykush*/) and pykush know them
+YKUSH_MODELS = {
+    0xF2F7: YkushModel("YKUSH", (1, 2, 3)),
+    0x0042: YkushModel("YKUSH (legacy board)", (1, 2, 3), report=6),
+    0xF11B: YkushModel("YKUSH3", (1, 2, 3, 4), extra={4: "the 5 V output"}),
+    0xEFED: YkushModel("YKUSH2", (1, 2)),
+    0xF0CD: YkushModel("YKUSH XS", (1,)),
+}
+YKUSH_BOOTLOADER_PIDS = {0xF11C}  # YKUSH3 in its bootloader: answers no port commands
+YKUSH_PIDS = {pid: m.name for pid, m in YKUSH_MODELS.items()}
 
 
 def is_ykush(dev: Any) -> bool:
-    return dev.idVendor == YKUSH_VID and dev.idProduct in YKUSH_PIDS
+    return dev.idVendor == YKUSH_VID and dev.idProduct in YKUSH_MODELS
+
+
+def _hid_endpoints(dev: Any, where: str) -> tuple[int, int]:
+    """The interrupt OUT and IN endpoints of the HID interface, from the descriptors
+    (as ykushcmd's usbhid.cpp picks them), not assumed."""
+    try:
+        intf = dev.get_active_configuration()[(0, 0)]
+    except (usb.core.USBError, KeyError, IndexError) as e:
+        raise InfraError(f"cannot read the YKUSH's interface descriptor: {e}", where=where) from e
+    out = ins = None
+    for ep in intf:
+        if usb.util.endpoint_type(ep.bmAttributes) != usb.util.ENDPOINT_TYPE_INTR:
+            continue
+        if usb.util.endpoint_direction(ep.bEndpointAddress) == usb.util.ENDPOINT_IN:
+            ins = ins if ins is not None else ep.bEndpointAddress
+        else:
+            out = out if out is not None else ep.bEndpointAddress
+    if out is None or ins is None:
+        raise InfraError("the YKUSH has no interrupt IN and OUT endpoint", where=where)
+    return out, ins
 
 
 class YkushPower(_Cycle):
-    """One downstream port of a Yepkit YKUSH, spoken to in 64-byte HID reports."""
+    """One downstream port of a Yepkit YKUSH board, spoken to in HID reports.
+
+    The model (by product ID) decides the ports (YKUSH XS: 1; YKUSH2: 1-2; YKUSH and
+    YKUSH3: 1-3, and on the YKUSH3 port 4 is its 5 V output) and the report size
+    (6 bytes on the legacy 0x0042 board, else 64).
+    """
 
     def __init__(
         self,
@@ -260,19 +360,33 @@ class YkushPower(_Cycle):
         self.off_time = off_time
         self.timeout_ms = timeout_ms
         self.where = where or f"ykush {serial} port {port}"
+        self.model: YkushModel | None = None
 
     def _device(self) -> Any:
-        return find_by_serial(self.serial, is_ykush, self.backend, what="YKUSH", where=self.where)
+        dev = find_by_serial(self.serial, is_ykush, self.backend, what="YKUSH", where=self.where)
+        model = YKUSH_MODELS[dev.idProduct]
+        if self.port not in model.ports:
+            raise ConfigError(
+                f"the {model.name} with serial {self.serial} has port"
+                f"{'s' if len(model.ports) > 1 else ''} "
+                f"{', '.join(map(str, model.ports))}, not {self.port}",
+                where=self.where,
+            )
+        self.model = model
+        return dev
 
     def command(self, opcode: int) -> bytes:
         """Send one report, return the reply; a reply status other than 1 is an error."""
         dev = self._device()
-        report = bytes([opcode]) + bytes(YKUSH_REPORT - 1)
+        assert self.model is not None
+        size = self.model.report
+        report = bytes([opcode]) + bytes(size - 1)
         try:
             if dev.is_kernel_driver_active(0):
                 dev.detach_kernel_driver(0)
-            dev.write(YKUSH_OUT, report, self.timeout_ms)
-            reply = bytes(dev.read(YKUSH_IN, YKUSH_REPORT, self.timeout_ms))
+            out, ins = _hid_endpoints(dev, self.where)
+            dev.write(out, report, self.timeout_ms)
+            reply = bytes(dev.read(ins, size, self.timeout_ms))
         except usb.core.USBError as e:
             raise usb_error(e, f"sending YKUSH command {opcode:#04x}", self.where) from e
         finally:
@@ -286,11 +400,15 @@ class YkushPower(_Cycle):
     def state(self) -> bool | None:
         return self.command(0x20 | self.port)[1] > 0x10
 
+    def _what(self) -> str:
+        extra = self.model.extra.get(self.port) if self.model else None
+        return extra or f"port {self.port}"
+
     def _switch(self, on: bool) -> None:
         self.command((0x10 if on else 0x00) | self.port)
         if self.state() != on:
             raise InfraError(
-                f"YKUSH port {self.port} did not switch {'on' if on else 'off'}", where=self.where
+                f"YKUSH {self._what()} did not switch {'on' if on else 'off'}", where=self.where
             )
 
     def on(self) -> None:

@@ -39,6 +39,7 @@ class Scenario:
     channel: str
     checks: tuple[str, ...]
     expect: str = "updated"
+    because: str | None = None  # with expect not-offered: channel | python | throttle
     model: str = "pi3"
     octoprint: str | None = None  # None: what the image ships
     device: str | None = None
@@ -134,6 +135,7 @@ def load_matrix(path: str | Path, catalog: Catalog | None = None) -> Matrix:
                 channel=merged.get("channel", "stable"),
                 checks=tuple(merged.get("checks", DEFAULT_CHECKS)),
                 expect=merged.get("expect", "updated"),
+                because=merged.get("because"),
                 model=merged.get("model", "pi3"),
                 octoprint=merged.get("octoprint"),
                 device=merged.get("device"),
@@ -203,6 +205,14 @@ def _semantic_problems(data: dict[str, Any], catalog: Catalog) -> list[tuple[str
             and "image" in raw
         ):
             problems.append((f"{where}.image", _unknown_image(image, catalog)))
+        if merged.get("because") and merged.get("expect", "updated") != "not-offered":
+            problems.append(
+                (
+                    f"{where}.because",
+                    f"says why the release is not offered; set expect: not-offered "
+                    f"(expect is {merged.get('expect', 'updated')!r})",
+                )
+            )
         start = merged.get("octoprint")
         if isinstance(start, str):
             v = _version(start, f"{where}.octoprint", problems)

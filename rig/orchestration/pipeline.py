@@ -163,6 +163,12 @@ class ScenarioPipeline:
             Event("phase-start", phase.value, self.kit.name, self.ctx.scenario_id, phase.value)
         )
         timeout = self.timeouts[phase]
+        if phase == Phase.UPDATE:
+            # the product knows how long its update takes from this starting state
+            # (a Pi 3 building wheels on an old image takes far longer than 900 s)
+            needs = getattr(self.profile, "update_timeout", None)
+            if needs is not None:
+                timeout = max(timeout, float(needs(self.ctx)) + 60)
         pool = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix=f"{self.kit.name}-{phase.value}"
         )

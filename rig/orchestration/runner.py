@@ -227,6 +227,8 @@ class Runner:
             interactive=self.options.interactive,
             admin_user=self.credentials.admin_user,
             admin_password=self.credentials.admin_password,
+            model=scenario.model,
+            because=scenario.because,
         )
 
     def run_attempt(self, job: Job, device: str) -> Attempt:

@@ -47,6 +47,8 @@ class ScenarioContext:
     pip: str | None = None  # where the release installs from ({target_version})
     feed_url: str | None = None  # the rig's release feed, as the device reaches it
     interactive: bool = False
+    model: str = "pi3"  # the device model the scenario runs on (timeouts depend on it)
+    because: str | None = None  # why not offered, when the scenario says: channel|python|throttle
     admin_user: str = "admin"  # the product's admin account prepare creates
     admin_password: str = "rig-admin-password"  # the runner passes rig.yaml's or a per-run one
     manual_update: bool = False  # the person updated in their browser: update() only waits

@@ -34,6 +34,7 @@ from typing import Any
 import paramiko
 
 from rig.errors import InfraError, RigError
+from rig.virtual.board import lay_out_board
 from rig.virtual.faults import DeviceFaults, VirtualSettings
 from rig.virtual.proxy import HttpFront
 from rig.virtual.sandbox import PATH, Sandbox, pip_environment
@@ -149,6 +150,7 @@ class VirtualPi:
         self._octoprint: subprocess.Popen[bytes] | None = None
         self._service_gen = 0
         self._timers: list[threading.Timer] = []
+        self._late_reboot: threading.Event | None = None  # set when it begins
 
     def say(self, msg: str) -> None:
         self._say(msg)
@@ -256,6 +258,9 @@ class VirtualPi:
             self.phase = "up" if reachable else "unreachable"
             if not reachable:
                 self.reason = getattr(outcome, "wifi_reason", "") or "Wi-Fi not joined"
+            self._late_reboot = None
+            if first and self.faults.reboot_after_up is not None:
+                self._late_reboot = threading.Event()
             self._arm_faults(gen)
         self.say(f"{self.phase} after {time.monotonic() - started:.1f} s")
 
@@ -324,6 +329,7 @@ class VirtualPi:
                 "  discovery:\n"
                 "    publicPort: 80\n"
             )
+        lay_out_board(root, venv_host, basedir, self.faults)
 
     def host_path(self, inside: str) -> Path:
         """Where a path of the device lies on the host (only for the bound directories)."""
@@ -636,6 +642,8 @@ class VirtualPi:
                     None,
                 )
             unit, action = args[0], args[1]
+        elif cmd == "systemctl" and args[:1] == ["is-system-running"]:
+            return self._system_state(wait="--wait" in args)
         elif cmd == "systemctl":
             words = [a for a in args if not a.startswith("-")]
             if len(words) < 2:
@@ -650,6 +658,17 @@ class VirtualPi:
             return 1, "", f"Unknown operation '{action}'.\n", None
         rc, out = self._service(action)
         return rc, out, "", None
+
+    def _system_state(self, wait: bool) -> tuple[int, str, str, None]:
+        """`systemctl is-system-running [--wait]`: starting while a first-boot reboot is
+        still to come (with --wait: until it begins, then stopping), else running."""
+        pending = self._late_reboot
+        if pending is None or (pending.is_set() and not wait):
+            return (0, "running\n", "", None) if pending is None else (1, "stopping\n", "", None)
+        if not wait:
+            return 1, "starting\n", "", None
+        pending.wait(timeout=600)
+        return 1, "stopping\n", "", None
 
     def _soft(self, what: str) -> None:
         """`sudo reboot` / `shutdown -h`: services stop in order, then the board resets or halts."""
@@ -685,6 +704,16 @@ class VirtualPi:
 
         later(self.faults.wifi_drops_after, self._wifi_drop)
         later(self.faults.power_glitch_after, self._glitch)
+        pending = self._late_reboot
+        if pending is not None:
+
+            def reboot() -> None:
+                pending.set()
+                self.say("first boot: rebooting once more, sshd was already up (configured)")
+                # outside the timer's device lock: _soft takes the service lock first
+                threading.Thread(target=self._soft, args=("reboot",), daemon=True).start()
+
+            later(self.faults.reboot_after_up, reboot)
 
     def _if_current(self, gen: int, fn: Callable[[], None]) -> None:
         with self._lock:

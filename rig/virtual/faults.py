@@ -15,6 +15,13 @@ Keys (all optional)::
           wifi_drops_after: 30       # s after each boot: SSH and HTTP go away, OctoPrint runs on
           power_glitch_after: 20     # seconds after each boot: a brown-out, the device reboots
           write_error_at: 1048576    # byte offset where host-side writes fail (virtual hardware)
+          slow_start: 30             # s OctoPrint's start-up plugins take after the server answers
+                                     # (a Pi 3): a stop in that window leaves .incomplete_startup
+          undervoltage: true         # the power supply sags: `vcgencmd get_throttled` says
+                                     # 0x50005, which OctoPrint's Pi support reads
+          reboot_after_up: 5         # first boot of a card: sshd comes up, then the device
+                                     # reboots once, N s later (OctoPi's hostname change);
+                                     # `systemctl is-system-running` says starting/stopping
 
 Defaults are fast (a boot takes about a second plus OctoPrint's start), so
 tests and newcomers see results quickly; the ``pi3`` profile's magnitudes
@@ -61,6 +68,9 @@ class DeviceFaults:
     wifi_drops_after: float | None = None
     power_glitch_after: float | None = None
     write_error_at: int | None = None  # applied by the virtual hardware, listed for completeness
+    slow_start: float | None = None
+    undervoltage: bool = False
+    reboot_after_up: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,9 @@ def settings_from_config(config: Any) -> VirtualSettings:
             wifi_drops_after=_opt_float(raw.get("wifi_drops_after")),
             power_glitch_after=_opt_float(raw.get("power_glitch_after")),
             write_error_at=raw.get("write_error_at"),
+            slow_start=_opt_float(raw.get("slow_start")),
+            undervoltage=bool(raw.get("undervoltage", False)),
+            reboot_after_up=_opt_float(raw.get("reboot_after_up")),
         )
     return VirtualSettings(
         boot_delay=float(section.get("boot_delay", 1.0)),

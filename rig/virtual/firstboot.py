@@ -555,11 +555,13 @@ def _cloud_init(c: Card, nm: bool, changes: list[str], say: Callable[[str], None
         return
     if cfg.hostname:
         _set_hostname(c, cfg.hostname, changes)
-    for u in cfg.users:  # cloud-init creates users; it does not rename the first one
+    for u in cfg.users:  # `users:` entries are new accounts; `user:` is the default user
         hash_ = u.passwd or (_hash(u.plain_password) if u.plain_password else None)
         if u.lock_passwd and u.passwd is None and u.plain_password is None:
             hash_ = "!"
-        if u.name in _passwd(c):
+        if u.default:
+            _set_first_user(c, u.name, hash_ or "!")
+        elif u.name in _passwd(c):
             _set_password(c, u.name, hash_ or "!")
         else:
             _add_user(c, u.name, hash_)

@@ -277,3 +277,64 @@ def test_url_without_published_checksum_says_how(server, tmp_path):
     with pytest.raises(InfraError) as err:
         fetch(server.url + "/bare.img", _config(tmp_path))
     assert "--sha256" in err.value.hint
+
+
+# -- checksums as OctoPi and OctoPi-UpToDate publish them ---------------------------------
+
+
+def test_octopi_md5_file_is_checked(server, tmp_path, monkeypatch):
+    """OctoPi publishes `<zip>.md5`; no `.sha256` exists beside it."""
+    img = _image_bytes()
+    server.files["/octopi.img"] = img
+    server.files["/octopi.img.md5"] = f"{hashlib.md5(img).hexdigest()}  octopi.img\n".encode()
+    catalog = tmp_path / "catalog.yaml"
+    entry = (
+        "images:\n  octo:\n    description: t\n    base: bookworm\n    scheme: nmconnection\n"
+        f"    url: {server.url}/octopi.img\n    md5_url: {server.url}/octopi.img.md5\n"
+    )
+    catalog.write_text(entry)
+    monkeypatch.setenv("RIG_CATALOG", str(catalog))
+    assert resolve_image("octo", _config(tmp_path)).read_bytes() == img
+    server.files["/octopi.img.md5"] = b"0" * 32 + b"  octopi.img\n"
+    with pytest.raises(InfraError, match="MD5") as e:
+        fetch("octo", _config(tmp_path / "other"))
+    assert "deleted" in e.value.message
+
+
+def test_a_bare_url_falls_back_to_the_md5_beside_it(server, tmp_path):
+    img = _image_bytes()
+    server.files["/os.img"] = img
+    server.files["/os.img.md5"] = f"{hashlib.md5(img).hexdigest()}\n".encode()
+    assert fetch(server.url + "/os.img", _config(tmp_path)).entry.file.read_bytes() == img
+
+
+def test_uptodate_rpi_imager_json_single_object(server, tmp_path, monkeypatch):
+    """An OctoPi-UpToDate release's rpi-imager.json is one object (OctoPrint/actions
+    rpi-imager-snippet), not an os_list; its SHA-256 and extract values are used."""
+    import json
+
+    img = _image_bytes()
+    packed = lzma.compress(img, preset=0)
+    url = f"{server.url}/octopi-1.1.0-1.11.8-20260101000000.img.xz"
+    server.files[url.removeprefix(server.url)] = packed
+    server.files["/rpi-imager.json"] = json.dumps(
+        {
+            "name": "OctoPi 1.1.0 with OctoPrint 1.11.8 (build 20260101000000)",
+            "description": "A Raspberry Pi distribution for 3d printers.",
+            "url": url,
+            "icon": "https://example.invalid/rpi-imager.png",
+            "release_date": "2026-01-01",
+            "extract_size": len(img),
+            "extract_sha256": hashlib.sha256(img).hexdigest(),
+            "image_download_size": len(packed),
+            "image_download_sha256": hashlib.sha256(packed).hexdigest(),
+        }
+    ).encode()
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(
+        "images:\n  uptodate:\n    description: t\n    base: bookworm\n"
+        f"    scheme: nmconnection\n    url: {url}\n"
+        f"    rpi_imager_json: {server.url}/rpi-imager.json\n"
+    )
+    monkeypatch.setenv("RIG_CATALOG", str(catalog))
+    assert resolve_image("uptodate", _config(tmp_path)).read_bytes() == img

@@ -117,3 +117,33 @@ def test_virtual_recipes_boot_files_detect_as_the_catalogue_says(tmp_path):
         d.mkdir()
         card = cards.build_card(d, files, fat=16, size_mib=8)
         assert detected(card)[0] == image.scheme, image.name
+
+
+@pytest.mark.parametrize(
+    ("tree_extra", "boot", "says"),
+    [
+        ({"usr/lib/systemd/system/rpi-preseed.service": b"[Unit]\n"}, {}, "rpi-preseed.service"),
+        ({}, {"rpi-preseed.toml": b"[system]\n"}, "has an rpi-preseed.toml"),
+    ],
+)
+def test_imagers_rpi_preseed_format_is_refused_clearly(tmp_path, tree_extra, boot, says):
+    from rig.errors import ConfigError
+
+    tree = {**root_tree(TRIXIE_OS), **tree_extra}
+    card = cards.build_card(
+        tmp_path, {**BARE_BOOT, **boot}, fat=16, size_mib=8, root=tree, root_mib=4
+    )
+    with pytest.raises(ConfigError, match="does not write yet") as e:
+        detected(card)
+    assert says in e.value.message and "--scheme" in e.value.hint
+
+
+def test_an_octopi_uptodate_image_is_octopi_and_says_its_build(tmp_path):
+    tree = {
+        **root_tree(BOOKWORM_OS, b"1.1.0\n"),
+        "etc/octopiuptodate_build": b"1.1.0-1.11.8-20260101000000\n",
+    }
+    card = cards.build_card(tmp_path, BARE_BOOT, fat=16, size_mib=8, root=tree, root_mib=4)
+    name, reason = detected(card)
+    assert name == "nmconnection"
+    assert "OctoPi-UpToDate build 1.1.0-1.11.8-20260101000000" in reason

@@ -178,9 +178,11 @@ def test_generation(tmp_path, generation, fat, start, scheme, files):
     # provisioning again with the same settings changes nothing (cloud-init: a new instance)
     before = card.sha256()
     again = provision_card(card.path, s)
-    if scheme == "cloud-init":
-        assert {f.path for f in again.changed} == {"meta-data"}
+    if scheme == "cloud-init":  # a new instance id, in meta-data and on the cmdline
+        assert {f.path for f in again.changed} == {"meta-data", "cmdline.txt"}
         assert card.mtype("meta-data") != result.file("meta-data").content
+        iid = card.mtype("meta-data").decode().split()[1]
+        assert card.mtype("cmdline.txt").decode().rstrip("\n").endswith(f" ds=nocloud;i={iid}")
     else:
         assert again.changed == []
         assert card.sha256() == before
@@ -206,6 +208,20 @@ def test_firstrun_on_bullseye_octopi(tmp_path):
         b"{disk_id}", b"1234abcd"
     )
     card.fsck(tmp_path)
+
+
+def test_firstrun_keeps_the_wifi_country_after_its_own_cleanup(tmp_path):
+    """firstrun.sh ends with `sed -i 's| systemd.run.*||g'` on cmdline.txt (Imager's
+    script, and ours): run the real sed on what we wrote, the domain must survive."""
+    card = cards.build_card(tmp_path, generation="octopi-1.0.0", fat=16)
+    provision_card(card.path, settings(tmp_path), scheme="firstrun")
+    written = card.mtype("cmdline.txt")
+    after = subprocess.run(
+        ["sed", "s| systemd.run.*||g"], input=written, capture_output=True, check=True
+    ).stdout.decode()
+    assert "systemd.run" not in after
+    assert "cfg80211.ieee80211_regdom=GB" in after
+    assert "root=PARTUUID=1234abcd-02" in after and after.count("\n") == 1
 
 
 def test_scheme_from_config_and_explicit_override(tmp_path):

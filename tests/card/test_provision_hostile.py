@@ -171,7 +171,7 @@ def read_back(scheme: str, card, tmp_path: Path) -> tuple[str, str]:
         assert len(aps) == 1
         ((ssid, ap),) = aps.items()
         user = yaml.safe_load(card.mtype("user-data"))
-        assert set(user) == {"hostname", "manage_etc_hosts", "ssh_pwauth", "users", "runcmd"}
+        assert set(user) == {"hostname", "manage_etc_hosts", "ssh_pwauth", "user", "runcmd"}
         return ssid, ap["password"]
     if scheme == "firstrun":
         script = card.mtype("firstrun.sh").decode()
@@ -243,7 +243,7 @@ def test_hostile_ssh_key_and_hidden_network(base_cards, tmp_path):
     s = ProvisionSettings(**{**s.__dict__, "ssh_keys": (key,), "hidden": True})
     provision_card(card.path, s, scheme="cloud-init")
     user = yaml.safe_load(card.mtype("user-data"))
-    assert user["users"][0]["ssh_authorized_keys"] == [key]
+    assert user["user"]["ssh_authorized_keys"] == [key]
     net = yaml.safe_load(card.mtype("network-config"))
     assert net["network"]["wifis"]["wlan0"]["access-points"]["net"]["hidden"] is True
     card = fresh(base_cards["custom-toml"], tmp_path)

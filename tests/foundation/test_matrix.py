@@ -90,6 +90,13 @@ BAD = [
     ("version-type", _with(release__version=1.11), "release.version", "string"),
     ("unknown-image", _with(scenarios__0__image="octopi-9.9.9"), "scenarios[0].image", "catalogue"),
     ("bad-expect", _with(scenarios__0__expect="maybe"), "scenarios[0].expect", "not-offered"),
+    ("bad-because", _with(scenarios__0__because="luck"), "scenarios[0].because", "throttle"),
+    (
+        "because-needs-not-offered",
+        _with(scenarios__0__because="python", scenarios__0__expect="updated"),
+        "scenarios[0].because",
+        "expect: not-offered",
+    ),
     ("bad-check", _with(scenarios__0__checks=["update", "fly"]), "scenarios[0].checks[1]", "fly"),
     ("checks-type", _with(scenarios__0__checks="smoke"), "scenarios[0].checks", "array"),
     ("bad-id", _with(scenarios__0__id="Has Spaces"), "scenarios[0].id", "lower case"),

@@ -150,7 +150,8 @@ paths: {{state: {tmp_path / "state"}}}
 def test_doctor_on_the_virtual_rig(rig_yaml: Path, capsys) -> None:
     code = main(["--config", str(rig_yaml), "doctor"])
     out = capsys.readouterr().out
-    assert "hub        1-1" in out and "per-port power switching, companion 2-1" in out
+    assert "hub        1-1" in out
+    assert "per-port power switching, paired with 2-1 (same Container ID and port path" in out
     assert "3-1" in out and "ganged" in out
     assert "pi3-a" in out
     system_ok = "FAIL" not in out
@@ -208,3 +209,10 @@ def test_mux_warns_when_the_dut_is_powered(rig_yaml: Path, capsys) -> None:
     main(["--config", str(rig_yaml), "power", "pi3-a", "off"])
     assert main(["--config", str(rig_yaml), "mux", "pi3-a", "dut"]) == 0
     assert "powered" not in capsys.readouterr().err
+
+
+def test_doctor_power_test_needs_a_dut_that_answers_first(rig_yaml: Path, capsys) -> None:
+    code = main(["--config", str(rig_yaml), "doctor", "--power-test", "pi3-b"])
+    out = capsys.readouterr().out
+    assert code == 3
+    assert "pi3-b power" in out and "does not answer before the test" in out

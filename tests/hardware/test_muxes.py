@@ -11,9 +11,17 @@ import pytest
 import usb.core
 
 from rig.errors import ConfigError, InfraError
-from rig.hardware.mux import SdwireMux, UsbSdMuxDriver, VirtualDiskFinder
+from rig.hardware.blockdev import Sysfs
+from rig.hardware.inventory import scan_sdmuxes, scan_usb
+from rig.hardware.mux import SdwireMux, UsbSdMuxDriver, VirtualDiskFinder, find_sdmux_sg
 from rig.virtual.hw.sdmux import MODEL_FAST, EmulatedUsbSdMux, open_emulated
-from rig.virtual.hw.usb import VIRTUAL_SDWIRE, EmulatedBus, EmulatedSdwire
+from rig.virtual.hw.usb import (
+    VIRTUAL_SDWIRE,
+    EmulatedBus,
+    EmulatedSdMux,
+    EmulatedSdwire,
+    EmulatedUsbMux,
+)
 
 PCA9536 = 0x41 << 1  # the Classic's GPIO expander, as an I2C write address
 
@@ -144,3 +152,31 @@ def test_sdwire_not_found_and_permission(hw) -> None:
     assert "99-rig.rules" in e.value.hint
     with pytest.raises(InfraError, match="no SDWire"):
         SdwireMux("sd-wire_9", backend=EmulatedBus([])).state()
+
+
+# -- sd-mux-ctrl's three boards on one VID:PID, told apart by the product string -----------
+
+
+@pytest.mark.parametrize(
+    ("board", "kind"), [(EmulatedSdMux, "SD-MUX"), (EmulatedUsbMux, "USB-MUX")]
+)
+def test_another_board_on_the_sdwire_vid_pid_is_refused_not_switched(hw, board, kind) -> None:
+    bus = EmulatedBus([board(hw, 1, (2,), "mux_7")])
+    mux = SdwireMux("mux_7", backend=bus)
+    with pytest.raises(ConfigError, match=f"is {kind}") as e:
+        mux.dut()  # on such a board this "succeeded" while the card never moved
+    assert "not an SDWire" in e.value.message and "sd-wire" in e.value.hint
+    assert not [t for t in bus.devices[0].transfers if t.bmRequestType == 0x40]
+    found = {f.name: f for f in scan_usb(bus)}
+    assert found["mux_7"].ok is False and kind in found["mux_7"].detail
+
+
+def test_without_the_sg_module_the_mux_error_and_doctor_name_it(tmp_path) -> None:
+    fs = Sysfs(sys=tmp_path / "sys", dev=tmp_path / "dev")
+    (tmp_path / "sys" / "class").mkdir(parents=True)  # a fresh host: no scsi_generic class
+    with pytest.raises(InfraError, match="kernel module sg is not loaded") as e:
+        find_sdmux_sg("000000000041", fs)
+    assert "modprobe sg" in e.value.hint and "modules-load.d" in e.value.hint
+    (finding,) = scan_sdmuxes(fs)
+    assert (finding.kind, finding.name, finding.ok) == ("module", "sg", False)
+    assert "modprobe sg" in finding.fix

@@ -9,7 +9,7 @@ import usb.core
 
 from rig.errors import ConfigError, InfraError
 from rig.hardware.power import UsbHubPower
-from rig.virtual.hw.usb import EmulatedBus, EmulatedHub, Transfer, hub_pair
+from rig.virtual.hw.usb import EmulatedBus, EmulatedHub, Transfer, hub_pair, virtual_bus
 
 SET = (0x23, 0x03, 8)
 CLEAR = (0x23, 0x01, 8)
@@ -132,3 +132,53 @@ def test_power_set_from_outside_the_hub_is_what_get_status_reports(bus, hw) -> N
     assert power.state() is True
     hw.set_port_power("1-1", 2, False)
     assert power.state() is False
+
+
+# -- Linux >= 6.0: the kernel re-powers ports switched off through usbfs ------------------
+
+
+def _repowering_pair(hw, sysfs):
+    for port in range(1, 5):  # the kernel powers every port when the hub appears
+        hw.set_port_power("1-1", port, True)
+    return EmulatedBus(list(hub_pair(hw, "1-1", usb3_bus=2, kernel_repowers=True, sysfs=sysfs)))
+
+
+def test_off_through_the_kernels_disable_file_stays_off(hw, tmp_path) -> None:
+    bus = _repowering_pair(hw, tmp_path / "sys")
+    power = UsbHubPower("1-1", 2, backend=bus, sysfs=tmp_path / "sys")
+    power.on()
+    power.off()
+    assert hw.port_power("1-1", 2) is False
+    for loc in ("1-1", "2-1"):  # both halves, through sysfs, none through usbfs
+        disable = tmp_path / f"sys/bus/usb/devices/{loc}:1.0/{loc}-port2/disable"
+        assert disable.read_text() == "1"
+        assert not any(t.bRequest == 0x01 for t in hub_requests(bus, loc))
+    power.on()
+    assert hw.port_power("1-1", 2) is True
+
+
+def test_usbfs_alone_loses_to_a_repowering_kernel(hw, tmp_path) -> None:
+    bus = _repowering_pair(hw, tmp_path / "sys")
+    power = UsbHubPower("1-1", 2, backend=bus, settle=0.2)  # no sysfs: what the rig did
+    power.on()
+    with pytest.raises(InfraError, match="did not switch off"):
+        power.off()
+    assert hw.port_power("1-1", 2) is True
+
+
+def test_an_unwritable_disable_file_falls_back_and_says_so(hw, tmp_path) -> None:
+    bus = _repowering_pair(hw, None)
+    blocked = tmp_path / "sys/bus/usb/devices/1-1:1.0/1-1-port2/disable"
+    blocked.mkdir(parents=True)  # cannot be opened for writing, like a root-only file
+    power = UsbHubPower("1-1", 2, backend=bus, sysfs=tmp_path / "sys", settle=0.2)
+    with pytest.raises(InfraError) as e:
+        power.off()
+    assert "disable" in e.value.hint and "ReadWritePaths=/sys/devices" in e.value.hint
+
+
+def test_without_disable_files_usbfs_switches_as_before(hw, tmp_path) -> None:
+    power = UsbHubPower("1-1", 4, backend=virtual_bus(hw), sysfs=tmp_path / "no-sysfs")
+    power.on()
+    assert hw.port_power("1-1", 4) is True
+    power.off()
+    assert hw.port_power("1-1", 4) is False

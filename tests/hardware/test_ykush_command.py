@@ -6,7 +6,15 @@ import pytest
 
 from rig.errors import ConfigError, InfraError
 from rig.hardware.power import CommandPower, YkushPower
-from rig.virtual.hw.usb import VIRTUAL_YKUSH, EmulatedBus, EmulatedYkush
+from rig.virtual.hw.usb import (
+    VIRTUAL_YKUSH,
+    EmulatedBus,
+    EmulatedYkush,
+    EmulatedYkush2,
+    EmulatedYkush3,
+    EmulatedYkushLegacy,
+    EmulatedYkushXs,
+)
 
 
 def test_ykush_sends_64_byte_reports_and_reads_back(bus, hw) -> None:
@@ -89,3 +97,44 @@ def test_power_key_names_where_the_virtual_pis_look(bus, hw) -> None:
     location, port = power_key(PowerConfig(driver="ykush", serial=VIRTUAL_YKUSH, port=3))
     assert hw.port_power(location, port) is True
     assert power_key(PowerConfig(driver="usb-hub", location="1-1", port=2)) == ("1-1", 2)
+
+
+# -- the YKUSH family (ykushcmd src/ykush*/, pykush) --------------------------------------
+
+
+def test_ykush_xs_is_found_and_has_one_port(hw) -> None:
+    bus = EmulatedBus([EmulatedYkushXs(hw, 1, (3,), "YKX001")])
+    power = YkushPower("YKX001", 1, backend=bus)
+    power.on()
+    assert hw.port_power("ykush:YKX001", 1) is True
+    with pytest.raises(ConfigError, match="the YKUSH XS with serial YKX001 has port 1, not 2"):
+        YkushPower("YKX001", 2, backend=bus).on()
+
+
+def test_ykush2_has_two_ports(hw) -> None:
+    bus = EmulatedBus([EmulatedYkush2(hw, 1, (3,), "Y2001")])
+    YkushPower("Y2001", 2, backend=bus).on()
+    assert hw.port_power("ykush:Y2001", 2) is True
+    with pytest.raises(ConfigError, match="the YKUSH2 with serial Y2001 has ports 1, 2, not 3"):
+        YkushPower("Y2001", 3, backend=bus).off()
+
+
+def test_legacy_board_gets_6_byte_reports(hw) -> None:
+    board = EmulatedYkushLegacy(hw, 1, (3,), "YK1LEG")
+    YkushPower("YK1LEG", 3, backend=EmulatedBus([board])).on()
+    assert board.reports == [bytes([0x13]) + bytes(5), bytes([0x23]) + bytes(5)]
+
+
+def test_ykush3_port_4_is_its_5v_output_and_a_ykush_has_none(hw) -> None:
+    bus = EmulatedBus([EmulatedYkush3(hw, 1, (3,), "YK3"), EmulatedYkush(hw, 1, (4,), "YK1")])
+    YkushPower("YK3", 4, backend=bus).on()
+    assert hw.port_power("ykush:YK3", 4) is True
+    assert bus.devices[0].reports[0][0] == 0x14  # the 5 V output's "on" command
+    with pytest.raises(ConfigError, match="the YKUSH with serial YK1 has ports 1, 2, 3, not 4"):
+        YkushPower("YK1", 4, backend=bus).on()
+
+
+def test_endpoints_come_from_the_descriptors(hw) -> None:
+    board = EmulatedYkush(hw, 1, (3,), "YKEP", endpoints=(0x02, 0x82))
+    YkushPower("YKEP", 1, backend=EmulatedBus([board])).on()
+    assert hw.port_power("ykush:YKEP", 1) is True

@@ -14,11 +14,14 @@ from localoctopi import LocalOctoPi
 
 from rig.events import EventBus, StepLog
 from rig.product.octoprint.feed import FeedServer, InjectedRelease
+from rig.product.octoprint.overlay import check_overlay
 from rig.product.octoprint.profile import OctoPrintProfile
 from rig.product.profile import DeviceAddress, ScenarioContext
 
 TARGET = "1.11.8"  # the current release: what the old versions update to
 OLD = "1.10.3"  # one from the 1.9/1.10 line
+# the shape of plugins.octoprint.org's update_check_overlay.json (the tests are offline)
+OVERLAY = Path(__file__).parent / "fixtures" / "update_check_overlay.json"
 
 
 class Rig:
@@ -58,7 +61,8 @@ class Rig:
 def _rig(tmp_path_factory: pytest.TempPathFactory, version: str, name: str) -> Iterator[Rig]:
     root = tmp_path_factory.mktemp(name)
     device = LocalOctoPi(root, version)
-    feed = FeedServer(InjectedRelease(TARGET, "stable")).start()
+    overlay = check_overlay(f"file://{OVERLAY}", cache=root / "overlay-cache.json")
+    feed = FeedServer(InjectedRelease(TARGET, "stable"), overlay=overlay).start()
     device.boot()
     try:
         yield Rig(device, feed, root / "results")
@@ -80,3 +84,8 @@ def current_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 @pytest.fixture(scope="module")
 def browser_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     yield from _rig(tmp_path_factory, OLD, "browser")
+
+
+@pytest.fixture(scope="module")
+def v2_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    yield from _rig(tmp_path_factory, "2.0.0rc3", "v2")

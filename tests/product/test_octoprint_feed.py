@@ -5,63 +5,104 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from rig.product.octoprint.channels import channel_settings, offered, target_commitish
+from rig.product.octoprint.channels import (
+    accepted_commitish,
+    channel_settings,
+    offered,
+    published_commitish,
+)
 from rig.product.octoprint.feed import FeedServer, InjectedRelease
+from rig.product.octoprint.overlay import check_overlay
 from rig.product.octoprint.settings import MERGE_SCRIPT, config_overlay
 
 
 @pytest.fixture
 def feed():
-    with FeedServer(InjectedRelease("1.11.0rc3", "maintenance")) as server:
+    overlay = {"octoprint": {"user": "OctoPrint"}}
+    with FeedServer(InjectedRelease("1.11.0rc3", "maintenance"), overlay=overlay) as server:
         yield server
 
 
 def test_feed_answers_release_list_like_github(feed):
     r = httpx.get(f"{feed.url}/releases/foosel/OctoPrint")
     assert r.status_code == 200
-    (release,) = r.json()
-    assert release["tag_name"] == "1.11.0rc3"
-    assert release["prerelease"] is True
-    assert release["draft"] is False
-    assert release["target_commitish"] == "rc/maintenance"
-    assert release["published_at"].endswith("Z")
-    assert release["html_url"].endswith("/1.11.0rc3")
+    real, old_name = r.json()
+    for release in (real, old_name):
+        assert release["tag_name"] == "1.11.0rc3"
+        assert release["prerelease"] is True
+        assert release["draft"] is False
+        assert release["published_at"].endswith("Z")
+        assert release["html_url"].endswith("/1.11.0rc3")
+    # real RCs are cut from next; 1.x devices before 1.11 know it as rc/maintenance
+    assert [real["target_commitish"], old_name["target_commitish"]] == ["next", "rc/maintenance"]
     assert feed.app.state.requests == ["/releases/foosel/OctoPrint"]
 
 
-def test_feed_uses_2x_commitish_for_2x_devices(feed):
+def test_feed_publishes_only_the_real_commitish_to_2x_devices(feed):
     r = httpx.get(f"{feed.url}/releases/OctoPrint/OctoPrint", params={"series": "2"})
-    assert r.json()[0]["target_commitish"] == "next"
+    assert [e["target_commitish"] for e in r.json()] == ["next"]
+
+
+def test_feed_serves_the_check_overlay_it_was_given(feed):
+    assert httpx.get(f"{feed.url}/overlay.json").json() == {"octoprint": {"user": "OctoPrint"}}
 
 
 def test_feed_other_repos_get_no_releases_and_unknown_paths_404(feed):
     assert httpx.get(f"{feed.url}/releases/someone/OctoPrint-FileCheck").json() == []
-    assert httpx.get(f"{feed.url}/overlay.json").json() == {}
     assert httpx.get(f"{feed.url}/plugins.json").json() == []
     assert httpx.get(f"{feed.url}/anything/else").status_code == 404
 
 
-def test_stable_release_targets_master_and_is_final():
-    release = InjectedRelease("1.11.8", "stable").as_github()
-    assert release["target_commitish"] == "master"
-    assert release["prerelease"] is False
+def test_stable_release_targets_main_and_master_and_is_final():
+    entries = InjectedRelease("1.11.8", "stable").as_github()
+    assert [e["target_commitish"] for e in entries] == ["main", "master"]
+    assert all(e["prerelease"] is False for e in entries)
+
+
+def test_a_mis_targeted_release_is_published_exactly_as_stated():
+    entries = InjectedRelease("1.11.0rc1", "maintenance", commitish=("next",)).as_github()
+    assert [e["target_commitish"] for e in entries] == ["next"]
 
 
 @pytest.mark.parametrize(
-    ("release", "device", "seen"),
+    ("release", "device", "version", "seen"),
     [
-        ("stable", "stable", True),
-        ("stable", "devel", True),
-        ("maintenance", "stable", False),
-        ("maintenance", "maintenance", True),
-        ("maintenance", "devel", True),
-        ("devel", "maintenance", False),
-        ("devel", "devel", True),
-        ("next", "maintenance", True),
+        ("maintenance", "stable", "1.10.3", False),
+        ("maintenance", "maintenance", "1.5.2", True),  # through the old name rc/maintenance
+        ("maintenance", "maintenance", "1.10.3", True),
+        ("maintenance", "devel", "1.10.3", True),
+        ("devel", "maintenance", "1.10.3", False),
+        ("devel", "devel", "1.10.3", True),
+        ("next", "maintenance", "1.11.8", True),
+        ("maintenance", "maintenance", "2.0.0rc3", True),
+        ("devel", "devel", "2.0.0rc3", False),  # 2.x has no devel channel: rc/devel unseen
     ],
 )
-def test_offered_table(release, device, seen):
-    assert offered(release, device) is seen
+def test_offered_table(release, device, version, seen):
+    assert offered(release, device, version) is seen
+
+
+def test_final_releases_pass_every_channel():
+    assert offered("stable", "stable", "1.10.3", prerelease=False)
+    assert offered("stable", "devel", "2.0.0rc3", prerelease=False)
+
+
+@pytest.mark.parametrize(
+    ("channel", "version", "accepted"),
+    [  # get_settings_defaults of the softwareupdate plugin at each tag
+        ("stable", "1.5.2", ["master"]),
+        ("maintenance", "1.5.2", ["rc/maintenance"]),
+        ("maintenance", "1.10.3", ["rc/maintenance"]),
+        ("devel", "1.10.3", ["rc/maintenance", "rc/devel"]),
+        ("stable", "1.11.0", ["master", "main"]),
+        ("maintenance", "1.11.0rc1", ["rc/maintenance", "next"]),
+        ("devel", "1.11.8", ["rc/maintenance", "rc/devel", "next"]),
+        ("stable", "2.0.0rc3", ["main"]),
+        ("maintenance", "2.0.0rc3", ["next"]),
+    ],
+)
+def test_accepted_commitish_per_version(channel, version, accepted):
+    assert accepted_commitish(channel, version) == accepted
 
 
 def test_channel_settings_per_generation():
@@ -71,8 +112,36 @@ def test_channel_settings_per_generation():
     }
     assert channel_settings("next", "1.11.8")["prerelease_channel"] == "rc/maintenance"
     assert channel_settings("stable", "1.11.8")["prerelease"] is False
-    assert channel_settings("maintenance", "2.0.0") == {"prerelease": True}
-    assert target_commitish("devel", 1) == "rc/devel"
+    # without prerelease_channel a 2.x device would see every prerelease, whatever its branch
+    assert channel_settings("maintenance", "2.0.0") == {
+        "prerelease": True,
+        "prerelease_channel": "prerelease",
+    }
+    assert published_commitish("devel", 1) == ["rc/devel"]
+
+
+def test_check_overlay_from_a_served_copy_is_cached_for_offline_runs(tmp_path):
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from rig.asgi import BackgroundServer
+    from rig.errors import InfraError
+
+    shape = {"octoprint": {"user": "OctoPrint"}, "someplugin": {"user": "new", "pip": "x"}}
+
+    async def overlay(request):
+        return JSONResponse(shape)
+
+    cache = tmp_path / "overlay.json"
+    with BackgroundServer(Starlette(routes=[Route("/o.json", overlay)]), "127.0.0.1", 0) as s:
+        assert check_overlay(f"http://127.0.0.1:{s.port}/o.json", cache) == shape
+    seen: list[str] = []
+    gone = f"http://127.0.0.1:{s.port}/o.json"
+    assert check_overlay(gone, cache, log=seen.append) == shape
+    assert "using the copy" in seen[0]
+    with pytest.raises(InfraError, match="cannot fetch the software update check overlay"):
+        check_overlay(gone, tmp_path / "never-fetched.json")
 
 
 def test_config_overlay_merges_into_existing_config(tmp_path):

@@ -14,6 +14,7 @@ import yaml
 
 from rig.errors import ProductError
 from rig.product import get_profile
+from rig.product.octoprint.feed import InjectedRelease
 from rig.product.octoprint.profile import OctoPrintProfile
 
 pytestmark = pytest.mark.slow
@@ -40,8 +41,12 @@ def test_prepare_brings_old_version_to_its_starting_state(old_rig):
     assert check["prerelease_channel"] == "rc/maintenance"
     assert check["pip"] == "OctoPrint=={target_version}"
     assert (old_rig.device.home / ".octoprint/plugins/rig_release_injection.py").exists()
-    # the admin user works and the injected feed is what the device asks
-    assert any(p.startswith("/releases/") for p in old_rig.feed.app.state.requests)
+    # the admin user works and the injected feed is what the device asks, with the field's
+    # check overlay applied: it moves the octoprint check from 1.10's foosel to OctoPrint
+    requests = old_rig.feed.app.state.requests
+    assert "/overlay.json" in requests
+    assert "/releases/OctoPrint/OctoPrint" in requests
+    assert "/releases/foosel/OctoPrint" not in requests
 
 
 def test_maintenance_channel_sees_maintenance_but_not_devel_rcs(old_rig):
@@ -51,6 +56,14 @@ def test_maintenance_channel_sees_maintenance_but_not_devel_rcs(old_rig):
     old_rig.inject(TARGET, "maintenance")
     with pytest.raises(ProductError, match="is offered on channel maintenance"):
         profile.update(old_rig.ctx(channel="maintenance", expect="not-offered"))
+
+
+def test_an_rc_published_only_on_next_is_not_offered_to_1_10_on_maintenance(old_rig):
+    # 1.10's Maintenance RCs accept rc/maintenance only; next arrived in 1.11.0
+    old_rig.feed.app.state.release = InjectedRelease(TARGET, "maintenance", commitish=("next",))
+    ctx = old_rig.ctx(channel="maintenance", expect="not-offered")
+    old_rig.profile.update(ctx)
+    assert ctx.facts["offered_version"] != TARGET
 
 
 def test_channel_switch_to_stable_hides_rcs_and_shows_releases(old_rig):
@@ -238,6 +251,32 @@ def test_a_failing_update_is_a_product_failure(current_rig):
     ctx = current_rig.ctx(target_version="1.11.9", start_version=None)
     with pytest.raises(ProductError, match="the update failed"):
         current_rig.profile.update(ctx)
+
+
+def test_without_an_updatelog_a_failed_pip_run_fails_at_once(current_rig, monkeypatch):
+    """OctoPrint before 1.7.0 (OctoPi 0.18.0 ships 1.5.2) has no updatelog endpoint: the
+    failure must still be seen when pip fails, from octoprint.log, not at the timeout."""
+    import time
+
+    from rig.product.octoprint.api import OctoPrintAPI
+
+    monkeypatch.setattr(OctoPrintAPI, "updatelog", lambda self: None)  # the 1.5.2 API
+    current_rig.inject("1.11.9", "stable")  # offered, but no such package to install
+    ctx = current_rig.ctx(target_version="1.11.9", start_version=None)
+    start = time.monotonic()
+    with pytest.raises(ProductError, match="Update of octoprint can not be performed"):
+        current_rig.profile.update(ctx)
+    assert time.monotonic() - start < 120  # the limit for a Pi 3 is 1200 s
+    assert ctx.facts["update_timeout"] == 1200
+
+
+def test_update_time_limit_follows_model_and_python():
+    from rig.product.octoprint.profile import update_timeout
+
+    assert update_timeout("pi3", "3.11.2") == 1200
+    assert update_timeout("pi3", "3.7.3") > 900 * 2  # OctoPi 0.18.0: wheels built on a Pi 3
+    assert update_timeout("pi4", "3.11.2") < update_timeout("pi3", "3.11.2")
+    assert update_timeout("unknown-board", None) == 1200
 
 
 def test_update_in_the_browser_reaches_target(browser_rig):

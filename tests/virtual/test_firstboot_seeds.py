@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -100,3 +101,38 @@ def test_cloud_init_user_data_needs_its_header(images, tmp_path) -> None:  # typ
     _seed(card, tmp_path, user_data=text)
     out = boot_card(card, ap=AP)
     assert out.users == {} and not out.ssh_enabled
+
+
+def test_singular_user_renames_the_uid_1000_user(images, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Imager's `user:` is the distro's default user: the image's uid-1000 account
+    (which OctoPi's services run as) is renamed, not joined by a second one."""
+    card = flash(images["plain"], tmp_path / "card.img")
+    text = (FIXTURES / "cloud/user-data").read_text()
+    single = text.split("users:\n")[0] + (
+        "user:\n  name: dave\n  lock_passwd: false\n  passwd: " + SECRET_HASH + "\n"
+        "runcmd:\n  - [ systemctl, enable, --now, ssh ]\n"
+    )
+    _seed(card, tmp_path, user_data=single)
+    out = boot_card(card, ap=AP)
+    assert list(out.users) == ["dave"] and check_password(out.users["dave"], "secret")
+    passwd = root_cat(card, "/etc/passwd")
+    assert "dave:x:1000:" in passwd and "\npi:" not in passwd
+
+
+def test_rig_provisioned_cloud_init_gives_the_rig_user_uid_1000(images, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from twin_support import write_config
+
+    from rig.card.provision import ProvisionSettings, provision_card
+    from rig.virtual.twin import access_point
+
+    card = flash(images["plain"], tmp_path / "card.img")
+    config = write_config(tmp_path)
+    # another name than the image's pi: the rename is what is under test
+    settings = dataclasses.replace(ProvisionSettings.from_config(config, "pi3-a"), user="tester")
+    provision_card(card, settings, scheme="cloud-init", log=lambda _m: None)
+    assert " ds=nocloud;i=rig-" in read(card, "cmdline.txt")
+    out = boot_card(card, ap=access_point(config))
+    assert out.booted, out.reason
+    passwd = root_cat(card, "/etc/passwd")
+    assert "tester:x:1000:" in passwd and "\npi:" not in passwd
+    assert out.wifi_joined, out.wifi_reason

@@ -41,6 +41,7 @@ FIRSTRUN_TOKENS = (
     "systemd.run_success_action=",
     "systemd.unit=kernel-command-line.target",
     "cfg80211.ieee80211_regdom=",
+    "ds=nocloud",
 )
 
 

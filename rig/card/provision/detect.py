@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from rig.errors import ConfigError
+
 from .common import CardView
 
 
@@ -27,13 +29,43 @@ def root_facts(card: CardView) -> tuple[str | None, str | None]:
     return (octopi.strip() or None) if octopi else None, m.group(1) if m else None
 
 
+# Imager's newest customisation: one rpi-preseed.toml on the boot partition, applied by
+# the image's rpi-preseed.service (rpi-imager downloadthread.cpp, init_format rpi-preseed)
+PRESEED_UNITS = (
+    "/usr/lib/systemd/system/rpi-preseed.service",
+    "/lib/systemd/system/rpi-preseed.service",
+)
+
+
+def uses_rpi_preseed(card: CardView) -> str | None:
+    """Why the card takes Imager's rpi-preseed format, or None."""
+    if card.exists("rpi-preseed.toml"):
+        return "the card has an rpi-preseed.toml"
+    for unit in PRESEED_UNITS:
+        if card.root_text(unit) is not None:
+            return f"its root file system has {unit}"
+    return None
+
+
 def detect(card: CardView) -> tuple[str, str]:
-    """(scheme name, why)."""
+    """(scheme name, why); a card only Imager's rpi-preseed format configures is refused."""
+    preseed = uses_rpi_preseed(card)
+    if preseed:
+        raise ConfigError(
+            f"this image is configured through Raspberry Pi Imager's rpi-preseed.toml "
+            f"({preseed}), which rig provision does not write yet",
+            where="provision",
+            hint="provision it once with Raspberry Pi Imager, or name an older scheme "
+            "explicitly (--scheme firstrun or cloud-init) if the image still honours it",
+        )
     octopi_version, codename = root_facts(card)
+    # OctoPi-UpToDate images are OctoPi with a newer OctoPrint; Pi support reads this file
+    build = (card.root_text("/etc/octopiuptodate_build") or "").strip()
     facts = ", ".join(
         x
         for x in (
             f"OctoPi {octopi_version}" if octopi_version else "",
+            f"OctoPi-UpToDate build {build}" if build else "",
             f"Debian {codename}" if codename else "",
         )
         if x

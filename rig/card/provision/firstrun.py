@@ -2,8 +2,8 @@
 
 What the original OctoPrint rig used for Bullseye and Bookworm OctoPi; it works
 from Bullseye to the first Trixie images. The kernel command line gets
-``systemd.run=/boot/firstrun.sh systemd.run_success_action=reboot
-systemd.unit=kernel-command-line.target cfg80211.ieee80211_regdom=XX``; the
+``cfg80211.ieee80211_regdom=XX systemd.run=/boot/firstrun.sh
+systemd.run_success_action=reboot systemd.unit=kernel-command-line.target``; the
 script sets hostname, user, SSH and Wi-Fi, then deletes itself and the suffix.
 
 The script is ours. No setting is ever expanded by the shell: hostname, user
@@ -140,7 +140,10 @@ def script(ctx: Context) -> str:
 
 def plan(ctx: Context) -> list[FileChange]:
     s = ctx.settings
-    cmdline = f"{cmdline_line(ctx.card)} {SUFFIX} cfg80211.ieee80211_regdom={s.country}\n"
+    # the regulatory domain before the suffix, as Imager puts it: the script's
+    # `sed 's| systemd.run.*||g'` cuts everything from the suffix on, and a domain
+    # after it would go too, leaving Wi-Fi blocked from the second boot on
+    cmdline = f"{cmdline_line(ctx.card)} cfg80211.ieee80211_regdom={s.country} {SUFFIX}\n"
     return [
         FileChange(
             "firstrun.sh", script(ctx).encode(), (ctx.psk_hex, ctx.password_hash), "first boot"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -103,6 +104,15 @@ class OctoPrintAPI:
 
     def start_update(self) -> dict[str, Any]:
         r = self.request("POST", "/plugin/softwareupdate/update", json={"targets": ["octoprint"]})
+        if r.status_code == 409:
+            # throttled (under-voltage), unsupported environment, low storage: the device's
+            # state refuses, the release has not been tried (softwareupdate perform_update)
+            message = _error_description(r)
+            raise InfraError(
+                f"the device refused to start the update: {message}",
+                where=f"{self.where} update",
+                hint=refusal_hint(message),
+            )
         if r.status_code != 200:
             raise ProductError(
                 f"the update was refused: HTTP {r.status_code} {r.text[:300]}",
@@ -110,8 +120,42 @@ class OctoPrintAPI:
             )
         return r.json()
 
-    def updatelog(self) -> list[dict[str, Any]]:
+    def throttle_state(self) -> dict[str, Any] | None:
+        """Pi support's view of the firmware's throttle flags; None where it is not loaded."""
+        r = self.request("GET", "/api/plugin/pi_support")
+        if r.status_code != 200:
+            return None
+        state = r.json().get("throttle_state")
+        return state if isinstance(state, dict) else None
+
+    def updatelog(self) -> list[dict[str, Any]] | None:
+        """The update log, [] when empty; None where the version has none (before 1.7.0)."""
         r = self.request("GET", "/plugin/softwareupdate/updatelog")
+        if r.status_code == 404:
+            return None
         if r.status_code != 200:
             return []
         return r.json().get("updatelog", [])
+
+
+def _error_description(r: httpx.Response) -> str:
+    """Flask's abort(409, description=...) as OctoPrint answers it: JSON or an HTML page."""
+    try:
+        data = r.json()
+        if isinstance(data, dict) and data.get("error"):
+            return str(data["error"])
+    except ValueError:
+        pass
+    match = re.search(r"<p>(.*?)</p>", r.text, re.S)
+    return (match.group(1) if match else r.text[:300]).strip() or f"HTTP {r.status_code}"
+
+
+def refusal_hint(message: str) -> str:
+    if "throttled" in message:
+        return (
+            "under-voltage or overheating (vcgencmd get_throttled): give the device "
+            "a better power supply or cable, then run the scenario again"
+        )
+    if "disk space" in message:
+        return "the device's card is too full to update; reflash or use a larger card"
+    return "the device's environment does not allow updates; see the facts and octoprint.log"

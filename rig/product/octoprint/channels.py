@@ -1,10 +1,23 @@
 """Release channels: what a device's channel setting is, and which releases it sees.
 
-OctoPrint 1.x offers a release on a channel only if the release's GitHub
-``target_commitish`` is in that channel's list (stable: master/main; "Maintenance
-RCs": rc/maintenance, next; "Devel RCs": rc/maintenance, rc/devel, next).
-OctoPrint 2.x has one stable channel (commitish main) and one prerelease channel
-(commitish next). The rig's channel names: stable, maintenance, devel, next.
+OctoPrint's software update plugin offers a *prerelease* only if its GitHub
+``target_commitish`` is in the list of the device's channel (final releases pass on
+every channel). The lists come with the device's OctoPrint (``get_settings_defaults``
+of ``octoprint/plugins/softwareupdate/__init__.py`` at each tag):
+
+- 1.5.2 … 1.10.x: Stable ``master``; "Maintenance RCs" ``rc/maintenance`` only;
+  "Devel RCs" ``rc/maintenance, rc/devel``.
+- 1.11.x: Stable ``master, main``; Maintenance ``rc/maintenance, next``; Devel
+  ``rc/maintenance, rc/devel, next``.
+- 2.x: Stable (branch ``stable``) ``main``; one prerelease channel, branch
+  ``prerelease``, ``next``. A device with ``prerelease: true`` but no
+  ``prerelease_channel`` sees *every* prerelease, so 2.x needs both.
+
+Real releases are cut from ``main`` (final) and ``next`` (RCs). Like the original
+rig (OctoPrint/devtools ``fabfile.py``, ``OLD_BRANCH_LOOKUP``), the feed publishes a
+release under its real commitish and, for 1.x devices, under the old name too
+(``main`` as ``master``, ``next`` as ``rc/maintenance``), which is how those
+devices see them. The rig's channel names: stable, maintenance, devel, next.
 """
 
 from __future__ import annotations
@@ -15,21 +28,23 @@ from packaging.version import Version
 
 CHANNELS = ("stable", "maintenance", "devel", "next")
 
-# rig channel -> (1.x prerelease_channel branch or None for stable)
+# rig channel -> the 1.x prerelease_channel branch (None: stable)
 _V1_BRANCH = {
     "stable": None,
     "maintenance": "rc/maintenance",
     "next": "rc/maintenance",
     "devel": "rc/devel",
 }
-# rig channel a release is published on -> its target_commitish
-_V1_COMMITISH = {
-    "stable": "master",
-    "maintenance": "rc/maintenance",
-    "next": "rc/maintenance",
+V2_PRERELEASE = "prerelease"
+# rig channel a release is published on -> the branch it is really cut from
+REAL_COMMITISH = {
+    "stable": "main",
+    "maintenance": "next",
+    "next": "next",
     "devel": "rc/devel",
 }
-_V2_COMMITISH = {"stable": "main", "maintenance": "next", "next": "next", "devel": "next"}
+# what a 1.x device knows those branches as
+OLD_NAMES = {"main": "master", "next": "rc/maintenance"}
 
 
 def series(version: str) -> int:
@@ -45,21 +60,41 @@ def channel_settings(channel: str, version: str) -> dict[str, Any]:
         return {"prerelease": False, "prerelease_channel": None}
     if series(version) == 1:
         return {"prerelease": True, "prerelease_channel": _V1_BRANCH[channel]}
-    return {"prerelease": True}
+    return {"prerelease": True, "prerelease_channel": V2_PRERELEASE}
 
 
-def target_commitish(release_channel: str, device_series: int = 1) -> str:
-    """The commitish a release published on ``release_channel`` carries on GitHub."""
-    table = _V1_COMMITISH if device_series == 1 else _V2_COMMITISH
-    return table[release_channel]
+def published_commitish(release_channel: str, device_series: int = 1) -> list[str]:
+    """The commitish(es) the feed publishes a release under, for a device series."""
+    real = REAL_COMMITISH[release_channel]
+    if device_series == 1 and real in OLD_NAMES:
+        return [real, OLD_NAMES[real]]
+    return [real]
 
 
-def offered(release_channel: str, device_channel: str) -> bool:
-    """Does a device on ``device_channel`` see a release published on ``release_channel``?"""
-    if release_channel == "stable":
+def accepted_commitish(channel: str, device_version: str) -> list[str]:
+    """The commitish list of the device's channel, as its OctoPrint version has it."""
+    v = Version(device_version)
+    if series(device_version) == 2:
+        return ["main"] if channel == "stable" else ["next"]
+    with_next = v >= Version("1.11.0.dev0")
+    branch = _V1_BRANCH[channel]
+    if branch is None:
+        return ["master", "main"] if with_next else ["master"]
+    lists = {
+        "rc/maintenance": ["rc/maintenance"],
+        "rc/devel": ["rc/maintenance", "rc/devel"],
+    }[branch]
+    return [*lists, "next"] if with_next else lists
+
+
+def offered(
+    release_channel: str, device_channel: str, device_version: str, prerelease: bool = True
+) -> bool:
+    """Does a device on ``device_channel`` running ``device_version`` see the release?"""
+    if not prerelease:
         return True  # final releases reach every channel
     if device_channel == "stable":
         return False
-    if device_channel == "devel":
-        return True
-    return release_channel in ("maintenance", "next")
+    accepted = accepted_commitish(device_channel, device_version)
+    published = published_commitish(release_channel, series(device_version))
+    return any(c in accepted for c in published)

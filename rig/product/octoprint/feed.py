@@ -3,10 +3,12 @@
 The injection plugin on each device points OctoPrint's ``github_release`` check
 at ``{feed}/releases/{user}/{repo}?series=N``; we answer with the one release
 under test, shaped like GitHub's API (only the fields OctoPrint reads). The
-software-update plugin's check overlay is served empty from ``/overlay.json``,
-and the other things bundled plugins fetch (plugin repository and notices, the
-Python end-of-life table) are answered empty, so devices never reach for the
-internet and log no errors about it: "no new ERROR lines" stays meaningful.
+software-update plugin's check overlay (``/overlay.json``) is the real one the
+devices would fetch from plugins.octoprint.org, so its changes to the checks
+apply as in the field; the other things bundled plugins fetch (plugin repository
+and notices, the Python end-of-life table) are answered empty, so devices never
+reach for the internet and log no errors about it: "no new ERROR lines" stays
+meaningful.
 Releases of other repositories are an empty list (the rig injects none).
 Everything else is 404: the rig has no business proxying other traffic.
 
@@ -26,7 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from rig.asgi import BackgroundServer
-from rig.product.octoprint.channels import target_commitish
+from rig.product.octoprint.channels import published_commitish
 
 REPOS = {"octoprint"}  # repo names (any user: foosel/OctoPrint, OctoPrint/OctoPrint)
 
@@ -36,28 +38,36 @@ class InjectedRelease:
     version: str  # tag name, e.g. 1.11.0rc3
     channel: str  # stable | maintenance | devel | next
     name: str | None = None
+    # published exactly under these (a mis-targeted release); default: the channel's rules
+    commitish: tuple[str, ...] = ()
     published_at: str = field(
         default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     )
 
-    def as_github(self, device_series: int = 1) -> dict:
-        """One entry of GitHub's release list, as OctoPrint's check filters it."""
+    def as_github(self, device_series: int = 1) -> list[dict]:
+        """The entries of GitHub's release list for this release, as OctoPrint filters them:
+        one per commitish it is published under (see `channels.published_commitish`)."""
         prerelease = self.channel != "stable" or Version(self.version).is_prerelease
-        return {
-            "tag_name": self.version,
-            "name": self.name or self.version,
-            "prerelease": prerelease,
-            "draft": False,
-            "target_commitish": target_commitish(self.channel, device_series),
-            "published_at": self.published_at,
-            "html_url": f"https://github.com/OctoPrint/OctoPrint/releases/tag/{self.version}",
-        }
+        return [
+            {
+                "tag_name": self.version,
+                "name": self.name or self.version,
+                "prerelease": prerelease,
+                "draft": False,
+                "target_commitish": commitish,
+                "published_at": self.published_at,
+                "html_url": f"https://github.com/OctoPrint/OctoPrint/releases/tag/{self.version}",
+            }
+            for commitish in self.commitish or published_commitish(self.channel, device_series)
+        ]
 
 
-def feed_app(release: InjectedRelease) -> Starlette:
+def feed_app(release: InjectedRelease, overlay: dict | None = None) -> Starlette:
     """The feed as an ASGI app.
 
     ``app.state.release`` is the injected release (replace it to inject another);
+    ``app.state.overlay`` the software update check overlay the devices apply (the
+    real one from plugins.octoprint.org, see `overlay.check_overlay`);
     ``app.state.requests`` lists the paths devices asked for.
     """
 
@@ -70,7 +80,7 @@ def feed_app(release: InjectedRelease) -> Starlette:
             device_series = int(request.query_params.get("series", "1"))
         except ValueError:
             device_series = 1
-        return JSONResponse([request.app.state.release.as_github(device_series)])
+        return JSONResponse(request.app.state.release.as_github(device_series))
 
     def empty(value: list | dict) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def answer(request: Request) -> JSONResponse:
@@ -79,6 +89,10 @@ def feed_app(release: InjectedRelease) -> Starlette:
 
         return answer
 
+    async def overlay_json(request: Request) -> JSONResponse:
+        request.app.state.requests.append(request.url.path)
+        return JSONResponse(request.app.state.overlay)
+
     async def health(request: Request) -> JSONResponse:
         current = request.app.state.release
         return JSONResponse({"release": current.version, "channel": current.channel})
@@ -86,7 +100,7 @@ def feed_app(release: InjectedRelease) -> Starlette:
     app = Starlette(
         routes=[
             Route("/releases/{user}/{repo}", releases),
-            Route("/overlay.json", empty({})),
+            Route("/overlay.json", overlay_json),
             Route("/plugins.json", empty([])),
             Route("/notices.json", empty([])),
             Route("/python-eol", empty({})),
@@ -95,11 +109,18 @@ def feed_app(release: InjectedRelease) -> Starlette:
     )
     app.state.requests = []
     app.state.release = release
+    app.state.overlay = dict(overlay or {})
     return app
 
 
 class FeedServer(BackgroundServer):
     """The feed served in a thread (what ``rig run`` does for its devices)."""
 
-    def __init__(self, release: InjectedRelease, host: str = "127.0.0.1", port: int = 0) -> None:
-        super().__init__(feed_app(release), host, port)
+    def __init__(
+        self,
+        release: InjectedRelease,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        overlay: dict | None = None,
+    ) -> None:
+        super().__init__(feed_app(release, overlay), host, port)

@@ -8,11 +8,15 @@ hand in a local shell running the same command lines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
+
+import httpx
 
 from rig.device.browser import display_available
 from rig.device.clock import check_clock
@@ -29,10 +33,13 @@ VENV = "~/oprint"
 PYTHON = f"{VENV}/bin/python"
 BASEDIR = "~/.octoprint"
 LOG = f"{BASEDIR}/logs/octoprint.log"
+INCOMPLETE_STARTUP = f"{BASEDIR}/.incomplete_startup"
 SERVICE = "sudo service octoprint"
 
 # one per start of the server, in every version we support
 START_LINE = re.compile(r" - octoprint\.startup - INFO - .*Starting OctoPrint|Starting OctoPrint ")
+# softwareupdate's words for a failed update, 1.5.2 to 2.x (perform_updates)
+UPDATE_FAILED = re.compile(r"Update of octoprint can not be performed.*")
 ERROR_LINE = re.compile(r"^\S+ \S+ - \S+ - (ERROR|CRITICAL) - ")
 # Without a release feed the device has nothing to ask for the check overlay, the
 # plugin repository and notices or the Python EOL table; offline, those fetches log
@@ -42,6 +49,54 @@ OFFLINE_NOISE: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"Could not fetch (plugins|notices) from"), "plugin repository, offline"),
     (re.compile(r"Could not fetch Python EOL data"), "health check, offline"),
 )
+
+
+def throttle_flags(value: int) -> dict[str, Any]:
+    """``vcgencmd get_throttled``'s bits, named as Pi support's ThrottleState.as_dict names them."""
+    return {
+        "raw_value": value,
+        "current_undervoltage": bool(value & 0x1),
+        "past_undervoltage": bool(value & 0x10000),
+        "current_overheat": bool(value & 0x2),
+        "past_overheat": bool(value & 0x20000),
+        "current_issue": bool(value & 0x7),
+        "past_issue": bool(value & 0x70000),
+    }
+
+
+# Seconds an update through pip may take, by model: what the device needs to unpack
+# and, where no wheel fits its Python, build the dependencies. A Pi 3 on OctoPi 0.18.0
+# (Python 3.7) builds wheels for most of them (OctoPrint issue 4938: "stuck" far past
+# 900 s). Estimates to fail within, not targets: a failed pip run fails at once anyway.
+UPDATE_SECONDS = {"pi5": 600, "pi4": 900, "pi3": 1200, "pizero2": 1800}
+OLD_PYTHON_FACTOR = 2.5  # Python < 3.9: few wheels on piwheels/PyPI for current pins
+
+
+def update_timeout(model: str, python_version: str | None) -> float:
+    """How long to wait for an update from this starting state before calling it hung."""
+    base = UPDATE_SECONDS.get(model, UPDATE_SECONDS["pi3"])
+    try:
+        major, minor = (int(x) for x in (python_version or "").split(".")[:2])
+    except ValueError:
+        return float(base)
+    return base * (OLD_PYTHON_FACTOR if (major, minor) < (3, 9) else 1.0)
+
+
+def _wait_gone(host: str, port: int, timeout: float) -> None:
+    """Until the port stops accepting (the old boot's sshd is gone), or the time is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                pass
+        except OSError:
+            return
+        time.sleep(0.5)
+
+
+def data_of(ctx: ScenarioContext, key: str) -> Any:
+    return ctx.facts.get(f"check_{key}")
+
 
 ShellFactory = Callable[[ScenarioContext], DeviceShell]
 
@@ -80,8 +135,13 @@ class OctoPrintProfile:
     def release_feed(self, version: str, channel: str) -> Any:
         """The feed that offers ``version`` on ``channel`` to the devices' release check."""
         from rig.product.octoprint.feed import InjectedRelease, feed_app
+        from rig.product.octoprint.overlay import check_overlay
 
-        return feed_app(InjectedRelease(version, channel))
+        return feed_app(InjectedRelease(version, channel), overlay=check_overlay())
+
+    def update_timeout(self, ctx: ScenarioContext) -> float:
+        """The update's time limit for this device and starting state (after prepare)."""
+        return update_timeout(ctx.model, ctx.facts.get("python_version"))
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -99,10 +159,14 @@ class OctoPrintProfile:
             where=ctx.device.name,
         )
 
-    def close(self, ctx: ScenarioContext) -> None:
+    def close_shell(self, ctx: ScenarioContext) -> None:
         shell = self._shells.pop(ctx.scenario_id, None)
         if shell:
-            shell.close()
+            with contextlib.suppress(Exception):
+                shell.close()
+
+    def close(self, ctx: ScenarioContext) -> None:
+        self.close_shell(ctx)
 
     # -- prepare ----------------------------------------------------------------
 
@@ -114,11 +178,15 @@ class OctoPrintProfile:
                 where=f"scenario {ctx.scenario_id}",
                 hint="rig run starts the feed; pass feed_url in the scenario context",
             )
+        self._wait_settled(ctx)
         sh = self.shell(ctx)
         log = ctx.log
         ctx.facts["clock_offset"] = round(check_clock(sh, log, wait=120), 1)
         with log.step("stop OctoPrint"):
             sh.run(f"{SERVICE} stop", timeout=120)
+            # A stop before start-up finished (a slow Pi 3, OctoPi's first-boot reboot)
+            # leaves OctoPrint's flag, and the next start would be safe mode.
+            sh.run(f"rm -f {INCOMPLETE_STARTUP}", quiet=True)
         if ctx.start_version:
             reqs = requirements_for(ctx.start_version)
             with log.step(f"pin OctoPrint {ctx.start_version}", requirements=reqs):
@@ -198,6 +266,29 @@ class OctoPrintProfile:
         ctx.facts["log_offset"] = len(sh.read_bytes(LOG) or b"")
         log("prepared", **{k: v for k, v in ctx.facts.items() if isinstance(v, str | int | float)})
 
+    def _wait_settled(self, ctx: ScenarioContext, attempts: int = 3) -> None:
+        """Work only on a finished boot: a first boot may reboot once after sshd is up
+        (OctoPi's hostname change). systemd says so: is-system-running --wait returns
+        when the boot is done, "stopping" when a reboot began instead."""
+        for _ in range(attempts):
+            try:
+                out = self.shell(ctx).run(
+                    "systemctl is-system-running --wait", check=False, quiet=True, timeout=600
+                )
+                state = out.stdout.strip()
+            except InfraError:
+                state = "stopping"  # the connection went with the reboot
+            if state != "stopping":
+                ctx.facts["system_state"] = state or "unknown"
+                return
+            ctx.log("the device is rebooting on its own (first boot); waiting for it")
+            self.close_shell(ctx)
+            _wait_gone(ctx.device.host, ctx.device.ssh_port, timeout=120)
+        raise InfraError(
+            f"the device rebooted {attempts} times on its own after sshd was up",
+            where=_where(ctx, "prepare"),
+        )
+
     def _versions(self, sh: DeviceShell) -> dict[str, str]:
         octopi = sh.run("cat /etc/octopi_version", check=False, quiet=True)
         python = sh.run(f'{PYTHON} -c "import sys; print(sys.version.split()[0])"', quiet=True)
@@ -220,6 +311,8 @@ class OctoPrintProfile:
         """The forced release check; the octoprint entry of its answer."""
         data = api.check(force=True)
         info = data.get("information", {}).get("octoprint")
+        ctx.facts["check_environment"] = data.get("environment")
+        ctx.facts["check_storage"] = data.get("storage")
         if info is None:
             raise ProductError(
                 "the release check has no entry for octoprint",
@@ -247,17 +340,12 @@ class OctoPrintProfile:
                 self.wait_for_version(ctx, api, timeout=600)
                 return
             ctx.facts["log_offset"] = len(sh.read_bytes(LOG) or b"")
+            ctx.facts["throttle_before_update"] = self.throttle(ctx, sh, api)
             info = self.offered(ctx, api)
             remote = ctx.facts["offered_version"]
             is_offered = bool(info.get("updateAvailable")) and remote == ctx.target_version
             if ctx.expect == "not-offered":
-                if is_offered:
-                    raise ProductError(
-                        f"{ctx.target_version} is offered on channel {ctx.channel}, "
-                        f"but must not be",
-                        where=_where(ctx, "update"),
-                    )
-                ctx.log(f"{ctx.target_version} not offered on {ctx.channel}, as expected")
+                self._not_offered(ctx, api, info, is_offered)
                 return
             if not is_offered:
                 raise ProductError(
@@ -266,25 +354,95 @@ class OctoPrintProfile:
                     where=_where(ctx, "update"),
                 )
             if not info.get("updatePossible"):
-                raise ProductError(
-                    f"{ctx.target_version} is offered but cannot be installed "
-                    f"(updatePossible false: environment or storage)",
+                # the plugin's verdict on the device (Python environment, free space), not
+                # on the release: softwareupdate's target_update_possible
+                raise InfraError(
+                    f"{ctx.target_version} is offered but the device cannot install it "
+                    f"(updatePossible false: environment {data_of(ctx, 'environment')}, "
+                    f"storage {data_of(ctx, 'storage')})",
                     where=_where(ctx, "update"),
+                    hint="see the check's environment and storage in the facts",
                 )
             start = time.monotonic()
+            limit = self.update_timeout(ctx)
+            ctx.facts["update_timeout"] = limit
             if "update-api" in ctx.checks:
-                self._update_api(ctx, api)
+                self._update_api(ctx, api, timeout=limit)
             else:
                 from rig.product.octoprint.ui_update import update_in_browser
 
-                update_in_browser(ctx, self)
+                update_in_browser(ctx, self, update_timeout=limit)
             ctx.facts["update_seconds"] = round(time.monotonic() - start, 1)
             ctx.log(f"updated to {ctx.target_version} in {ctx.facts['update_seconds']}s")
         finally:
+            if "throttle_before_update" in ctx.facts:
+                try:
+                    ctx.facts["throttle_after_update"] = self.throttle(ctx, sh, api)
+                except (InfraError, OSError, httpx.HTTPError) as e:
+                    ctx.log(f"throttle state after the update not readable: {e}")
             api.close()
 
+    def throttle(
+        self, ctx: ScenarioContext, sh: DeviceShell, api: OctoPrintAPI
+    ) -> dict[str, Any] | None:
+        """The throttle flags as OctoPrint's Pi support sees them, else ``vcgencmd``."""
+        state = api.throttle_state()
+        if state is None:
+            out = sh.run("vcgencmd get_throttled", check=False, quiet=True)
+            text = out.stdout.strip()
+            if out.ok and text.startswith("throttled="):
+                state = throttle_flags(int(text.split("=", 1)[1], 0))
+        if state and state.get("current_issue"):
+            ctx.log(f"the device is throttled now: {state}")
+        return state
+
+    def _not_offered(
+        self, ctx: ScenarioContext, api: OctoPrintAPI, info: dict[str, Any], is_offered: bool
+    ) -> None:
+        """The release must not reach the device, for the reason the scenario names."""
+        where = _where(ctx, "update")
+        because = ctx.because or "channel"
+        environment = ctx.facts.get("check_environment") or {}
+        if because == "channel":
+            if is_offered:
+                raise ProductError(
+                    f"{ctx.target_version} is offered on channel {ctx.channel}, but must not be",
+                    where=where,
+                )
+        elif because == "python":
+            if is_offered and environment.get("supported", True) and info.get("updatePossible"):
+                raise ProductError(
+                    f"{ctx.target_version} is offered and installable on Python "
+                    f"{ctx.facts.get('python_version')}: the scenario expects the device's "
+                    f"Python environment to rule it out",
+                    where=where,
+                )
+        elif because == "throttle":
+            throttled = (ctx.facts.get("throttle_before_update") or {}).get("current_issue")
+            if not throttled:
+                raise InfraError(
+                    "the scenario expects a throttled device, but it reports no throttling",
+                    where=where,
+                    hint="the premise of the scenario does not hold on this device",
+                )
+            if is_offered:
+                try:
+                    api.start_update()
+                except InfraError as e:
+                    if "throttled" not in e.message:
+                        raise
+                    ctx.facts["refused"] = e.message
+                else:
+                    raise ProductError(
+                        f"{ctx.target_version} was installed on a throttled device",
+                        where=where,
+                    )
+        ctx.facts["not_offered_because"] = because
+        ctx.log(f"{ctx.target_version} does not reach the device ({because}), as expected")
+
     def _update_api(self, ctx: ScenarioContext, api: OctoPrintAPI, timeout: float = 900) -> None:
-        before = len(api.updatelog())
+        log = api.updatelog()
+        before = None if log is None else len(log)  # None: no updatelog before 1.7.0
         answer = api.start_update()
         ctx.log(f"update started: {answer}")
         self.wait_for_version(ctx, api, timeout=timeout, updatelog_before=before)
@@ -297,7 +455,9 @@ class OctoPrintProfile:
         timeout: float = 900,
         updatelog_before: int | None = None,
     ) -> None:
-        """Poll until the server runs the target; a failed update log entry fails at once."""
+        """Poll until the server runs the target; a failed update fails at once: from the
+        update log where the version has one (1.7.0 on), else from octoprint.log, where
+        every version logs "Update of octoprint can not be performed"."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
@@ -306,8 +466,15 @@ class OctoPrintProfile:
                 if version == ctx.target_version:
                     return
                 last = f"still {version}"
+                failed = self._failed_in_log(ctx)
+                if failed:
+                    raise ProductError(
+                        f"the update failed: {failed}",
+                        where=_where(ctx, "update"),
+                        hint="see plugin_softwareupdate_console.log in the results",
+                    )
                 if updatelog_before is not None:
-                    log = api.updatelog()
+                    log = api.updatelog() or []
                     for entry in log[updatelog_before:]:
                         if entry.get("target") == "octoprint" and not entry.get("success"):
                             raise ProductError(
@@ -326,6 +493,17 @@ class OctoPrintProfile:
             f"not running {ctx.target_version} within {timeout:.0f}s of the update ({last})",
             where=_where(ctx, "update"),
         )
+
+    def _failed_in_log(self, ctx: ScenarioContext) -> str | None:
+        """softwareupdate's failure line in octoprint.log since the update began, if any."""
+        data = self.shell(ctx).read_bytes(LOG) or b""
+        offset = int(ctx.facts.get("log_offset", 0))
+        new = data[offset:] if len(data) >= offset else data
+        for line in new.decode("utf-8", "replace").splitlines():
+            m = UPDATE_FAILED.search(line)
+            if m:
+                return line[m.start() :].strip()
+        return None
 
     # -- verify -----------------------------------------------------------------
 

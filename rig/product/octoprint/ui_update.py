@@ -13,7 +13,8 @@ import time
 from typing import TYPE_CHECKING
 
 from rig.device.browser import display_available, launch_chromium
-from rig.errors import ProductError
+from rig.errors import InfraError, ProductError
+from rig.product.octoprint.api import refusal_hint
 from rig.product.octoprint.ui import (
     Trace,
     footer_version,
@@ -26,7 +27,8 @@ from rig.product.profile import ScenarioContext
 if TYPE_CHECKING:
     from rig.product.octoprint.profile import OctoPrintProfile
 
-FAILED = re.compile(r"Update failed!|Restart failed|Update not started!")
+FAILED = re.compile(r"Update failed!|Restart failed")
+NOT_STARTED = re.compile(r"Update not started!")
 
 
 def update_in_browser(
@@ -83,6 +85,7 @@ def update_in_browser(
             reload = page.locator("#reloadui_overlay")
             login_form = page.locator("#login-user")
             failed = page.locator(".ui-pnotify").filter(has_text=FAILED)
+            not_started = page.locator(".ui-pnotify").filter(has_text=NOT_STARTED)
             deadline = time.monotonic() + update_timeout
             while True:
                 # the old UI shows "Please reload"; depending on the versions the page
@@ -105,6 +108,16 @@ def update_in_browser(
                 if _shown_version(page) == ctx.target_version:
                     ctx.log("browser: the UI reloaded itself into the new version")
                     break
+                if not_started.count() and not_started.first.is_visible():
+                    # the POST was refused (409: throttled, environment, storage): the
+                    # device said no before the release was tried
+                    shot(page, "not-started")
+                    text = " ".join(not_started.first.inner_text().split())
+                    raise InfraError(
+                        f"the device refused to start the update in the browser: {text}",
+                        where=where,
+                        hint=refusal_hint(text),
+                    )
                 if failed.count() and failed.first.is_visible():
                     shot(page, "failed")
                     text = failed.first.inner_text()

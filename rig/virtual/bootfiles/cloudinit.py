@@ -19,6 +19,10 @@ class CloudUser:
     plain_password: str | None = None
     lock_passwd: bool = True
     ssh_keys: list[str] = field(default_factory=list)
+    # singular `user:` (what Imager writes): the distro's default user, i.e. the image's
+    # uid-1000 user renamed and given these settings, groups kept; a `users:` entry is
+    # a new account (rpi-imager customization_generator.cpp, issue 1601)
+    default: bool = False
 
 
 @dataclass
@@ -72,6 +76,23 @@ def parse_cloud_init(
             cmd = " ".join(entry) if isinstance(entry, list) else str(entry)
             if SSH_ENABLE.search(cmd.strip()):
                 cfg.ssh_enabled = True
+        single = ud.get("user")
+        if isinstance(single, str):
+            single = {"name": single}
+        if isinstance(single, dict) and single.get("name"):
+            keys = single.get("ssh_authorized_keys") or single.get("ssh-authorized-keys") or []
+            cfg.users.append(
+                CloudUser(
+                    name=str(single["name"]),
+                    passwd=single.get("passwd") or single.get("hashed_passwd"),
+                    plain_password=single.get("plain_text_passwd"),
+                    lock_passwd=bool(single.get("lock_passwd", True)),
+                    ssh_keys=[str(k) for k in keys],
+                    default=True,
+                )
+            )
+        elif single is not None:
+            raise BootFileError("user-data: user: needs a name")
         for u in ud.get("users") or []:
             if u == "default":
                 continue

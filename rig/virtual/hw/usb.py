@@ -22,6 +22,7 @@ import struct
 import threading
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -214,6 +215,9 @@ class EmulatedHub(EmulatedDevice):
         nports: int = 4,
         power_key: str | None = None,
         half: str = "usb2",
+        kernel_repowers: bool = False,
+        sysfs: Path | None = None,
+        status_lies: bool = False,
         **kw: Any,
     ) -> None:
         super().__init__(bus, ports, **kw)
@@ -223,6 +227,37 @@ class EmulatedHub(EmulatedDevice):
         self.half = half
         self.bcd_usb = 0x0300 if half == "usb3" else 0x0210
         self.interfaces = [Interface(0, HUB_CLASS, [Endpoint(0x81, 0x03, 2)])]
+        # Linux >= 6.0 powers a port switched off through usbfs on again; its per-port
+        # sysfs "disable" file switches it off for good (why uhubctl writes that file)
+        self.kernel_repowers = kernel_repowers
+        self.sysfs = sysfs
+        self._disabled: dict[int, str] = {}
+        # the status bit follows the request, VBUS does not (a hub that reports PPPS
+        # without wiring it): only a physical check finds it
+        self.status_lies = status_lies
+        self._reported: dict[int, bool] = {}
+        if sysfs is not None:
+            for p in range(1, nports + 1):  # an unpowered port reads as disabled
+                state = "0" if hw.port_power(self.power_key, p) else "1"
+                f = self.disable_file(p)
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_text(state + "\n")
+                self._disabled[p] = state
+
+    def disable_file(self, port: int) -> Path:
+        assert self.sysfs is not None
+        loc = self.location
+        return self.sysfs / "bus/usb/devices" / f"{loc}:1.0" / f"{loc}-port{port}" / "disable"
+
+    def _sync_sysfs(self) -> None:
+        """What the kernel did with what was written to the disable files since."""
+        if self.sysfs is None:
+            return
+        for p in range(1, self.nports + 1):
+            value = self.disable_file(p).read_text().strip()
+            if value != self._disabled.get(p):
+                self._disabled[p] = value
+                self._power_request(p, value == "0")
 
     # the per-half bits, beside the physical VBUS in VirtualHardware
     def _half_bits(self) -> dict[str, bool]:
@@ -259,9 +294,15 @@ class EmulatedHub(EmulatedDevice):
             )
         return struct.pack("<BBBHBBBB", 9, 0x29, self.nports, self.characteristics, 50, 0, 0, 0xFF)
 
+    def _power_request(self, port: int, on: bool) -> None:
+        self._reported[port] = on
+        if not self.status_lies:
+            self._set_power(port, on)
+
     def request(
         self, rt: int, req: int, value: int, index: int, length: int, payload: bytes
     ) -> bytes | int:
+        self._sync_sysfs()
         want_desc = 0x2A00 if self.half == "usb3" else 0x2900
         if (rt, req, value, index, length) == (0xA0, 0x06, want_desc, 0, 12):
             return self.descriptor()[:length]
@@ -271,13 +312,17 @@ class EmulatedHub(EmulatedDevice):
             on = self._half_bits().get(str(index), False) and self.hw.port_power(
                 self.power_key, index
             )
+            if self.status_lies and index in self._reported:
+                on = self._reported[index]
             bit = USB3_POWER_BIT if self.half == "usb3" else USB2_POWER_BIT
             # a Pi's power input has no data lines: never a connect bit
             return struct.pack("<HH", bit if on else 0, 0)
         if rt == 0x23 and req in (0x01, 0x03) and value == PORT_POWER and length == 0:
             if not 1 <= index <= self.nports:
                 raise stall(f"PORT_POWER for port {index} of {self.nports}")
-            self._set_power(index, req == 0x03)
+            self._power_request(index, req == 0x03)
+            if req == 0x01 and self.kernel_repowers and self._disabled.get(index) != "1":
+                self._power_request(index, True)  # the kernel's hub driver turns it back on
             return 0
         raise stall(
             f"hub request {rt:#04x}/{req:#04x} value={value:#06x} index={index} length={length}"
@@ -295,17 +340,29 @@ class GangedHub(EmulatedHub):
 
 
 def hub_pair(
-    hw: VirtualHardware, location: str, *, nports: int = 4, usb3_bus: int | None = None, **kw: Any
+    hw: VirtualHardware,
+    location: str,
+    *,
+    nports: int = 4,
+    usb3_bus: int | None = None,
+    usb3_ports: tuple[int, ...] | None = None,
+    container_id: bytes | None = None,
+    **kw: Any,
 ) -> tuple[EmulatedHub, EmulatedHub]:
-    """A USB3 hub as Linux sees it: a USB2 half at ``location`` and a USB3 half on another bus."""
+    """A USB3 hub as Linux sees it: a USB2 half at ``location`` and a USB3 half on another bus.
+
+    ``usb3_ports``: the USB3 half's port path where it differs (behind a Pi 4's VL805 the
+    USB2 half is one level deeper); ``container_id``: a hard-coded one, as some hubs ship,
+    so that two identical hubs share it (default: unique per hub).
+    """
     bus_text, _, chain = location.partition("-")
     ports = tuple(int(p) for p in chain.split("."))
-    cid = uuid.uuid5(uuid.NAMESPACE_URL, f"rig-virtual-hub:{location}").bytes
+    cid = container_id or uuid.uuid5(uuid.NAMESPACE_URL, f"rig-virtual-hub:{location}").bytes
     usb2 = EmulatedHub(hw, int(bus_text), ports, nports=nports, container_id=cid, **kw)
     usb3 = EmulatedHub(
         hw,
         usb3_bus or int(bus_text) + 1,
-        ports,
+        ports if usb3_ports is None else usb3_ports,
         nports=nports,
         power_key=location,
         half="usb3",
@@ -317,24 +374,70 @@ def hub_pair(
     return usb2, usb3
 
 
+class RootHub(EmulatedHub):
+    """A host controller's root hub (Linux: 1d6b:0002 / 1d6b:0003), no port path."""
+
+    vid = 0x1D6B
+    manufacturer = "Linux Foundation"
+
+    def __init__(self, hw: VirtualHardware, bus: int, *, usb3: bool, nports: int = 4) -> None:
+        super().__init__(
+            hw, bus, (), nports=nports, power_key=f"usb{bus}", half="usb3" if usb3 else "usb2"
+        )
+        self.pid = 0x0003 if usb3 else 0x0002
+        self.product = f"{'3' if usb3 else '2'}.0 root hub"
+
+    @property
+    def location(self) -> str:
+        return f"usb{self.bus}"
+
+
+def pi4_host(hw: VirtualHardware) -> list[EmulatedDevice]:
+    """A Raspberry Pi 4 B's USB as uhubctl knows it: the VL805 controller's USB3 root hub
+    (bus 2, no Container ID) and, on the USB2 root hub (bus 1), the VL805's internal
+    USB2 hub 2109:3431 at 1-1 (ganged, with the Container ID uhubctl fakes for bus 2)."""
+    vl805 = GangedHub(hw, 1, (1,), nports=4, container_id=RPI4_VL805_ID)
+    return [RootHub(hw, 1, usb3=False, nports=1), vl805, RootHub(hw, 2, usb3=True)]
+
+
+RPI4_VL805_ID = bytes.fromhex("5cf3ee30d5074925b001802d79434c30")
+
+
 # -- YKUSH ------------------------------------------------------------------------------
 
 
 class EmulatedYkush(EmulatedDevice):
-    """Yepkit YKUSH: 64-byte HID reports on interrupt endpoints 0x01 / 0x81."""
+    """Yepkit YKUSH: 64-byte HID reports on interrupt endpoints 0x01 / 0x81.
+
+    The family differs (ykushcmd src/ykush*/, pykush): ports, report size, the
+    YKUSH3's 5 V output addressed as port 4; see the subclasses.
+    """
 
     vid = 0x04D8
     pid = 0xF2F7
     manufacturer = "Yepkit Lda."
     product = "YKUSH"
     nports = 3
+    report = 64
+    ext_output = False  # YKUSH3: 0x14 / 0x04 / 0x24 switch and read its 5 V output
+    endpoints = (0x01, 0x81)  # OUT, IN
 
     def __init__(
-        self, hw: VirtualHardware, bus: int, ports: tuple[int, ...], serial: str, **kw: Any
+        self,
+        hw: VirtualHardware,
+        bus: int,
+        ports: tuple[int, ...],
+        serial: str,
+        *,
+        endpoints: tuple[int, int] | None = None,
+        **kw: Any,
     ):
         super().__init__(bus, ports, serial, **kw)
         self.hw = hw
-        self.interfaces = [Interface(0, 3, [Endpoint(0x81), Endpoint(0x01)])]
+        if endpoints is not None:
+            self.endpoints = endpoints
+        out, ins = self.endpoints
+        self.interfaces = [Interface(0, 3, [Endpoint(ins), Endpoint(out)])]
         self.kernel_driver = {0}  # usbhid binds it until a driver detaches it
         self.reports: list[bytes] = []
         self._reply: bytes | None = None
@@ -344,27 +447,28 @@ class EmulatedYkush(EmulatedDevice):
         return f"ykush:{self.serial}"
 
     def interrupt_write(self, ep: int, data: bytes) -> int:
-        if ep != 0x01:
+        if ep != self.endpoints[0]:
             raise stall(f"no OUT endpoint {ep:#04x}")
         if 0 in self.kernel_driver:
             raise usb.core.USBError("Resource busy", -6, errno.EBUSY)
-        if len(data) != 64 or any(data[1:]):
-            raise stall("YKUSH reports are 64 bytes: opcode then zeros")
+        if len(data) != self.report or any(data[1:]):
+            raise stall(f"{self.product} reports are {self.report} bytes: opcode then zeros")
         self.reports.append(bytes(data))
         op = data[0]
         hi, lo = op >> 4, op & 0x0F
-        reply = [0] * 64
+        reply = [0] * self.report
         reply[0] = 1
+        ext = self.ext_output and lo == 4
         if op == 0xF0:
             reply[1:3] = [2, 1]
         elif op == 0xF1:
             reply[1] = self.nports
-        elif hi in (0, 1) and (1 <= lo <= self.nports or lo == 0x0A):
+        elif hi in (0, 1) and (1 <= lo <= self.nports or lo == 0x0A or ext):
             ports = range(1, self.nports + 1) if lo == 0x0A else [lo]
             for p in ports:
                 self.hw.set_port_power(self.power_key, p, hi == 1)
             reply[1] = op
-        elif hi == 2 and 1 <= lo <= self.nports:
+        elif hi == 2 and (1 <= lo <= self.nports or ext):
             reply[1] = (0x10 if self.hw.port_power(self.power_key, lo) else 0) | lo
         elif op == 0x2A:
             reply[1] = sum(
@@ -375,10 +479,10 @@ class EmulatedYkush(EmulatedDevice):
         else:
             reply[0] = 0  # unknown opcode: the firmware answers with a failed status
         self._reply = bytes(reply)
-        return 64
+        return self.report
 
     def interrupt_read(self, ep: int, size: int) -> bytes:
-        if ep != 0x81:
+        if ep != self.endpoints[1]:
             raise stall(f"no IN endpoint {ep:#04x}")
         if self._reply is None:
             raise usb.core.USBTimeoutError(
@@ -386,6 +490,31 @@ class EmulatedYkush(EmulatedDevice):
             )
         reply, self._reply = self._reply, None
         return reply[:size]
+
+
+class EmulatedYkush3(EmulatedYkush):
+    pid = 0xF11B
+    product = "YKUSH3"
+    ext_output = True
+
+
+class EmulatedYkushXs(EmulatedYkush):
+    pid = 0xF0CD
+    product = "YKUSH XS"
+    nports = 1
+
+
+class EmulatedYkush2(EmulatedYkush):
+    pid = 0xEFED
+    product = "YKUSH2"
+    nports = 2
+
+
+class EmulatedYkushLegacy(EmulatedYkush):
+    """The first YKUSH boards (0x0042): 6-byte reports (ykushcmd's is_legacy)."""
+
+    pid = 0x0042
+    report = 6
 
 
 # -- SDWire -------------------------------------------------------------------------------
@@ -418,6 +547,29 @@ class EmulatedSdwire(EmulatedDevice):
         if (rt, req, value, index, length) == (0xC0, 0x0C, 0, 1, 1):
             return bytes([1 if self.hw.mux_side(self.serial or "") == "host" else 0])
         raise stall(f"FTDI request {rt:#04x}/{req:#04x} value={value:#06x} index={index}")
+
+
+class EmulatedSdMux(EmulatedSdwire):
+    """Samsung's SD-MUX, programmed by sd-mux-ctrl to the SDWire's VID:PID but with
+    product "sd-mux": it is switched by bit-banging its data pins, its CBUS pins are
+    not GPIO, so a CBUS write is accepted and moves nothing (pins read 0)."""
+
+    product = "sd-mux"
+
+    def request(
+        self, rt: int, req: int, value: int, index: int, length: int, payload: bytes
+    ) -> bytes | int:
+        if rt == 0x40 and req == 0x0B and index == 1 and length == 0:
+            return 0  # the FTDI takes the mode; nothing is wired to CBUS
+        if (rt, req, value, index, length) == (0xC0, 0x0C, 0, 1, 1):
+            return bytes([0])
+        raise stall(f"FTDI request {rt:#04x}/{req:#04x} value={value:#06x} index={index}")
+
+
+class EmulatedUsbMux(EmulatedSdMux):
+    """sd-mux-ctrl's USB-MUX: the same VID:PID, product "usb-mux"; switches a USB port."""
+
+    product = "usb-mux"
 
 
 # -- the bus ----------------------------------------------------------------------------
