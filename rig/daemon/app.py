@@ -420,11 +420,13 @@ def feed_mount(settings: DaemonSettings) -> Mount | None:
     try:
         from rig.orchestration.matrix import load_matrix
         from rig.product.octoprint.feed import InjectedRelease, feed_app
+        from rig.product.octoprint.overlay import check_overlay
     except ImportError:
         return None
     release = load_matrix(settings.matrix).release
     injected = InjectedRelease(version=release.version, channel=release.channel, name=release.name)
-    return Mount("/feed", app=feed_app(injected))
+    # the field's check overlay, as the runs' own feed serves it
+    return Mount("/feed", app=feed_app(injected, overlay=check_overlay()))
 
 
 def scenario_phases(report_dir: str | None) -> list[tuple[str, str, str]]:

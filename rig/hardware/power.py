@@ -8,7 +8,10 @@ physics (a Pi 3's capacitors must drain), not a guess about timing.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import struct
 import subprocess
 import time
@@ -458,23 +461,34 @@ class CommandPower(_Cycle):
                 f"unknown placeholder {e} in the '{which}' command (use {{device}}, {{port}})",
                 where=self.where,
             ) from None
+        # its own process group: on a timeout the shell's children (a PDU client waiting
+        # on a dead network) are killed too, not only the shell
+        proc = subprocess.Popen(
+            cmd,
+            shell=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
-            proc = subprocess.run(
-                cmd, shell=True, capture_output=True, text=True, timeout=self.timeout
-            )
+            stdout, stderr = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired as e:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
             raise InfraError(
                 f"power {which} command did not finish within {self.timeout:.0f}s: {cmd}",
                 where=self.where,
             ) from e
-        self.last_output = (proc.stdout + proc.stderr).strip()
+        self.last_output = (stdout + stderr).strip()
         if proc.returncode != 0:
             raise InfraError(
                 f"power {which} command failed (exit {proc.returncode}): {cmd}\n"
                 f"{self.last_output[-2000:]}",
                 where=self.where,
             )
-        return proc.stdout
+        return stdout
 
     def on(self) -> None:
         self.run("on")

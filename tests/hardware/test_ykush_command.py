@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from rig.errors import ConfigError, InfraError
@@ -138,3 +140,14 @@ def test_endpoints_come_from_the_descriptors(hw) -> None:
     board = EmulatedYkush(hw, 1, (3,), "YKEP", endpoints=(0x02, 0x82))
     YkushPower("YKEP", 1, backend=EmulatedBus([board])).on()
     assert hw.port_power("ykush:YKEP", 1) is True
+
+
+def test_command_timeout_kills_the_commands_children_too(tmp_path) -> None:
+    """A PDU client the shell started (here a `sleep` behind a pipe) must not outlive the
+    timeout and later switch a port on its own."""
+    marker = tmp_path / "late"
+    power = CommandPower(on=f"(sleep 2; touch {marker}) | cat", off="true", timeout=0.3)
+    with pytest.raises(InfraError, match="did not finish"):
+        power.on()
+    time.sleep(2.5)
+    assert not marker.exists()

@@ -126,7 +126,6 @@ def test_check_overlay_from_a_served_copy_is_cached_for_offline_runs(tmp_path):
     from starlette.routing import Route
 
     from rig.asgi import BackgroundServer
-    from rig.errors import InfraError
 
     shape = {"octoprint": {"user": "OctoPrint"}, "someplugin": {"user": "new", "pip": "x"}}
 
@@ -140,8 +139,28 @@ def test_check_overlay_from_a_served_copy_is_cached_for_offline_runs(tmp_path):
     gone = f"http://127.0.0.1:{s.port}/o.json"
     assert check_overlay(gone, cache, log=seen.append) == shape
     assert "using the copy" in seen[0]
-    with pytest.raises(InfraError, match="cannot fetch the software update check overlay"):
-        check_overlay(gone, tmp_path / "never-fetched.json")
+
+
+def test_without_overlay_or_copy_the_devices_use_the_built_in_checks_and_it_is_said(
+    tmp_path, caplog
+):
+    """Like a device that cannot reach plugins.octoprint.org: no overlay, with a warning."""
+    import logging
+
+    gone = "http://127.0.0.1:9/overlay.json"  # the discard port: nothing answers
+    with caplog.at_level(logging.WARNING, logger="rig"):
+        assert check_overlay(gone, tmp_path / "never-fetched.json") == {}
+    assert "built-in check configs" in caplog.text and gone in caplog.text
+    assert not (tmp_path / "never-fetched.json").exists()
+
+
+def test_a_local_copy_of_the_overlay_is_never_cached(tmp_path):
+    """A mirror's or a test's copy must not become the field's overlay for later runs."""
+    local = tmp_path / "copy.json"
+    local.write_text('{"octoprint": {"user": "OctoPrint"}}')
+    cache = tmp_path / "cache.json"
+    assert check_overlay(f"file://{local}", cache) == {"octoprint": {"user": "OctoPrint"}}
+    assert not cache.exists()
 
 
 def test_config_overlay_merges_into_existing_config(tmp_path):

@@ -10,14 +10,13 @@ run and kept in the cache, so a run without internet uses the last copy it saw.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-
-from rig.errors import InfraError
 
 URL = "https://plugins.octoprint.org/update_check_overlay.json"
 ENV = "RIG_CHECK_OVERLAY_URL"  # another source (http(s) or file://), e.g. a mirror or a test copy
@@ -31,7 +30,8 @@ def cache_file() -> Path:
 def check_overlay(
     url: str | None = None, cache: Path | None = None, log: Callable[[str], None] = lambda _m: None
 ) -> dict[str, Any]:
-    """The overlay from ``url``; the cached copy when it cannot be fetched; else an error."""
+    """The overlay from ``url``; the cached copy when it cannot be fetched; else none (the
+    built-in check configs, with a warning)."""
     url = url or os.environ.get(ENV) or URL
     cache = cache or cache_file()
     try:
@@ -47,12 +47,19 @@ def check_overlay(
         if cache.exists():
             log(f"check overlay: {url} not fetched ({e}); using the copy from {cache}")
             return json.loads(cache.read_text())
-        raise InfraError(
-            f"cannot fetch the software update check overlay from {url}: {e}",
-            where="release feed",
-            hint="the devices must see the overlay the field sees; connect the flash host "
-            "to the internet once (the overlay is cached afterwards)",
-        ) from e
+        # a device that cannot reach plugins.octoprint.org itself runs on OctoPrint's
+        # built-in check configs: the same here, said loudly, never silently
+        logging.getLogger("rig").warning(
+            "the software update check overlay could not be fetched from %s (%s) and no "
+            "copy is cached: the devices use OctoPrint's built-in check configs, as a device "
+            "without access to plugins.octoprint.org would (connect the flash host to the "
+            "internet once to cache it)",
+            url,
+            e,
+        )
+        return {}
+    if url.startswith("file://"):
+        return data  # a local copy (a mirror, a test's) is not the field's: never cached
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))
