@@ -102,8 +102,16 @@ def fetch(
     return Fetched(entry, extract_size or pub.extract_size, extract_sha256 or pub.extract_sha256)
 
 
-def unpacked(fetched: Fetched, log: StepLog) -> Path:
-    """The raw image of a cached download, unpacked beside it once (size and hash checked)."""
+def cache_limit(config: RigConfig) -> int:
+    """The image cache's size limit in bytes (paths.cache_limit_gb)."""
+    return int(config.paths.cache_limit_gb * (1 << 30))
+
+
+def unpacked(fetched: Fetched, log: StepLog, limit: int | None = None) -> Path:
+    """The raw image of a cached download, unpacked beside it once (size and hash checked).
+
+    Without a published ``extract_size`` the unpacked copy may not outgrow ``limit`` (the
+    cache's own limit, where the caller knows it): an archive bomb stops there."""
     entry = fetched.entry
     if archive.detect(entry.file) == "raw":
         return entry.file
@@ -114,6 +122,7 @@ def unpacked(fetched: Fetched, log: StepLog) -> Path:
             entry.unpacked,
             extract_size=fetched.extract_size,
             extract_sha256=fetched.extract_sha256,
+            limit=limit,
         )
     return entry.unpacked
 
@@ -133,7 +142,7 @@ def resolve_image(
             raise ConfigError("not an image file", where=text)
         return path
     if URL.match(text):
-        return unpacked(fetch(text, config, log, progress), log)
+        return unpacked(fetch(text, config, log, progress), log, cache_limit(config))
     catalog = load_catalog()
     if text not in catalog.images:
         if "/" in text or text.endswith((".img", ".zip", ".xz", ".gz", ".zst")):
@@ -145,4 +154,4 @@ def resolve_image(
 
         log(f"{text}: building the virtual image from recipe {item.virtual.recipe}")
         return build_image(text, item.virtual.recipe, config.paths.images / "virtual")
-    return unpacked(fetch(text, config, log, progress, catalog), log)
+    return unpacked(fetch(text, config, log, progress, catalog), log, cache_limit(config))

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rig.card.catalog import load_catalog
-from rig.card.images import cache_for, fetch, unpacked
+from rig.card.images import cache_for, cache_limit, fetch, unpacked
 from rig.cli.flash import _log, progress_view
 from rig.config import RigConfig, load_config
 
@@ -143,6 +143,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     log = _log()
     with progress_view(sys.stderr.isatty()) as progress:
         got = fetch(args.image, config, log, progress, sha256=args.sha256)
-    path = unpacked(got, log) if args.unpack else got.entry.file
+    path = unpacked(got, log, cache_limit(config)) if args.unpack else got.entry.file
     print(f"{path} sha256={got.entry.sha256}")
     return 0

@@ -338,3 +338,23 @@ def test_uptodate_rpi_imager_json_single_object(server, tmp_path, monkeypatch):
     )
     monkeypatch.setenv("RIG_CATALOG", str(catalog))
     assert resolve_image("uptodate", _config(tmp_path)).read_bytes() == img
+
+
+def test_an_archive_bomb_stops_at_the_cache_limit_when_no_size_is_published(server, tmp_path):
+    """64 MiB of zeros in ~10 kB of xz, a 16 MiB image cache and no extract_size: the
+    unpacked copy stops at the cache's limit (not at 256 GiB) and leaves nothing behind."""
+    from rig.card.images import unpacked
+
+    packed = lzma.compress(bytes(64 << 20), preset=0)
+    server.files["/bomb.img.xz"] = packed
+    sha = hashlib.sha256(packed).hexdigest()
+    server.files["/bomb.img.xz.sha256"] = f"{sha}  bomb.img.xz\n".encode()
+    config = _config(tmp_path, limit_gb=16 / 1024)
+    with pytest.raises(ConfigError, match="archive bomb"):
+        resolve_image(server.url + "/bomb.img.xz", config, log=lambda *a, **k: None)
+    got = fetch(server.url + "/bomb.img.xz", config, lambda *a, **k: None, sha256=sha)
+    assert not got.entry.unpacked.exists()
+    with pytest.raises(ConfigError, match="archive bomb"):
+        unpacked(got, lambda *a, **k: None, 16 << 20)
+    assert not got.entry.unpacked.exists()
+    assert not list(got.entry.dir.glob("*.part"))
