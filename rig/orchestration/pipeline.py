@@ -135,6 +135,7 @@ class ScenarioPipeline:
         cancel: threading.Event | None = None,
         on_prepared: Callable[[ScenarioContext], None] | None = None,
         stop_after_prepare: bool = False,
+        held: Callable[[], bool] = lambda: True,
     ) -> None:
         self.kit = kit
         self.ctx = ctx
@@ -145,6 +146,7 @@ class ScenarioPipeline:
         self.cancel = cancel or threading.Event()
         self.on_prepared = on_prepared
         self.stop_after_prepare = stop_after_prepare  # `rig up`: the starting state is the goal
+        self.held = held  # False once the run lost the device's lease: hands off from then on
         self.attempt = Attempt(kit.name)
         self.abandoned = threading.Event()  # a phase timed out: its thread must stop waiting
         self.log = ctx.log
@@ -312,7 +314,11 @@ class ScenarioPipeline:
         self.profile.collect(self.ctx)
 
     def _finish(self) -> None:
-        """Collect what there is and power the device off, whatever happened."""
+        """Collect what there is and power the device off, whatever happened (unless the
+        device is someone else's now: then it is not touched at all)."""
+        if not self.held():
+            self.log("the device's lease was lost: not collecting, not powering it off")
+            return
         booted = any(p.phase == Phase.BOOT.value and p.outcome == "ok" for p in self.attempt.phases)
         if booted:  # nothing to collect from a device that never answered
             try:

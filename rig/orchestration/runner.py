@@ -108,6 +108,7 @@ class Runner:
         self.profile_factory = profile_factory or _default_profile
         self.cancel = cancel or threading.Event()
         self.lease_lost = ""  # set when the heartbeat lost a lease: the run was cancelled
+        self.lost_devices: set[str] = set()
         self.run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         run_cfg = config.sections.get("run", {})
         self.timeouts = {
@@ -178,7 +179,8 @@ class Runner:
     def _lease_lost(self, device: str, why: str) -> None:
         """A run that lost a device's lease stops: someone else may be driving it now."""
         self.bus.emit(Event("log", f"lease on {device} lost ({why}): cancelling", device=device))
-        self.lease_lost = f"{device}: {why}"
+        self.lease_lost = f"lease on {device} lost ({why})"
+        self.lost_devices.add(device)  # not ours any more: not even powered off by us
         self.cancel.set()
 
     # --- images ------------------------------------------------------------------
@@ -273,6 +275,7 @@ class Runner:
                 if self.options.interactive
                 else None,
                 stop_after_prepare=self.options.hold,
+                held=lambda device=device: device not in self.lost_devices,
             )
             attempt = pipeline.run()
         self.bus.emit(
@@ -402,6 +405,8 @@ class Runner:
         from rig.hardware.build import power_for
 
         for name in self.held:
+            if name in self.lost_devices:
+                continue
             try:
                 power_for(self.config, name).off()
             except Exception as e:
@@ -476,7 +481,9 @@ class Runner:
                     expect=s.expect,
                     checks=list(s.checks),
                     outcome=last.outcome,
-                    message=last.message,
+                    message=f"cancelled: {self.lease_lost}"
+                    if self.lease_lost and last.outcome in ("interrupted", "not-run")
+                    else last.message,
                     device=last.device,
                     duration=(job.finished or time.time()) - (job.started or started)
                     if job.started

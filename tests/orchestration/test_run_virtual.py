@@ -297,3 +297,69 @@ def test_killed_run_leaves_devices_free_and_the_next_run_proceeds(rig_yaml, tmp_
     powered, lease = _state(config)["pi3-a"]
     assert powered is False and lease is None
     assert os.path.exists(tmp_path / "next" / "report.html")
+
+
+def test_a_run_that_loses_its_lease_cancels_itself_and_leaves_the_device_alone(
+    rig_yaml, tmp_path
+) -> None:
+    """Someone else's lease replaces the run's (an operator's takeover on another flash host):
+    the heartbeat notices, the run stops with exit 3 and says why, and it does not power off
+    the device it no longer holds."""
+    import sqlite3
+    import time
+
+    config = rig_yaml()
+    matrix = _matrix(
+        tmp_path,
+        [
+            {
+                "id": "long",
+                "image": "octopi-1.0.0",
+                "octoprint": "1.10.3",
+                "channel": "maintenance",
+                "checks": ["update-api"],
+            },
+        ],
+    )
+    out = tmp_path / "lost"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rig",
+            "--config",
+            str(config),
+            "run",
+            str(matrix),
+            "--device",
+            "pi3-a",
+            "--report-dir",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_for_phase(out, "long", "prepare", proc)
+        state = load_config(config).paths.state
+        db = sqlite3.connect(state / "rig.db", timeout=30)  # the state store (rig/state.py)
+        with db:
+            db.execute(
+                "UPDATE leases SET holder='thief', pid=1, host='other-flash-host', "
+                "purpose='taken over', expires=? WHERE device='pi3-a'",
+                (time.time() + 3600,),
+            )
+        db.close()
+        stdout, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, stdout[-3000:]
+    assert "lease on pi3-a lost" in stdout
+    data = _results(out)
+    assert data["outcome"] == "interrupted"
+    assert "lease on pi3-a lost" in data["scenarios"][0]["message"]
+    powered, lease = _state(config)["pi3-a"]
+    assert lease is not None and lease.holder == "thief"  # still the thief's
+    assert powered is True  # the run did not switch off a device it no longer held
