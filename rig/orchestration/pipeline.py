@@ -51,6 +51,14 @@ DEFAULT_TIMEOUTS: dict[Phase, float] = {
     Phase.POWER_OFF: 60,
 }
 
+# the profile's methods that say how long a phase needs on this device and starting state
+PROFILE_LIMITS = {
+    Phase.BOOT: "boot_timeout",
+    Phase.PREPARE: "prepare_timeout",
+    Phase.UPDATE: "update_timeout",
+}
+BOOT_FIRST_WAIT = 0.4  # share of the boot phase waited before the one power cycle
+
 # the phases that are the devices' own work (the rest is the rig's overhead)
 DEVICE_PHASES = {Phase.WRITE, Phase.BOOT, Phase.PREPARE, Phase.UPDATE, Phase.VERIFY, Phase.CHECKS}
 
@@ -141,7 +149,8 @@ class ScenarioPipeline:
         self.ctx = ctx
         self.profile = profile
         self.bus = bus
-        self.timeouts = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
+        self.configured = dict(timeouts or {})  # rig.yaml's run.timeouts: these win
+        self.timeouts = {**DEFAULT_TIMEOUTS, **self.configured}
         self.write_slots = write_slots or threading.Semaphore(8)
         self.cancel = cancel or threading.Event()
         self.on_prepared = on_prepared
@@ -164,13 +173,8 @@ class ScenarioPipeline:
         self.bus.emit(
             Event("phase-start", phase.value, self.kit.name, self.ctx.scenario_id, phase.value)
         )
-        timeout = self.timeouts[phase]
-        if phase == Phase.UPDATE:
-            # the product knows how long its update takes from this starting state
-            # (a Pi 3 building wheels on an old image takes far longer than 900 s)
-            needs = getattr(self.profile, "update_timeout", None)
-            if needs is not None:
-                timeout = max(timeout, float(needs(self.ctx)) + 60)
+        timeout = self.limit(phase)
+        self.ctx.facts.setdefault("phase_limits", {})[phase.value] = round(timeout)
         pool = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix=f"{self.kit.name}-{phase.value}"
         )
@@ -220,6 +224,21 @@ class ScenarioPipeline:
             )
         )
         return result
+
+    def limit(self, phase: Phase) -> float:
+        """The phase's time limit: rig.yaml's when it sets one, else what the product says
+        this model and starting state need (a Pi 3's first boot, a pin or an update that
+        builds wheels on Python 3.7), never less than the default."""
+        if phase in self.configured:
+            return self.configured[phase]
+        default = DEFAULT_TIMEOUTS[phase]
+        needs = getattr(self.profile, PROFILE_LIMITS.get(phase, ""), None)
+        if needs is None:
+            return default
+        seconds = float(needs(self.ctx))
+        if phase == Phase.BOOT:  # a first wait of the normal silence, a cycle, a second wait
+            return max(default, seconds / BOOT_FIRST_WAIT)
+        return max(default, seconds + 60)
 
     # --- the whole scenario ----------------------------------------------------
 
@@ -273,11 +292,11 @@ class ScenarioPipeline:
 
     def _boot(self) -> None:
         """Wait for SSH; if it never answers, power cycle once and wait again."""
-        timeout = self.timeouts[Phase.BOOT]
+        timeout = self.limit(Phase.BOOT)
         end = time.monotonic() + timeout * 0.9  # two waits and a cycle fit the phase
         host, port = self.kit.host, self.kit.ssh_port
         try:
-            took = wait_reachable(host, port, timeout * 0.4, self._stopped)
+            took = wait_reachable(host, port, timeout * BOOT_FIRST_WAIT, self._stopped)
         except InfraError as first:
             self.log(f"device not reachable ({first.message}); power cycling once")
             self.kit.power.cycle()

@@ -27,7 +27,6 @@ from rig.events import Event, EventBus, StepLog
 from rig.orchestration.leases import Heartbeat, Leases
 from rig.orchestration.matrix import Matrix, Scenario
 from rig.orchestration.pipeline import (
-    DEFAULT_TIMEOUTS,
     Attempt,
     DeviceKit,
     Phase,
@@ -111,9 +110,10 @@ class Runner:
         self.lost_devices: set[str] = set()
         self.run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         run_cfg = config.sections.get("run", {})
+        # only what rig.yaml sets: the pipeline takes the product's limit for the rest
+        configured = run_cfg.get("timeouts", {})
         self.timeouts = {
-            phase: float(run_cfg.get("timeouts", {}).get(phase.value, DEFAULT_TIMEOUTS[phase]))
-            for phase in Phase
+            phase: float(configured[phase.value]) for phase in Phase if phase.value in configured
         }
         self.write_slots = threading.Semaphore(int(run_cfg.get("max_parallel_writes", 2)))
         self.directory = options.report_dir or (
@@ -230,8 +230,17 @@ class Runner:
             admin_user=self.credentials.admin_user,
             admin_password=self.credentials.admin_password,
             model=scenario.model,
+            image_python=None if scenario.image == CANDIDATE else self._image_python(scenario),
             because=scenario.because,
         )
+
+    @staticmethod
+    def _image_python(scenario: Scenario) -> str | None:
+        """The Python the catalogue says the image ships (the profile's limits follow it)."""
+        try:
+            return load_catalog().get(scenario.image).python
+        except ConfigError:
+            return None
 
     def run_attempt(self, job: Job, device: str) -> Attempt:
         scenario = job.scenario

@@ -82,6 +82,29 @@ def update_timeout(model: str, python_version: str | None) -> float:
     return base * (OLD_PYTHON_FACTOR if (major, minor) < (3, 9) else 1.0)
 
 
+# Seconds a freshly written card takes to answer SSH on its first boot, by model: the
+# root partition is resized, OctoPi/firstrun.sh reboot at least once, host keys are
+# generated. Estimates (the virtual rig's pi3 timing profile: 3-5 min on a Pi 3), not
+# measured here; the pipeline waits this long before it power cycles a silent device.
+FIRST_BOOT_SECONDS = {"pi5": 240, "pi4": 300, "pi3": 420, "pizero2": 600}
+SETTLE_SECONDS = 600  # prepare's wait for a first boot that reboots after sshd (systemd)
+PREPARE_SECONDS = 300  # prepare without a pin: stop, configure, start OctoPrint
+
+
+def boot_timeout(model: str) -> float:
+    """How long a silent first boot on this model is normal, before the rig power cycles."""
+    return float(FIRST_BOOT_SECONDS.get(model, FIRST_BOOT_SECONDS["pi3"]))
+
+
+def prepare_timeout(model: str, start_version: str | None, python_version: str | None) -> float:
+    """Prepare's limit: pinning a start version is a pip install as long as an update
+    from the image's Python (wheels built on a Pi 3 on Python 3.7)."""
+    limit = SETTLE_SECONDS + PREPARE_SECONDS
+    if start_version:
+        limit += update_timeout(model, python_version)
+    return float(limit)
+
+
 def _wait_gone(host: str, port: int, timeout: float) -> None:
     """Until the port stops accepting (the old boot's sshd is gone), or the time is up."""
     deadline = time.monotonic() + timeout
@@ -139,6 +162,14 @@ class OctoPrintProfile:
 
         return feed_app(InjectedRelease(version, channel), overlay=check_overlay())
 
+    def boot_timeout(self, ctx: ScenarioContext) -> float:
+        """The first boot's normal silence for this device (before a power cycle)."""
+        return boot_timeout(ctx.model)
+
+    def prepare_timeout(self, ctx: ScenarioContext) -> float:
+        """Prepare's time limit: longer when the start version is pinned with pip."""
+        return prepare_timeout(ctx.model, ctx.start_version, ctx.image_python)
+
     def update_timeout(self, ctx: ScenarioContext) -> float:
         """The update's time limit for this device and starting state (after prepare)."""
         return update_timeout(ctx.model, ctx.facts.get("python_version"))
@@ -194,7 +225,7 @@ class OctoPrintProfile:
                 sh.run(
                     f"{PYTHON} -m pip install --disable-pip-version-check --no-input "
                     + quote(*reqs),
-                    timeout=1200,
+                    timeout=update_timeout(ctx.model, ctx.image_python),
                 )
                 ctx.facts["pin_seconds"] = round(time.monotonic() - start, 1)
         installed = sh.run(
