@@ -419,14 +419,15 @@ def feed_mount(settings: DaemonSettings) -> Mount | None:
         return None
     try:
         from rig.orchestration.matrix import load_matrix
-        from rig.product.octoprint.feed import InjectedRelease, feed_app
+        from rig.product.octoprint.feed import InjectedRelease, PluginRelease, feed_app
         from rig.product.octoprint.overlay import check_overlay
     except ImportError:
         return None
     release = load_matrix(settings.matrix).release
     injected = InjectedRelease(version=release.version, channel=release.channel, name=release.name)
     # the field's check overlay, as the runs' own feed serves it
-    return Mount("/feed", app=feed_app(injected, overlay=check_overlay()))
+    plugins = tuple(PluginRelease(k, v) for k, v in sorted(release.plugins.items()))
+    return Mount("/feed", app=feed_app(injected, overlay=check_overlay(), plugins=plugins))
 
 
 def scenario_phases(report_dir: str | None) -> list[tuple[str, str, str]]:

@@ -30,6 +30,7 @@ class Release:
     channel: str
     pip: str | None = None
     name: str | None = None
+    plugins: dict[str, str] = field(default_factory=dict)  # bundled plugin key -> release
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,13 @@ def load_matrix(path: str | Path, catalog: Catalog | None = None) -> Matrix:
         raise ValidationErrors(str(source), problems)
 
     rel = data["release"]
-    release = Release(rel["version"], rel["channel"], rel.get("pip"), rel.get("name"))
+    release = Release(
+        rel["version"],
+        rel["channel"],
+        rel.get("pip"),
+        rel.get("name"),
+        dict(rel.get("plugins", {})),
+    )
     defaults = data.get("defaults", {})
     scenarios = []
     for raw in data["scenarios"]:
@@ -205,6 +212,15 @@ def _semantic_problems(data: dict[str, Any], catalog: Catalog) -> list[tuple[str
             and "image" in raw
         ):
             problems.append((f"{where}.image", _unknown_image(image, catalog)))
+        checks = merged.get("checks")
+        if isinstance(checks, list) and "plugin-updates" in checks and not rel.get("plugins"):
+            problems.append(
+                (
+                    f"{where}.checks",
+                    "plugin-updates needs plugin releases to inject: set release.plugins, "
+                    'e.g. {"file_check": "2025.7.23"}',
+                )
+            )
         if merged.get("because") and merged.get("expect", "updated") != "not-offered":
             problems.append(
                 (

@@ -230,6 +230,7 @@ class Runner:
             admin_user=self.credentials.admin_user,
             admin_password=self.credentials.admin_password,
             model=scenario.model,
+            plugins=dict(self.matrix.release.plugins),
             image_python=None if scenario.image == CANDIDATE else self._image_python(scenario),
             because=scenario.because,
         )
@@ -428,7 +429,9 @@ class Runner:
 
         profile = self.profile_factory(self.config.device(self.held[0]).profile)
         feed = getattr(profile, "release_feed", None)
-        app = feed(self.matrix.release.version, self.matrix.release.channel) if feed else None
+        rel = self.matrix.release
+        extra = {"plugins": dict(rel.plugins)} if rel.plugins else {}
+        app = feed(rel.version, rel.channel, **extra) if feed else None
         if app is None:
             return None
         run_cfg = self.config.sections.get("run", {})

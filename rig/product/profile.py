@@ -48,6 +48,7 @@ class ScenarioContext:
     feed_url: str | None = None  # the rig's release feed, as the device reaches it
     interactive: bool = False
     model: str = "pi3"  # the device model the scenario runs on (timeouts depend on it)
+    plugins: dict[str, str] = field(default_factory=dict)  # bundled plugin key -> release
     image_python: str | None = None  # the image's Python, where the catalogue says
     because: str | None = None  # why not offered, when the scenario says: channel|python|throttle
     admin_user: str = "admin"  # the product's admin account prepare creates

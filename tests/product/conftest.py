@@ -89,3 +89,9 @@ def browser_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 @pytest.fixture(scope="module")
 def v2_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     yield from _rig(tmp_path_factory, "2.0.0rc3", "v2")
+
+
+@pytest.fixture(scope="module")
+def plugin_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """The current release, for updates of its bundled plugins."""
+    yield from _rig(tmp_path_factory, TARGET, "plugins")

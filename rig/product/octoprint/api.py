@@ -98,12 +98,12 @@ class OctoPrintAPI:
                 time.sleep(1)
         raise InfraError(f"/api/server not answering: {last}", where=self.where)
 
-    def check(self, force: bool = True) -> dict[str, Any]:
-        params = {"targets": "octoprint", "force": "true" if force else "false"}
+    def check(self, force: bool = True, target: str = "octoprint") -> dict[str, Any]:
+        params = {"targets": target, "force": "true" if force else "false"}
         return self.get_json("/plugin/softwareupdate/check", params=params, timeout=120)
 
-    def start_update(self) -> dict[str, Any]:
-        r = self.request("POST", "/plugin/softwareupdate/update", json={"targets": ["octoprint"]})
+    def start_update(self, target: str = "octoprint") -> dict[str, Any]:
+        r = self.request("POST", "/plugin/softwareupdate/update", json={"targets": [target]})
         if r.status_code == 409:
             # throttled (under-voltage), unsupported environment, low storage: the device's
             # state refuses, the release has not been tried (softwareupdate perform_update)

@@ -9,7 +9,8 @@ apply as in the field; the other things bundled plugins fetch (plugin repository
 and notices, the Python end-of-life table) are answered empty, so devices never
 reach for the internet and log no errors about it: "no new ERROR lines" stays
 meaningful.
-Releases of other repositories are an empty list (the rig injects none).
+The bundled plugins' releases a matrix names (`PluginRelease`) are served under the
+repository each plugin's own check asks for; other repositories get an empty list.
 Everything else is 404: the rig has no business proxying other traffic.
 
 ``rig run`` serves `feed_app` with uvicorn; the daemon can mount it as a route.
@@ -21,13 +22,14 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from rig.asgi import BackgroundServer
+from rig.errors import ConfigError
 from rig.product.octoprint.channels import published_commitish
 
 REPOS = {"octoprint"}  # repo names (any user: foosel/OctoPrint, OctoPrint/OctoPrint)
@@ -62,18 +64,80 @@ class InjectedRelease:
         ]
 
 
-def feed_app(release: InjectedRelease, overlay: dict | None = None) -> Starlette:
+# The bundled plugins' own update checks (their get_update_information): check key ->
+# (GitHub repository, stable branch, package on PyPI). FileCheck and FirmwareCheck
+# release from master, PiSupport from main; all three offer stable releases only there.
+BUNDLED_PLUGINS: dict[str, tuple[str, str, str]] = {
+    "file_check": ("OctoPrint/OctoPrint-FileCheck", "master", "OctoPrint-FileCheck"),
+    "firmware_check": ("OctoPrint/OctoPrint-FirmwareCheck", "master", "OctoPrint-FirmwareCheck"),
+    "pi_support": ("OctoPrint/OctoPrint-PiSupport", "main", "OctoPrint-PiSupport"),
+}
+
+
+@dataclass(frozen=True)
+class PluginRelease:
+    """A release of a bundled plugin, published under the repository its check asks."""
+
+    key: str  # the plugin's check key: file_check | firmware_check | pi_support
+    version: str  # tag name, e.g. 2025.7.23
+    published_at: str = field(
+        default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+
+    def __post_init__(self) -> None:
+        if self.key not in BUNDLED_PLUGINS:
+            raise ConfigError(
+                f"no bundled plugin {self.key!r} to inject a release of",
+                where="release.plugins",
+                hint="one of " + ", ".join(sorted(BUNDLED_PLUGINS)),
+            )
+        try:
+            Version(self.version)
+        except InvalidVersion:
+            raise ConfigError(
+                f"{self.key}: {self.version!r} is not a version", where="release.plugins"
+            ) from None
+
+    @property
+    def repo(self) -> str:
+        return BUNDLED_PLUGINS[self.key][0]
+
+    @property
+    def package(self) -> str:
+        return BUNDLED_PLUGINS[self.key][2]
+
+    def as_github(self) -> list[dict]:
+        return [
+            {
+                "tag_name": self.version,
+                "name": self.version,
+                "prerelease": False,
+                "draft": False,
+                "target_commitish": BUNDLED_PLUGINS[self.key][1],
+                "published_at": self.published_at,
+                "html_url": f"https://github.com/{self.repo}/releases/tag/{self.version}",
+            }
+        ]
+
+
+def feed_app(
+    release: InjectedRelease, overlay: dict | None = None, plugins: tuple[PluginRelease, ...] = ()
+) -> Starlette:
     """The feed as an ASGI app.
 
     ``app.state.release`` is the injected release (replace it to inject another);
     ``app.state.overlay`` the software update check overlay the devices apply (the
     real one from plugins.octoprint.org, see `overlay.check_overlay`);
+    ``app.state.plugins`` the bundled plugins' releases, each under its repository;
     ``app.state.requests`` lists the paths devices asked for.
     """
 
     async def releases(request: Request) -> JSONResponse:
-        repo = request.path_params["repo"]
+        user, repo = request.path_params["user"], request.path_params["repo"]
         request.app.state.requests.append(request.url.path)
+        for plugin in request.app.state.plugins:
+            if plugin.repo.lower() == f"{user}/{repo}".lower():
+                return JSONResponse(plugin.as_github())
         if repo.lower() not in REPOS:
             return JSONResponse([])
         try:
@@ -109,6 +173,7 @@ def feed_app(release: InjectedRelease, overlay: dict | None = None) -> Starlette
     )
     app.state.requests = []
     app.state.release = release
+    app.state.plugins = tuple(plugins)
     app.state.overlay = dict(overlay or {})
     return app
 
@@ -122,5 +187,6 @@ class FeedServer(BackgroundServer):
         host: str = "127.0.0.1",
         port: int = 0,
         overlay: dict | None = None,
+        plugins: tuple[PluginRelease, ...] = (),
     ) -> None:
-        super().__init__(feed_app(release, overlay), host, port)
+        super().__init__(feed_app(release, overlay, plugins), host, port)

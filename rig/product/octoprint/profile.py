@@ -25,6 +25,7 @@ from rig.device.ssh import SSHShell
 from rig.errors import ConfigError, InfraError, ProductError
 from rig.product.octoprint.api import OctoPrintAPI
 from rig.product.octoprint.constraints import requirements_for
+from rig.product.octoprint.feed import BUNDLED_PLUGINS
 from rig.product.octoprint.injection import PLUGIN_NAME, plugin_source
 from rig.product.octoprint.settings import MERGE_SCRIPT, config_overlay, leave_overlay
 from rig.product.profile import ScenarioContext
@@ -38,8 +39,6 @@ SERVICE = "sudo service octoprint"
 
 # one per start of the server, in every version we support
 START_LINE = re.compile(r" - octoprint\.startup - INFO - .*Starting OctoPrint|Starting OctoPrint ")
-# softwareupdate's words for a failed update, 1.5.2 to 2.x (perform_updates)
-UPDATE_FAILED = re.compile(r"Update of octoprint can not be performed.*")
 ERROR_LINE = re.compile(r"^\S+ \S+ - \S+ - (ERROR|CRITICAL) - ")
 # Without a release feed the device has nothing to ask for the check overlay, the
 # plugin repository and notices or the Python EOL table; offline, those fetches log
@@ -155,12 +154,18 @@ class OctoPrintProfile:
         self.upstream_checkout = upstream_checkout  # OctoPrint clone for octoprint-e2e
         self._shells: dict[str, DeviceShell] = {}
 
-    def release_feed(self, version: str, channel: str) -> Any:
-        """The feed that offers ``version`` on ``channel`` to the devices' release check."""
-        from rig.product.octoprint.feed import InjectedRelease, feed_app
+    def release_feed(
+        self, version: str, channel: str, plugins: dict[str, str] | None = None
+    ) -> Any:
+        """The feed that offers ``version`` on ``channel`` to the devices' release check,
+        and each named bundled plugin's release under that plugin's repository."""
+        from rig.product.octoprint.feed import InjectedRelease, PluginRelease, feed_app
         from rig.product.octoprint.overlay import check_overlay
 
-        return feed_app(InjectedRelease(version, channel), overlay=check_overlay())
+        injected = tuple(PluginRelease(k, v) for k, v in sorted((plugins or {}).items()))
+        return feed_app(
+            InjectedRelease(version, channel), overlay=check_overlay(), plugins=injected
+        )
 
     def boot_timeout(self, ctx: ScenarioContext) -> float:
         """The first boot's normal silence for this device (before a power cycle)."""
@@ -243,6 +248,7 @@ class OctoPrintProfile:
             pip=ctx.pip,
             target_version=ctx.target_version,
             feed_url=ctx.feed_url,
+            plugin_packages={key: BUNDLED_PLUGINS[key][2] for key in ctx.plugins},
         )
         with log.step("apply config profile and release injection"):
             sh.put_text("~/.rig/config_merge.py", MERGE_SCRIPT)
@@ -525,13 +531,14 @@ class OctoPrintProfile:
             where=_where(ctx, "update"),
         )
 
-    def _failed_in_log(self, ctx: ScenarioContext) -> str | None:
+    def _failed_in_log(self, ctx: ScenarioContext, target: str = "octoprint") -> str | None:
         """softwareupdate's failure line in octoprint.log since the update began, if any."""
+        failed = re.compile(rf"Update of {re.escape(target)} can not be performed.*")
         data = self.shell(ctx).read_bytes(LOG) or b""
         offset = int(ctx.facts.get("log_offset", 0))
         new = data[offset:] if len(data) >= offset else data
         for line in new.decode("utf-8", "replace").splitlines():
-            m = UPDATE_FAILED.search(line)
+            m = failed.search(line)
             if m:
                 return line[m.start() :].strip()
         return None
@@ -630,6 +637,9 @@ class OctoPrintProfile:
                 headed=ctx.interactive and display_available(),
             )
             return
+        if name == "plugin-updates":
+            self._update_plugins(ctx)
+            return
         if name == "octoprint-e2e":
             from rig.product.octoprint.upstream import run_upstream
 
@@ -644,6 +654,56 @@ class OctoPrintProfile:
             return
         raise ConfigError(
             f"unknown check {name!r} for OctoPrint", where=f"scenario {ctx.scenario_id}"
+        )
+
+    def _update_plugins(self, ctx: ScenarioContext) -> None:
+        """Each bundled plugin release the matrix injects: offered by the device's own
+        check of that plugin, installed through softwareupdate, loaded after the restart."""
+        if not ctx.plugins:
+            raise ConfigError(
+                "check plugin-updates without plugin releases to inject",
+                where=f"scenario {ctx.scenario_id}",
+                hint="name them under release.plugins, e.g. file_check: 2025.7.23",
+            )
+        api = self.api(ctx)
+        try:
+            for key, version in sorted(ctx.plugins.items()):
+                with ctx.log.step(f"update plugin {key} to {version}"):
+                    info = api.check(target=key)["information"].get(key, {})
+                    local = info.get("information", {}).get("local", {}).get("value")
+                    remote = info.get("information", {}).get("remote", {}).get("value")
+                    ctx.facts[f"plugin_{key}_before"] = local
+                    if not info.get("updateAvailable") or remote != version:
+                        raise ProductError(
+                            f"plugin {key} {version} not offered (device has {local}, "
+                            f"its check sees {remote})",
+                            where=_where(ctx, "plugin-updates"),
+                        )
+                    api.start_update(target=key)
+                    self._wait_plugin(ctx, api, key, version)
+                    ctx.facts[f"plugin_{key}_after"] = version
+        finally:
+            api.close()
+
+    def _wait_plugin(self, ctx: ScenarioContext, api: OctoPrintAPI, key: str, version: str) -> None:
+        """Until the running OctoPrint reports the plugin at ``version`` (after its restart)."""
+        limit = update_timeout(ctx.model, ctx.facts.get("python_version"))
+        deadline, last = time.monotonic() + limit, "no answer"
+        while time.monotonic() < deadline:
+            try:
+                info = api.check(force=False, target=key)["information"].get(key, {})
+                last = info.get("information", {}).get("local", {}).get("value") or "unknown"
+                if last == version:
+                    return
+            except (InfraError, ProductError, httpx.HTTPError) as e:
+                last = f"restarting ({e})"
+            failed = self._failed_in_log(ctx, key)
+            if failed:
+                raise ProductError(failed, where=_where(ctx, "plugin-updates"))
+            time.sleep(2)
+        raise ProductError(
+            f"plugin {key} not at {version} within {limit:.0f}s of its update ({last})",
+            where=_where(ctx, "plugin-updates"),
         )
 
     def leave(self, ctx: ScenarioContext) -> None:

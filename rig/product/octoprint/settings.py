@@ -33,13 +33,21 @@ def config_overlay(
     pip: str | None,
     target_version: str,
     feed_url: str | None,
+    plugin_packages: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """What prepare merges into config.yaml for a scenario."""
+    """What prepare merges into config.yaml for a scenario.
+
+    ``plugin_packages`` maps a bundled plugin's check key to its package: its update
+    installs from the package index, not the GitHub archive the plugin names (as
+    OctoPrint's devtools rig overrides the check's pip URL)."""
     octoprint_check: dict[str, Any] = {
         **channel_settings(channel, device_version),
         "pip": pip or "OctoPrint=={target_version}",
     }
-    softwareupdate: dict[str, Any] = {"checks": {"octoprint": octoprint_check}}
+    checks: dict[str, Any] = {"octoprint": octoprint_check}
+    for key, package in (plugin_packages or {}).items():
+        checks[key] = {"pip": f"{package}=={{target_version}}"}
+    softwareupdate: dict[str, Any] = {"checks": checks}
     plugins: dict[str, Any] = {
         "tracking": {"enabled": False},
         "announcements": {"enabled_channels": [], "forced_channels": []},
@@ -85,7 +93,13 @@ def leave_overlay() -> dict[str, Any]:
     return {
         "plugins": {
             PLUGIN_NAME: None,
-            "softwareupdate": {"check_overlay_url": None, "checks": {"octoprint": {"pip": None}}},
+            "softwareupdate": {
+                "check_overlay_url": None,
+                "checks": {
+                    key: {"pip": None}
+                    for key in ("octoprint", "file_check", "firmware_check", "pi_support")
+                },
+            },
             "pluginmanager": {"repository": None, "notices": None},
             "health_check": {"checks": {"python_eol": {"url": None}}},
             "announcements": {"enabled_channels": None, "forced_channels": None},
