@@ -100,6 +100,8 @@ class DeviceConfig:
     ssh_port: int = 22
     http_port: int = 80
     profile: str = "octoprint"
+    console: str | None = None  # serial port wired to the device's UART, captured per scenario
+    console_baud: int = 115200
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,7 @@ def _build(data: Any, source: Path | None) -> RigConfig:
 
     devices = {name: _device(name, d) for name, d in data["devices"].items()}
     _check_unique_hardware(devices, where)
+    _check_consoles(devices, data.get("provision") or {}, where)
 
     wifi_raw = data.get("wifi") or VIRTUAL_CONFIG["wifi"]
     user_raw = data.get("user") or VIRTUAL_CONFIG["user"]
@@ -392,7 +395,28 @@ def _device(name: str, d: dict[str, Any]) -> DeviceConfig:
         ssh_port=d.get("ssh_port", 22),
         http_port=d.get("http_port", 80),
         profile=d.get("profile", "octoprint"),
+        console=d.get("console", {}).get("port"),
+        console_baud=int(d.get("console", {}).get("baud", 115200)),
     )
+
+
+def _check_consoles(
+    devices: dict[str, DeviceConfig], provision: dict[str, Any], where: str
+) -> None:
+    """A console on a Pi 3's UART shows nothing unless config.txt enables the UART."""
+    lines = [str(line).strip() for line in provision.get("config_txt") or ()]
+    if "enable_uart=1" in lines:
+        return
+    problems = [
+        (
+            f"devices.{name}.console",
+            "the UART stays off without enable_uart=1: add it to provision.config_txt",
+        )
+        for name, dev in devices.items()
+        if dev.console
+    ]
+    if problems:
+        raise ValidationErrors(where, problems)
 
 
 def _check_unique_hardware(devices: dict[str, DeviceConfig], where: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from rig import state
 from rig.card.catalog import CANDIDATE, load_catalog
 from rig.config import RigConfig
+from rig.device.console import ConsoleCapture
 from rig.errors import EXIT_INFRA, EXIT_OK, EXIT_PRODUCT, ConfigError, InfraError
 from rig.events import Event, EventBus, StepLog
 from rig.orchestration.leases import Heartbeat, Leases
@@ -235,6 +236,15 @@ class Runner:
             because=scenario.because,
         )
 
+    def _console(self, device: str, results: Path, log: StepLog) -> ConsoleCapture | None:
+        """The device's serial console into results/console.log, where rig.yaml wires one."""
+        dev = self.config.device(device)
+        if not dev.console:
+            return None
+        capture = ConsoleCapture(dev.console, results / "console.log", dev.console_baud).start()
+        log(capture.error or f"serial console {dev.console} -> console.log")
+        return capture
+
     @staticmethod
     def _image_python(scenario: Scenario) -> str | None:
         """The Python the catalogue says the image ships (the profile's limits follow it)."""
@@ -264,6 +274,7 @@ class Runner:
 
         self.bus.subscribe(to_file)
         ctx = self._context(scenario, device, results, log)
+        console = self._console(device, results, log)
         try:
             kit = self.kit_factory(device, scenario, self.images[scenario.image], self.bus)
             profile = self.profile_factory(self.config.device(device).profile)
@@ -288,6 +299,9 @@ class Runner:
                 held=lambda device=device: device not in self.lost_devices,
             )
             attempt = pipeline.run()
+        finally:
+            if console is not None:
+                console.stop()
         self.bus.emit(
             Event(
                 "result",

@@ -363,3 +363,46 @@ def test_a_run_that_loses_its_lease_cancels_itself_and_leaves_the_device_alone(
     powered, lease = _state(config)["pi3-a"]
     assert lease is not None and lease.holder == "thief"  # still the thief's
     assert powered is True  # the run did not switch off a device it no longer held
+
+
+def test_a_configured_serial_console_is_captured_into_the_results(rig_yaml, tmp_path) -> None:
+    """rig.yaml wires a serial adapter (here a pty, the same tty layer) to pi3-a: what the
+    device prints there during the scenario is in its results, even when it never boots
+    far enough for SSH, which is when a console matters most."""
+    config = rig_yaml(
+        virtual={"faults": {"pi3-a": {"never_boots": True}}}, run={"timeouts": {"boot": 6}}
+    )
+    master, slave = os.openpty()
+    data = yaml.safe_load(config.read_text())
+    for i, dev in enumerate(data["devices"].values(), start=1):
+        dev["host"] = f"127.87.1.{10 + i}"
+    data["devices"]["pi3-a"]["console"] = {"port": os.ttyname(slave), "baud": 115200}
+    data["provision"] = {"config_txt": ["enable_uart=1"]}
+    config.write_text(yaml.safe_dump(data))
+    matrix = _matrix(
+        tmp_path,
+        [{"id": "console", "image": "octopi-1.1.0", "channel": "stable", "checks": ["update-api"]}],
+    )
+    out = tmp_path / "report"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "rig", "--config", str(config), "run", str(matrix)),
+            *("--device", "pi3-a", "--report-dir", str(out)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_phase(out, "console", "boot", proc)
+        os.write(master, b"[    2.345678] mmc0: new high speed SDHC card\r\nkernel panic")
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 3, stdout[-2000:] + stderr[-2000:]
+    log = out / "scenarios" / "console" / "console.log"
+    assert b"mmc0: new high speed SDHC card\r\nkernel panic" in log.read_bytes()
+    files = _results(out)["scenarios"][0]["files"]
+    assert "scenarios/console/console.log" in files
