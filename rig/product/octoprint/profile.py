@@ -50,6 +50,15 @@ OFFLINE_NOISE: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+# Run with the device's Python: fetch a snapshot URL, print status, type, size and the
+# JPEG markers (FFD8 ... FFD9). An HTTP error exits non-zero with its message.
+SNAPSHOT_SCRIPT = (
+    "import sys, urllib.request as u; r = u.urlopen(sys.argv[1], timeout=15); d = r.read(); "
+    "print(r.status, (r.headers.get('Content-Type') or '-').split(';')[0], len(d), "
+    "d[:2].hex(), d[-2:].hex())"
+)
+
+
 def throttle_flags(value: int) -> dict[str, Any]:
     """``vcgencmd get_throttled``'s bits, named as Pi support's ThrottleState.as_dict names them."""
     return {
@@ -636,6 +645,7 @@ class OctoPrintProfile:
                 log=ctx.log,
                 headed=ctx.interactive and display_available(),
             )
+            self.webcam_snapshot(ctx)
             return
         if name == "plugin-updates":
             self._update_plugins(ctx)
@@ -655,6 +665,53 @@ class OctoPrintProfile:
         raise ConfigError(
             f"unknown check {name!r} for OctoPrint", where=f"scenario {ctx.scenario_id}"
         )
+
+    def webcam_snapshot(self, ctx: ScenarioContext) -> dict[str, Any]:
+        """The snapshot URL OctoPrint is configured with, fetched where OctoPrint fetches it
+        (on the device): a JPEG, or a product failure. An image without a camera stack has
+        none configured (OctoPi's images set it with their webcamd/camera-streamer;
+        OctoPrint's default is empty): skipped, with the reason in the results."""
+        api = self.api(ctx)
+        try:
+            cam = api.get_json("/api/settings").get("webcam") or {}
+        finally:
+            api.close()
+        url = str(cam.get("snapshotUrl") or "")
+        if not cam.get("webcamEnabled", True) or not url:
+            why = "webcam disabled" if url else "no snapshot URL configured"
+            result: dict[str, Any] = {
+                "outcome": "skipped",
+                "reason": f"{why}: the image has no camera stack",
+            }
+        else:
+            target = (
+                url
+                if "://" in url
+                else f"http://127.0.0.1{url if url.startswith('/') else '/' + url}"
+            )
+            out = self.shell(ctx).run(
+                f"{PYTHON} -c {quote(SNAPSHOT_SCRIPT)} {quote(target)}", check=False, quiet=True
+            )
+            result = {"outcome": "ok", "url": url}
+            fields = out.stdout.split()
+            if not out.ok or len(fields) != 5:
+                lines = (out.stderr or out.stdout or "no answer").strip().splitlines()
+                result.update(outcome="failed", reason=lines[-1][-300:])  # the exception
+            else:
+                status, ctype, size, head, tail = fields
+                result.update(status=int(status), content_type=ctype, bytes=int(size))
+                if head != "ffd8" or tail != "ffd9":
+                    result.update(outcome="failed", reason=f"not a JPEG ({ctype}, {size} bytes)")
+        ctx.facts["webcam"] = result
+        out_dir = ctx.results / "smoke"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "webcam.json").write_text(json.dumps(result, indent=2) + "\n")
+        ctx.log(f"webcam snapshot: {result['outcome']}", **result)
+        if result["outcome"] == "failed":
+            raise ProductError(
+                f"webcam snapshot {url}: {result['reason']}", where=_where(ctx, "smoke")
+            )
+        return result
 
     def _update_plugins(self, ctx: ScenarioContext) -> None:
         """Each bundled plugin release the matrix injects: offered by the device's own
