@@ -4,14 +4,16 @@ A USB serial adapter on the flash host, wired to the DUT's UART (GPIO 14/15), sh
 what SSH cannot: the kernel's and the first boot's messages, a boot that hangs
 before sshd. Raspberry Pi OS puts a console on ``serial0`` at 115200 baud; the UART
 needs ``enable_uart=1`` in config.txt on a Pi 3 (the rig's provision.config_txt).
-The port is set raw with termios (a pty or a tty; a plain file or FIFO is read as
-it is) and everything read is appended to the results file as it arrives.
+The port is set raw with termios (a pty or a tty; a FIFO is read as it is, a
+regular file - the virtual rig's console - followed from its end) and everything
+read is appended to the results file as it arrives.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import stat
 import termios
 import threading
 import time
@@ -47,7 +49,9 @@ class ConsoleCapture:
             self.error = f"console {self.port} not captured: {e.strerror or e}"
             self.out.write_text(self.error + "\n")
             return self
-        if os.isatty(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.lseek(fd, 0, os.SEEK_END)  # a console log file: only what comes from now on
+        elif os.isatty(fd):
             tty.setraw(fd)
             attrs = termios.tcgetattr(fd)
             attrs[4] = attrs[5] = BAUD[self.baud]  # ispeed, ospeed

@@ -151,9 +151,17 @@ class VirtualPi:
         self._service_gen = 0
         self._timers: list[threading.Timer] = []
         self._late_reboot: threading.Event | None = None  # set when it begins
+        self._console_lock = threading.Lock()
+        self._powered = time.monotonic()  # the console's clock starts at power on
 
     def say(self, msg: str) -> None:
         self._say(msg)
+        # the serial console a USB adapter on the flash host would show (rig.yaml's
+        # devices.<name>.console.port: <state>/virtual/devices/<name>/console)
+        with contextlib.suppress(OSError), self._console_lock:
+            self.devices_dir.mkdir(parents=True, exist_ok=True)
+            with (self.devices_dir / "console").open("a") as console:
+                console.write(f"[{time.monotonic() - self._powered:10.3f}] {msg}\r\n")
 
     # -- power ------------------------------------------------------------------
 
@@ -162,6 +170,7 @@ class VirtualPi:
         with self._lock:
             if self.phase != "off":
                 return
+            self._powered = time.monotonic()
             self._start_boot("power on")
 
     def power_cut(self) -> None:

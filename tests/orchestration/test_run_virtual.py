@@ -406,3 +406,38 @@ def test_a_configured_serial_console_is_captured_into_the_results(rig_yaml, tmp_
     assert b"mmc0: new high speed SDHC card\r\nkernel panic" in log.read_bytes()
     files = _results(out)["scenarios"][0]["files"]
     assert "scenarios/console/console.log" in files
+
+
+def test_the_virtual_pi_console_is_captured_like_a_serial_adapter(rig_yaml, tmp_path) -> None:
+    """The virtual Pi prints its boot to a console file (its "UART"); rig.yaml names it as
+    pi3-a's console port and the scenario's console.log has this boot's lines only."""
+    config = rig_yaml(
+        virtual={"faults": {"pi3-a": {"never_boots": True}}}, run={"timeouts": {"boot": 6}}
+    )
+    data = yaml.safe_load(config.read_text())
+    for i, dev in enumerate(data["devices"].values(), start=1):
+        dev["host"] = f"127.87.2.{10 + i}"
+    state = Path(data["paths"]["state"])
+    port = state / "virtual" / "devices" / "pi3-a" / "console"
+    port.parent.mkdir(parents=True)
+    port.write_text("[   1.000] an older boot's line\r\n")
+    data["devices"]["pi3-a"]["console"] = {"port": str(port)}
+    data["provision"] = {"config_txt": ["enable_uart=1"]}
+    config.write_text(yaml.safe_dump(data))
+    matrix = _matrix(
+        tmp_path,
+        [
+            {
+                "id": "vconsole",
+                "image": "octopi-1.1.0",
+                "channel": "stable",
+                "checks": ["update-api"],
+            }
+        ],
+    )
+    out = tmp_path / "report"
+    proc = _rig(config, "run", str(matrix), "--device", "pi3-a", "--report-dir", str(out))
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    text = (out / "scenarios" / "vconsole" / "console.log").read_text()
+    assert "booting (power on)" in text and "never boots (configured fault)" in text
+    assert "an older boot's line" not in text
