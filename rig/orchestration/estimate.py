@@ -76,6 +76,7 @@ PI3_SECONDS = {
     "smoke": 120,
     "update-api": 0,
     "octoprint-e2e": 300,
+    "plugin-updates": 180,  # estimate: a pip install of one small plugin and a restart
 }
 
 
