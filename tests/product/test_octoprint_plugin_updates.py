@@ -116,3 +116,21 @@ def test_a_matrix_names_plugin_releases_and_checks_them(tmp_path):
     )
     with pytest.raises(ValidationErrors, match="filecheck"):
         load_matrix(path)
+
+
+def test_a_plugin_the_check_overlay_moves_is_served_where_the_overlay_points():
+    """The real overlay can give a check another user or repo (a plugin that changed
+    hands): the device then asks there, and only there is the release."""
+    from starlette.testclient import TestClient
+
+    from rig.product.octoprint.feed import InjectedRelease
+
+    app = feed_app(
+        InjectedRelease(TARGET, "stable"),
+        overlay={"file_check": {"user": "new-maintainer"}},
+        plugins=(PluginRelease("file_check", NEW_FILECHECK),),
+    )
+    client = TestClient(app)
+    assert client.get("/releases/OctoPrint/OctoPrint-FileCheck").json() == []
+    [fc] = client.get("/releases/new-maintainer/OctoPrint-FileCheck").json()
+    assert fc["tag_name"] == NEW_FILECHECK

@@ -10,7 +10,8 @@ and notices, the Python end-of-life table) are answered empty, so devices never
 reach for the internet and log no errors about it: "no new ERROR lines" stays
 meaningful.
 The bundled plugins' releases a matrix names (`PluginRelease`) are served under the
-repository each plugin's own check asks for; other repositories get an empty list.
+repository each plugin's own check asks for (as the check overlay leaves it); other
+repositories get an empty list.
 Everything else is 404: the rig has no business proxying other traffic.
 
 ``rig run`` serves `feed_app` with uvicorn; the daemon can mount it as a route.
@@ -102,6 +103,13 @@ class PluginRelease:
     def repo(self) -> str:
         return BUNDLED_PLUGINS[self.key][0]
 
+    def repo_under(self, overlay: dict) -> str:
+        """The repository the device asks for this plugin: its own check's, unless the
+        check overlay gives the check another user or repo (a plugin that moved)."""
+        user, repo = self.repo.split("/")
+        entry = overlay.get(self.key) if isinstance(overlay.get(self.key), dict) else {}
+        return f"{entry.get('user', user)}/{entry.get('repo', repo)}"
+
     @property
     def package(self) -> str:
         return BUNDLED_PLUGINS[self.key][2]
@@ -136,7 +144,7 @@ def feed_app(
         user, repo = request.path_params["user"], request.path_params["repo"]
         request.app.state.requests.append(request.url.path)
         for plugin in request.app.state.plugins:
-            if plugin.repo.lower() == f"{user}/{repo}".lower():
+            if plugin.repo_under(request.app.state.overlay).lower() == f"{user}/{repo}".lower():
                 return JSONResponse(plugin.as_github())
         if repo.lower() not in REPOS:
             return JSONResponse([])
