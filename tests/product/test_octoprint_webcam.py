@@ -74,6 +74,11 @@ def test_webcam_snapshot_skipped_with_reason_fetched_when_configured(plugin_rig,
     )
     assert result["bytes"] == len(JPEG)
 
+    # OctoPi's URL with no camera attached: its streamer does not listen (the discard port)
+    _set_snapshot(rig, ctx, "http://127.0.0.1:9/?action=snapshot")
+    result = rig.profile.webcam_snapshot(ctx)
+    assert result["outcome"] == "skipped" and "no camera attached" in result["reason"]
+
     _set_snapshot(rig, ctx, f"{camera}/?action=stream")  # a camera that answers 404
     with pytest.raises(ProductError, match=r"webcam snapshot .*404"):
         rig.profile.webcam_snapshot(ctx)

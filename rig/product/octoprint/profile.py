@@ -696,7 +696,16 @@ class OctoPrintProfile:
             fields = out.stdout.split()
             if not out.ok or len(fields) != 5:
                 lines = (out.stderr or out.stdout or "no answer").strip().splitlines()
-                result.update(outcome="failed", reason=lines[-1][-300:])  # the exception
+                if "Connection refused" in lines[-1]:
+                    # OctoPi configures the URL whether or not a camera is attached; without
+                    # one its streamer does not listen: no camera here, nothing to judge
+                    result = {
+                        "outcome": "skipped",
+                        "url": url,
+                        "reason": "nothing serves the snapshot URL: no camera attached",
+                    }
+                else:
+                    result.update(outcome="failed", reason=lines[-1][-300:])  # the exception
             else:
                 status, ctype, size, head, tail = fields
                 result.update(status=int(status), content_type=ctype, bytes=int(size))
