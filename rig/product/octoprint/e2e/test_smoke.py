@@ -65,8 +65,9 @@ def test_print_on_virtual_printer(logged_in, octoprint, watch, tmp_path):
         assert not job["state"].startswith(("Error", "Offline")), job["state"]
         assert time.monotonic() < deadline, f"print did not finish: {job['state']} {done}%"
         page.wait_for_timeout(500)
-    # and the UI shows it done
-    page.locator("#job_progressBar").and_(page.locator("[style*='100%']")).wait_for()
+    # and the UI shows it done: the state panel's bar (1.x: #job_progressBar; 2.x draws it
+    # with its `progressbar` binding, templates/sidebar/state.jinja2 at 2.0.0rc3)
+    page.locator("#state .progress > .bar").and_(page.locator("[style*='100%']")).wait_for()
     # leave the printer as found (the connection panel has collapsed by now)
     page.request.post(octoprint["url"] + "/api/connection", data={"command": "disconnect"})
     watch.assert_clean()
