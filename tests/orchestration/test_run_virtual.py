@@ -226,9 +226,8 @@ def _state(config_path: Path):
         leases.close()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_killed_run_leaves_devices_free_and_the_next_run_proceeds(rig_yaml, tmp_path, sig) -> None:
-    config = rig_yaml()
+def _long_run_in_background(config: Path, tmp_path: Path, out: Path) -> subprocess.Popen:
+    """`rig run` of one long scenario (a pin, then an update) on pi3-a, not waited for."""
     matrix = _matrix(
         tmp_path,
         [
@@ -241,8 +240,7 @@ def test_killed_run_leaves_devices_free_and_the_next_run_proceeds(rig_yaml, tmp_
             },
         ],
     )
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -260,6 +258,13 @@ def test_killed_run_leaves_devices_free_and_the_next_run_proceeds(rig_yaml, tmp_
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_killed_run_leaves_devices_free_and_the_next_run_proceeds(rig_yaml, tmp_path, sig) -> None:
+    config = rig_yaml()
+    out = tmp_path / "killed"
+    proc = _long_run_in_background(config, tmp_path, out)
     try:
         _wait_for_phase(out, "long", "prepare", proc)
         proc.send_signal(sig)
@@ -309,37 +314,8 @@ def test_a_run_that_loses_its_lease_cancels_itself_and_leaves_the_device_alone(
     import time
 
     config = rig_yaml()
-    matrix = _matrix(
-        tmp_path,
-        [
-            {
-                "id": "long",
-                "image": "octopi-1.0.0",
-                "octoprint": "1.10.3",
-                "channel": "maintenance",
-                "checks": ["update-api"],
-            },
-        ],
-    )
     out = tmp_path / "lost"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rig",
-            "--config",
-            str(config),
-            "run",
-            str(matrix),
-            "--device",
-            "pi3-a",
-            "--report-dir",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _long_run_in_background(config, tmp_path, out)
     try:
         _wait_for_phase(out, "long", "prepare", proc)
         state = load_config(config).paths.state
