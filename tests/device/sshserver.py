@@ -125,7 +125,13 @@ class SSHServer:
             t.add_server_key(self.host_key)
             t.set_subsystem_handler("sftp", paramiko.SFTPServer, _SFTP)
             server = _Server(self)
-            t.start_server(server=server)
+            try:
+                t.start_server(server=server)
+            except (paramiko.SSHException, EOFError, OSError):
+                # a client that gave up mid-handshake (its banner timeout on a loaded machine):
+                # an sshd drops that connection and serves the next, it does not stop listening
+                t.close()
+                continue
             self._transports.append(t)
 
     def stop(self) -> None:

@@ -19,7 +19,14 @@ class OctoPrintAPI:
         self.base_url = base_url.rstrip("/")
         self.user, self.password = user, password
         self.where = where or self.base_url
-        self.http = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(60, connect=5))
+        # no keep-alive: the device's front (haproxy on OctoPi, the virtual rig's forwarder)
+        # may close an idle connection at any moment, and a request sent on a connection it
+        # just closed fails with "Server disconnected without sending a response"
+        self.http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(60, connect=5),
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     def close(self) -> None:
         self.http.close()
