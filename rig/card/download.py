@@ -50,11 +50,11 @@ def fetch_text(url: str, http: httpx.Client) -> str:
     return r.text
 
 
-def parse_sha256_file(text: str, filename: str, where: str) -> str:
-    """The hash for ``filename`` in a sha256sum-style file (or its only hash)."""
+def _parse_sum_file(text: str, filename: str, where: str, digits: int, kind: str) -> str:
+    """The hash for ``filename`` in a sha256sum/md5sum-style file (or its only hash)."""
     found = []
     for line in text.splitlines():
-        m = re.match(r"\s*([0-9a-fA-F]{64})(?:\s+\*?(\S.*))?\s*$", line)
+        m = re.match(rf"\s*([0-9a-fA-F]{{{digits}}})(?:\s+\*?(\S.*))?\s*$", line)
         if m:
             found.append((m.group(1).lower(), (m.group(2) or "").strip()))
     for digest, name in found:
@@ -62,22 +62,17 @@ def parse_sha256_file(text: str, filename: str, where: str) -> str:
             return digest
     if len(found) == 1:
         return found[0][0]
-    raise InfraError(f"no SHA-256 for {filename} in the checksum file", where=where)
+    raise InfraError(f"no {kind} for {filename} in the checksum file", where=where)
+
+
+def parse_sha256_file(text: str, filename: str, where: str) -> str:
+    """The hash for ``filename`` in a sha256sum-style file (or its only hash)."""
+    return _parse_sum_file(text, filename, where, 64, "SHA-256")
 
 
 def parse_md5_file(text: str, filename: str, where: str) -> str:
     """The hash for ``filename`` in an md5sum-style file (or its only hash)."""
-    found = []
-    for line in text.splitlines():
-        m = re.match(r"\s*([0-9a-fA-F]{32})(?:\s+\*?(\S.*))?\s*$", line)
-        if m:
-            found.append((m.group(1).lower(), (m.group(2) or "").strip()))
-    for digest, name in found:
-        if name and Path(name).name == filename:
-            return digest
-    if len(found) == 1:
-        return found[0][0]
-    raise InfraError(f"no MD5 for {filename} in the checksum file", where=where)
+    return _parse_sum_file(text, filename, where, 32, "MD5")
 
 
 def find_in_imager_json(data: Any, url: str) -> Published | None:
