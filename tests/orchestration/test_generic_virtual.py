@@ -138,3 +138,68 @@ def test_failed_user_checks_and_a_wrong_version_fail_their_scenarios(rig_yaml, t
     assert suite.get("failures") == "2" and suite.get("errors") == "0"
     types = {f.get("type") for f in suite.iter("failure")}
     assert types == {"product-failure"}
+
+
+def test_the_checks_run_standalone_against_a_device_left_up(rig_yaml, tmp_path) -> None:
+    """`rig up` leaves a device at a scenario's start; `pytest --rig-device` runs the same
+    check file against it, finding the device and its user in rig.yaml."""
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rig",
+            "--config",
+            str(rig_yaml),
+            "up",
+            str(EXAMPLE),
+            "--scenario",
+            "bookworm-from-1.4.0",
+            "--device",
+            "pi3-a",
+            "--report-dir",
+            str(tmp_path / "up"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        for line in up.stdout:
+            lines.append(line)
+            if "rig down pi3-a" in line:
+                break
+        assert up.poll() is None, "".join(lines)
+        env = {k: v for k, v in os.environ.items() if k != "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-rs",
+                "--rig-device",
+                "pi3-a",
+                "--rig-config",
+                str(rig_yaml),
+                str(CHECKS),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "3 passed, 1 skipped" in done.stdout
+        assert "standalone: no scenario, no facts" in done.stdout
+        down = _rig(rig_yaml, "down", "pi3-a", timeout=400)
+        assert down.returncode == 0, down.stdout + down.stderr
+        up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 0, "".join(lines)
