@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig.checks.run import is_user_check, run_user_checks
+from rig.checks.run import run_user_checks
 from rig.errors import InfraError, ProductError, RigError
 from rig.events import Event, EventBus, StepLog
 from rig.product.profile import Profile, ScenarioContext
@@ -268,12 +268,9 @@ class ScenarioPipeline:
             self._run_phase(Phase.UPDATE, lambda: self.profile.update(ctx))
             if ctx.expect == "updated":
                 self._run_phase(Phase.VERIFY, lambda: self.profile.verify(ctx))
-            checks = [
-                c for c in ctx.checks if c not in ("update", "update-api") and not is_user_check(c)
-            ]
-            user_checks = tuple(getattr(ctx, "user_checks", ()))
-            if (checks or user_checks) and ctx.expect == "updated":
-                self._run_phase(Phase.CHECKS, lambda: self._checks(checks, user_checks))
+            checks = list(ctx.checks)
+            if (checks or ctx.user_checks) and ctx.expect == "updated":
+                self._run_phase(Phase.CHECKS, lambda: self._checks(checks, ctx.user_checks))
             self.attempt.outcome = "passed"
         except ProductError as e:
             self.attempt.outcome, self.attempt.message = "failed", str(e)

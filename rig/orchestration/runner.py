@@ -224,16 +224,18 @@ class Runner:
             checks=scenario.checks,
             results=results,
             log=log,
-            start_version=scenario.octoprint,
-            pip=self.matrix.release.pip,
+            product=self.matrix.release.product,
+            start_version=scenario.start,
+            update_mode=scenario.update_mode,
+            options=dict(scenario.options),
+            release_options=dict(self.matrix.release.options),
+            user_checks=scenario.user_checks,
+            image=None if scenario.image == CANDIDATE else self._image(scenario),
             feed_url=self.feed_url,
             interactive=self.options.interactive,
             admin_user=self.credentials.admin_user,
             admin_password=self.credentials.admin_password,
             model=scenario.model,
-            plugins=dict(self.matrix.release.plugins),
-            image_python=None if scenario.image == CANDIDATE else self._image_python(scenario),
-            because=scenario.because,
         )
 
     def _console(self, device: str, results: Path, log: StepLog) -> ConsoleCapture | None:
@@ -246,10 +248,10 @@ class Runner:
         return capture
 
     @staticmethod
-    def _image_python(scenario: Scenario) -> str | None:
-        """The Python the catalogue says the image ships (the profile's limits follow it)."""
+    def _image(scenario: Scenario) -> Any:
+        """The catalogue's entry for the scenario's image (its Python, its version...)."""
         try:
-            return load_catalog().get(scenario.image).python
+            return load_catalog().get(scenario.image)
         except ConfigError:
             return None
 
@@ -277,7 +279,7 @@ class Runner:
         console = self._console(device, results, log)
         try:
             kit = self.kit_factory(device, scenario, self.images[scenario.image], self.bus)
-            profile = self.profile_factory(self.config.device(device).profile)
+            profile = self.profile_factory(self.matrix.release.product)
         except Exception as e:  # a device we cannot even build is an infrastructure error
             log(f"cannot set up device: {e}")
             attempt = Attempt(device, "error", str(e))
@@ -441,11 +443,10 @@ class Runner:
         from rig.asgi import BackgroundServer
         from rig.orchestration.feed_server import reachable_address
 
-        profile = self.profile_factory(self.config.device(self.held[0]).profile)
+        profile = self.profile_factory(self.matrix.release.product)
         feed = getattr(profile, "release_feed", None)
         rel = self.matrix.release
-        extra = {"plugins": dict(rel.plugins)} if rel.plugins else {}
-        app = feed(rel.version, rel.channel, **extra) if feed else None
+        app = feed(rel.version, rel.channel, dict(rel.options)) if feed else None
         if app is None:
             return None
         run_cfg = self.config.sections.get("run", {})
@@ -474,9 +475,12 @@ class Runner:
             conn.close()
         if row:
             return float(row["duration"])
-        guess = {"update": 120, "update-api": 60, "smoke": 60, "octoprint-e2e": 300}
-        pin = 60 if scenario.octoprint else 0
-        return 120 + pin + sum(guess.get(c, 60) for c in scenario.checks)
+        # the product's Pi 3 magnitudes, halved: a first guess that orders the queue
+        profile = self.matrix.profile
+        seconds = profile.phase_seconds
+        work = seconds.get("prepare-pinned" if scenario.start else "prepare", 60)
+        work += seconds.get("update", 120) + sum(profile.checks.get(c, 60) for c in scenario.checks)
+        return 120 + work / 2 + 60 * len(scenario.user_checks)
 
     def _report(self, jobs: list[Job], started: float, interrupted: bool) -> RunReport:
         catalog = load_catalog()
@@ -492,11 +496,7 @@ class Runner:
                 if results.exists()
                 else []
             )
-            start_version = s.octoprint or (
-                catalog.get(s.image).shipped_octoprint(self.config.virtual)
-                if s.image != CANDIDATE
-                else None
-            )
+            start_version = self.matrix.start_version(s, catalog, self.config.virtual)
             scenario_reports.append(
                 ScenarioReport(
                     id=s.id,
