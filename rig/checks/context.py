@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.errors import ConfigError
+from rig.product.profile import ScenarioContext
 
 CONTEXT_ENV = "RIG_CHECK_CONTEXT"
 FORMAT = 1
@@ -108,8 +109,8 @@ class CheckContext:
             raise ConfigError(f"not a check context: {e}", where=where) from None
 
 
-def from_scenario(ctx: Any, results: Path) -> CheckContext:
-    """The context of a running scenario (a rig.product.profile.ScenarioContext)."""
+def from_scenario(ctx: ScenarioContext, results: Path) -> CheckContext:
+    """The context of a running scenario."""
     d = ctx.device
     return CheckContext(
         device=RigDevice(d.name, d.host, d.ssh_port, d.http_port),
@@ -123,15 +124,15 @@ def from_scenario(ctx: Any, results: Path) -> CheckContext:
         ),
         scenario=ScenarioInfo(
             id=ctx.scenario_id,
-            product=getattr(ctx, "product", None),
+            product=ctx.product,
             channel=ctx.channel,
             target_version=ctx.target_version,
             release_channel=ctx.release_channel,
             start_version=ctx.start_version,
             expect=ctx.expect,
-            update_mode=getattr(ctx, "update_mode", None),
-            options=dict(getattr(ctx, "options", {}) or {}),
-            release_options=dict(getattr(ctx, "release_options", {}) or {}),
+            update_mode=ctx.update_mode or None,
+            options=dict(ctx.options),
+            release_options=dict(ctx.release_options),
         ),
         facts=json.loads(json.dumps(ctx.facts, default=str)),
         results=results,

@@ -19,11 +19,6 @@ from rig.product.profile import ScenarioContext
 RESULTS = "user-checks"  # under the scenario's results directory
 
 
-def is_user_check(name: str) -> bool:
-    """A scenario's `checks` entry that names a file of the user's, not a built-in check."""
-    return name.endswith(".py") or "/" in name
-
-
 def check_root(files: Sequence[Path]) -> Path:
     """The files' common directory: pytest's rootdir and working directory, and the top
     of the conftest.py files that apply (the user's own, next to their checks)."""

@@ -15,7 +15,7 @@ import pytest
 from devices import ADMIN_PASSWORD, PASSWORD, Device
 
 from rig.checks.context import Credentials, read_handed_over
-from rig.checks.run import is_user_check, run_user_checks
+from rig.checks.run import run_user_checks
 from rig.errors import ConfigError, InfraError, ProductError
 from rig.events import EventBus, StepLog
 from rig.product.profile import DeviceAddress, ScenarioContext
@@ -60,12 +60,6 @@ def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text))
     return path
-
-
-def test_names_that_are_user_check_files() -> None:
-    assert is_user_check("checks/test_app.py") and is_user_check("test_app.py")
-    assert is_user_check("checks/app")  # a directory of them
-    assert not is_user_check("smoke") and not is_user_check("update-api")
 
 
 def test_passing_checks_see_the_scenario_and_leave_junit(tmp_path, device) -> None:

@@ -61,13 +61,14 @@ def _run(tmp_path: Path, device: Device, check_source: str, checks=()):
         target_version="2.0.0",
         release_channel="default",
         expect="updated",
-        checks=(*checks, "checks/test_mine.py"),
+        checks=tuple(checks),
         results=tmp_path / "results",
         log=StepLog(),
         start_version="1.0.0",
+        product="generic",
+        release_options=RELEASE,
+        user_checks=(check,),
     )
-    ctx.release_options = RELEASE
-    ctx.user_checks = (check,)
     kit = DeviceKit(
         "pi3-x",
         _Power(),

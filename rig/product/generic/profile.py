@@ -20,9 +20,8 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
-
-from packaging.version import InvalidVersion, Version
 
 from rig.device.shell import CommandResult, DeviceShell, quote
 from rig.device.ssh import SSHShell
@@ -78,9 +77,15 @@ def reported_version(result: CommandResult) -> str:
 class GenericProfile:
     name = "generic"
     channels: tuple[str, ...] = ("default",)
-    checks: Mapping[str, float] = {}  # no built-in checks: the user's pytest files are
+    checks: Mapping[str, float] = MappingProxyType({})  # none: the user's pytest files are
     default_checks: tuple[str, ...] = ()
+    update_modes: tuple[str, ...] = ("command",)  # release.update_command, over SSH
     start_key: str | None = "start"
+    accepts_any_image = True  # whatever the image was made for, commands reach it
+    # a Pi 3's seconds for the estimate: unknown commands, so the rig's usual magnitudes
+    phase_seconds: Mapping[str, float] = MappingProxyType(
+        {"prepare": 30, "prepare-pinned": 120, "update": 120}
+    )
 
     def __init__(self, shell_factory: ShellFactory = ssh_shell) -> None:
         self._shell_factory = shell_factory
@@ -109,10 +114,11 @@ class GenericProfile:
             for key, text in described.items()
         }
 
-    def matrix_problems(self, data: dict[str, Any], catalog: Any = None) -> list[tuple[str, str]]:
-        """What the schema cannot say: the commands it needs, their placeholders, starts
-        that are versions older than the release, and no `not-offered` (a command cannot
-        tell whether an update is offered)."""
+    def matrix_problems(self, data: dict[str, Any]) -> list[tuple[str, str]]:
+        """What the schema cannot say: the commands it needs, their placeholders, a start
+        only with a start command, and no `not-offered` (a command cannot tell whether an
+        update is offered). That a start is a version older than the release, the matrix
+        loader checks for every profile."""
         problems: list[tuple[str, str]] = []
         rel = data.get("release") if isinstance(data.get("release"), dict) else {}
         for key in REQUIRED:
@@ -130,7 +136,6 @@ class GenericProfile:
                     problems.append(
                         (f"release.{key}", f"unknown placeholder {{{name}}} (it may use {allowed})")
                     )
-        release = _version(rel.get("version"))
         defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
         scenarios = data.get("scenarios") if isinstance(data.get("scenarios"), list) else []
         for i, raw in enumerate(scenarios):
@@ -138,30 +143,16 @@ class GenericProfile:
                 continue
             merged = {**defaults, **raw}
             where = f"scenarios[{i}]"
-            key = "start" if "start" in raw else None
-            start = merged.get("start")
-            if isinstance(start, str):
-                at = f"{where}.start" if key else "defaults.start"
-                if not isinstance(rel.get("start_command"), str):
-                    problems.append(
-                        (
-                            at,
-                            "needs release.start_command to bring the device to it, "
-                            'e.g. "sudo apt-get install -y myapp={start_version}"',
-                        )
+            if isinstance(merged.get("start"), str) and not isinstance(
+                rel.get("start_command"), str
+            ):
+                problems.append(
+                    (
+                        f"{where}.start" if "start" in raw else "defaults.start",
+                        "needs release.start_command to bring the device to it, "
+                        f"{_EXAMPLES['start_command']}",
                     )
-                # versions need not be PEP 440 here (a Debian package's 2.4-1); where both
-                # are, the start must be older; where they are not, at least not the same
-                v = _version(start)
-                same = start == rel.get("version")
-                if same or (v is not None and release is not None and v >= release):
-                    problems.append(
-                        (
-                            at,
-                            f"{start} is not older than the release under test "
-                            f"{rel.get('version')}: nothing to update",
-                        )
-                    )
+                )
             if merged.get("expect", "updated") != "updated":
                 problems.append(
                     (
@@ -176,7 +167,9 @@ class GenericProfile:
         """Unknown until prepare asks the device (version_command)."""
         return None
 
-    def release_feed(self, version: str, channel: str, **_: Any) -> None:
+    def release_feed(
+        self, version: str, channel: str, options: Mapping[str, Any], *, name: str | None = None
+    ) -> None:
         """No feed: the update command says where the release comes from."""
         return None
 
@@ -194,7 +187,7 @@ class GenericProfile:
                 shell.close()
 
     def _command(self, ctx: ScenarioContext, key: str) -> str:
-        command = _release_options(ctx).get(key)
+        command = ctx.release_options.get(key)
         if not isinstance(command, str) or not command.strip():
             raise ConfigError(
                 "is required by the generic profile", where=f"release.{key}", hint=_EXAMPLES[key]
@@ -286,14 +279,3 @@ _EXAMPLES = {
     "update_command": 'e.g. "sudo apt-get install -y myapp={target_version}"',
     "start_command": 'e.g. "sudo apt-get install -y --allow-downgrades myapp={start_version}"',
 }
-
-
-def _release_options(ctx: ScenarioContext) -> dict[str, Any]:
-    return dict(getattr(ctx, "release_options", None) or {})
-
-
-def _version(value: Any) -> Version | None:
-    try:
-        return Version(value) if isinstance(value, str) else None
-    except InvalidVersion:
-        return None
