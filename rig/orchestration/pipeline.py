@@ -323,7 +323,8 @@ class ScenarioPipeline:
                 failures.append(f"{name}: {e.message}")
         if user_checks:
             try:
-                with self.log.step(f"user checks ({len(user_checks)} files)"):
+                names = ", ".join(p.name for p in user_checks)
+                with self.log.step(f"user checks {names}"):
                     run_user_checks(self.ctx, user_checks, timeout=self.limit(Phase.CHECKS))
             except ProductError as e:
                 failures.append(e.message)
