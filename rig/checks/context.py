@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rig.device.browser import display_available
 from rig.errors import ConfigError
 from rig.product.profile import ScenarioContext
 
@@ -136,7 +137,7 @@ def from_scenario(ctx: ScenarioContext, results: Path) -> CheckContext:
         ),
         facts=json.loads(json.dumps(ctx.facts, default=str)),
         results=results,
-        headed=bool(ctx.interactive),
+        headed=ctx.interactive and display_available(),  # as the built-in browser checks
     )
 
 

@@ -110,7 +110,7 @@ def test_passing_checks_see_the_scenario_and_leave_junit(tmp_path, device) -> No
     )
     lines: list[str] = []
     ctx = _ctx(device, tmp_path / "results", lines)
-    junit = run_user_checks(ctx, (first, second))
+    junit = run_user_checks(ctx, (first, second.parent))  # a file and a folder of them
     assert junit == tmp_path / "results" / "user-checks" / "junit.xml"
     suite = ET.parse(junit).getroot().find("testsuite")
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("4", "0", "0")
