@@ -476,22 +476,17 @@ def device_rows(settings: DaemonSettings) -> list[dict[str, Any]]:
             conn.close()
     except Exception:  # tables not there yet: no runs so far
         pass
-    virtual = None
-    if config.virtual:
-        try:
-            from rig.virtual.hw.state import VirtualHardware
+    from rig.root import Rig
 
-            virtual = VirtualHardware.from_config(config)
-        except Exception:
-            virtual = None
+    rig = Rig.from_config(config)
     rows = []
     for name, dev in config.devices.items():
         power, mux = f"{dev.power.driver} port {dev.power.port}", dev.mux.driver
-        if virtual is not None:
+        if rig.virtual:  # live states where reading them touches no real hardware
             try:
-                on = virtual.port_power(dev.power.location or "", dev.power.port or 0)
+                on = rig.power(name).state()
                 power = f"{'on' if on else 'off'} ({power})"
-                mux = f"{virtual.mux_side(dev.mux.serial)} ({mux})"
+                mux = f"{rig.mux(name).state()} ({mux})"
             except Exception:
                 pass
         rows.append(
