@@ -76,6 +76,7 @@ def reported_version(result: CommandResult) -> str:
 
 class GenericProfile:
     name = "generic"
+    title = "the application"  # how messages name the product
     channels: tuple[str, ...] = ("default",)
     checks: Mapping[str, float] = MappingProxyType({})  # none: the user's pytest files are
     default_checks: tuple[str, ...] = ()
