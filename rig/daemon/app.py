@@ -472,7 +472,7 @@ def device_rows(settings: DaemonSettings) -> list[dict[str, Any]]:
                 "power": power,
                 "mux": mux,
                 "health": health,
-                "lease": (lease["purpose"] or lease["holder"]) if lease else "",
+                "lease": (lease["purpose"] or f"pid {lease['pid']}") if lease else "",
             }
         )
     return rows

@@ -56,11 +56,7 @@ def _store(config: RigConfig, name: str, leases: Leases) -> dict[str, Any]:
         "health": "quarantined" if why else "ok",
         "quarantine_reason": why,
         "infra_failures": row["infra_failures"] if row else 0,
-        "lease": (
-            {"purpose": held.purpose, "pid": held.pid, "host": held.host, "holder": held.holder}
-            if held
-            else None
-        ),
+        "lease": {"purpose": held.purpose, "pid": held.pid, "host": held.host} if held else None,
         "last_result": (
             {"outcome": row["last_result"], "scenario": row["last_scenario"]}
             if row and row["last_result"]
