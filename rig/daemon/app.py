@@ -473,6 +473,7 @@ def device_rows(settings: DaemonSettings) -> list[dict[str, Any]]:
                 "mux": mux,
                 "health": health,
                 "lease": (lease["purpose"] or f"pid {lease['pid']}") if lease else "",
+                "last_run": view["last_run"],
             }
         )
     return rows
