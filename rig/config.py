@@ -99,7 +99,6 @@ class DeviceConfig:
     host: str | None = None
     ssh_port: int = 22
     http_port: int = 80
-    profile: str = "octoprint"
     console: str | None = None  # serial port wired to the device's UART, captured per scenario
     console_baud: int = 115200
 
@@ -394,7 +393,6 @@ def _device(name: str, d: dict[str, Any]) -> DeviceConfig:
         host=d.get("host"),
         ssh_port=d.get("ssh_port", 22),
         http_port=d.get("http_port", 80),
-        profile=d.get("profile", "octoprint"),
         console=d.get("console", {}).get("port"),
         console_baud=int(d.get("console", {}).get("baud", 115200)),
     )

@@ -60,7 +60,7 @@ def image_listing(config: RigConfig) -> dict[str, Any]:
                 "base": item.base,
                 "product": item.product,
                 "octopi": item.octopi,
-                "octoprint": item.octoprint,
+                "version": item.version,
                 "url": item.url,
                 "sha256": item.sha256,
                 "virtual_recipe": item.virtual.recipe if item.virtual else None,

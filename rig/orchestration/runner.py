@@ -201,16 +201,18 @@ class Runner:
             checks=scenario.checks,
             results=results,
             log=log,
-            start_version=scenario.octoprint,
-            pip=self.matrix.release.pip,
+            product=self.matrix.release.product,
+            start_version=scenario.start,
+            update_mode=scenario.update_mode,
+            options=dict(scenario.options),
+            release_options=dict(self.matrix.release.options),
+            user_checks=scenario.user_checks,
+            image=None if scenario.image == CANDIDATE else self._image(scenario),
             feed_url=self.feed_url,
             interactive=self.options.interactive,
             admin_user=self.credentials.admin_user,
             admin_password=self.credentials.admin_password,
             model=scenario.model,
-            plugins=dict(self.matrix.release.plugins),
-            image_python=None if scenario.image == CANDIDATE else self._image_python(scenario),
-            because=scenario.because,
         )
 
     def _console(self, device: str, results: Path, log: StepLog) -> ConsoleCapture | None:
@@ -223,10 +225,10 @@ class Runner:
         return capture
 
     @staticmethod
-    def _image_python(scenario: Scenario) -> str | None:
-        """The Python the catalogue says the image ships (the profile's limits follow it)."""
+    def _image(scenario: Scenario) -> Any:
+        """The catalogue's entry for the scenario's image (its Python, its version...)."""
         try:
-            return load_catalog().get(scenario.image).python
+            return load_catalog().get(scenario.image)
         except ConfigError:
             return None
 
@@ -243,7 +245,7 @@ class Runner:
         console = self._console(device, results, log)
         try:
             kit = self.kit_factory(device, scenario, self.images[scenario.image], self.bus)
-            profile = self.profile_factory(self.config.device(device).profile)
+            profile = self.profile_factory(self.matrix.release.product)
         except Exception as e:  # a device we cannot even build is an infrastructure error
             log(f"cannot set up device: {e}")
             attempt = Attempt(device, "error", str(e))
@@ -409,11 +411,10 @@ class Runner:
         from rig.asgi import BackgroundServer
         from rig.orchestration.feed_server import reachable_address
 
-        profile = self.profile_factory(self.config.device(self.held[0]).profile)
+        profile = self.profile_factory(self.matrix.release.product)
         feed = getattr(profile, "release_feed", None)
         rel = self.matrix.release
-        extra = {"plugins": dict(rel.plugins)} if rel.plugins else {}
-        app = feed(rel.version, rel.channel, **extra) if feed else None
+        app = feed(rel.version, rel.channel, dict(rel.options)) if feed else None
         if app is None:
             return None
         run_cfg = self.config.sections.get("run", {})
@@ -433,11 +434,15 @@ class Runner:
         measured = results_store.last_passed_duration(self.config.paths.state, scenario.id)
         if measured is not None:
             return measured
-        guess = {"update": 120, "update-api": 60, "smoke": 60, "octoprint-e2e": 300}
-        pin = 60 if scenario.octoprint else 0
-        return 120 + pin + sum(guess.get(c, 60) for c in scenario.checks)
+        # the product's Pi 3 magnitudes, halved: a first guess that orders the queue
+        profile = self.matrix.profile
+        seconds = profile.phase_seconds
+        work = seconds.get("prepare-pinned" if scenario.start else "prepare", 60)
+        work += seconds.get("update", 120) + sum(profile.checks.get(c, 60) for c in scenario.checks)
+        return 120 + work / 2 + 60 * len(scenario.user_checks)
 
     def _report(self, jobs: list[Job], started: float, interrupted: bool) -> RunReport:
+        catalog = load_catalog()
         return assemble_report(
             run_id=self.run_id,
             matrix=self.matrix,
@@ -447,16 +452,8 @@ class Runner:
             interrupted=interrupted,
             command=self.options.command or shlex.join(sys.argv),
             devices=self.held,
-            start_version=self._start_version,
+            start_version=lambda s: self.matrix.start_version(s, catalog, self.config.virtual),
             lease_lost=self.lease_lost,
-        )
-
-    def _start_version(self, s: Scenario) -> str | None:
-        """What the scenario's card runs before the update (the report's start column)."""
-        return s.octoprint or (
-            load_catalog().get(s.image).shipped_octoprint(self.config.virtual)
-            if s.image != CANDIDATE
-            else None
         )
 
 
