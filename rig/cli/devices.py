@@ -19,6 +19,7 @@ from rich.table import Table
 from rig.config import load_config
 from rig.errors import EXIT_OK, ConfigError
 from rig.orchestration.devices import devices_view
+from rig.root import Rig
 
 JSON_VERSION = 1  # bumped only when a documented key changes meaning or goes away
 
@@ -79,7 +80,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
             leases.close()
         print(f"{args.name}: released from quarantine")
         return EXIT_OK
-    statuses = devices_view(config)
+    statuses = devices_view(config, Rig.from_config(config))
     if args.json:
         data = {
             "version": JSON_VERSION,

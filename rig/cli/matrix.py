@@ -11,6 +11,7 @@ from rich.table import Table
 
 from rig.card.catalog import load_catalog
 from rig.config import load_config
+from rig.errors import EXIT_OK
 from rig.orchestration.matrix import Matrix, load_matrix, schema_for
 from rig.product import DEFAULT_PRODUCT, PROFILES, get_profile
 
@@ -35,13 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_schema(args: argparse.Namespace) -> int:
     json.dump(schema_for(get_profile(args.product)), sys.stdout, indent=2)
     print()
-    return 0
+    return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     matrix = load_matrix(args.file)
     print(f"{args.file}: ok ({len(matrix.scenarios)} scenarios, release {matrix.release.version})")
-    return 0
+    return EXIT_OK
 
 
 def _rows(matrix: Matrix, virtual: bool) -> list[dict[str, str]]:
@@ -102,4 +103,4 @@ def cmd_show(args: argparse.Namespace) -> int:
         for r in rows:
             console.print(f"  {r['command']}", highlight=False, soft_wrap=True)
             console.print(f"  {r['up']}", highlight=False, soft_wrap=True)
-    return 0
+    return EXIT_OK

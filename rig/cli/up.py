@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from rig.config import load_config
-from rig.errors import ConfigError, InfraError, ValidationErrors
+from rig.errors import EXIT_OK, ConfigError, InfraError, ValidationErrors
 from rig.events import EventBus
 from rig.orchestration.leases import Leases
 from rig.orchestration.matrix import load_matrix
@@ -101,6 +101,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     from rig.orchestration.interactive import DeviceAccess, describe
     from rig.orchestration.runner import Runner, RunOptions
+    from rig.root import Rig
 
     if not args.hours > 0:
         raise ConfigError(f"--hours must be more than 0, not {args.hours:g}", where="rig up")
@@ -136,7 +137,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     cancel = threading.Event()
     bus = EventBus()
-    runner = Runner(config, matrix, options, bus=bus, cancel=cancel)
+    runner = Runner(config, matrix, options, rig=Rig.from_config(config), bus=bus, cancel=cancel)
     console = Console() if sys.stdout.isatty() else Console(width=200)
     accesses: list[DeviceAccess] = []
 
@@ -213,4 +214,4 @@ def cmd_down(args: argparse.Namespace) -> int:
     finally:
         leases.close()
     print(f"{args.device} is down and free")
-    return 0
+    return EXIT_OK

@@ -448,8 +448,12 @@ def device_rows(settings: DaemonSettings) -> list[dict[str, Any]]:
     config = settings.rig
     if config is None:
         return []
+    from rig.root import Rig
+
+    rig = Rig.from_config(config)
     rows = []
-    for view in devices_view(config, hardware=config.virtual):
+    # live states only where reading them touches no real hardware
+    for view in devices_view(config, rig if rig.virtual else None):
         dev = config.device(view["name"])
         power, mux = f"{dev.power.driver} port {dev.power.port}", dev.mux.driver
         if view["power"] is not None:

@@ -1,6 +1,7 @@
 """Every device's state as plain data: the one view `rig devices` and the dashboard show.
 
-Hardware (power, mux side, card, disk) is read through the drivers; lease,
+Hardware (power, mux side, card, disk) is read through the drivers the
+composition root (rig.root.Rig) builds; lease,
 quarantine and health come from the leases module, the last result from the
 results store. A value that could not be read is None and ``errors`` says why,
 so one broken hub never hides the other devices.
@@ -9,12 +10,20 @@ so one broken hub never hides the other devices.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from rig.config import RigConfig
 from rig.errors import RigError
 from rig.orchestration import results
 from rig.orchestration.leases import Leases
+
+
+class Drivers(Protocol):
+    """What the view needs of the composition root (rig.root.Rig): each device's drivers."""
+
+    def power(self, device: str) -> Any: ...
+
+    def mux(self, device: str) -> Any: ...
 
 
 def _try(errors: dict[str, str], key: str, fn: Callable[[], Any]) -> Any:
@@ -28,15 +37,13 @@ def _try(errors: dict[str, str], key: str, fn: Callable[[], Any]) -> Any:
     return None
 
 
-def _hardware(config: RigConfig, name: str, errors: dict[str, str]) -> dict[str, Any]:
-    from rig.hardware.build import mux_for, power_for
-
+def _hardware(drivers: Drivers, name: str, errors: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"power": None, "mux": None, "card": None, "disk": None}
-    power = _try(errors, "power", lambda: power_for(config, name))
+    power = _try(errors, "power", lambda: drivers.power(name))
     if power is not None:
         on = _try(errors, "power", power.state)
         out["power"] = None if on is None else "on" if on else "off"
-    mux = _try(errors, "mux", lambda: mux_for(config, name))
+    mux = _try(errors, "mux", lambda: drivers.mux(name))
     if mux is not None:
         out["mux"] = _try(errors, "mux", mux.state)
         if out["mux"] == "host":
@@ -77,11 +84,13 @@ def _store(config: RigConfig, name: str, leases: Leases) -> dict[str, Any]:
 
 
 def devices_view(
-    config: RigConfig, names: list[str] | None = None, *, hardware: bool = True
+    config: RigConfig,
+    drivers: Drivers | None,
+    names: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Each device (all of rig.yaml's, or ``names``) as data, in rig.yaml's order.
 
-    ``hardware=False`` leaves power, mux, card and disk None without touching a
+    ``drivers=None`` leaves power, mux, card and disk None without touching a
     driver (a page that refreshes every few seconds must not race a run's switching).
     """
     wanted = list(config.devices) if names is None else names
@@ -92,8 +101,8 @@ def devices_view(
             dev = config.device(name)
             errors: dict[str, str] = {}
             view: dict[str, Any] = {"name": name, "model": dev.model}
-            if hardware:
-                view.update(_hardware(config, name, errors))
+            if drivers is not None:
+                view.update(_hardware(drivers, name, errors))
             else:
                 view.update({"power": None, "mux": None, "card": None, "disk": None})
             view.update(_store(config, name, leases))

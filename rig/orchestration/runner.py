@@ -15,9 +15,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rig.card.catalog import CANDIDATE, load_catalog
 from rig.config import RigConfig
@@ -39,6 +39,20 @@ from rig.orchestration.scheduler import Job, Scheduler
 from rig.product.profile import DeviceAddress, Profile, ScenarioContext
 
 KitFactory = Callable[[str, Scenario, Path, EventBus], DeviceKit]
+
+
+class RigParts(Protocol):
+    """What a run needs of the composition root (rig.root.Rig, built by the CLI/daemon)."""
+
+    virtual: bool
+
+    def kit(self, device: str, image: Path) -> DeviceKit: ...
+
+    def image(self, name: str, log: StepLog | None = None) -> Path: ...
+
+    def power(self, device: str) -> Any: ...
+
+    def start(self) -> None: ...
 
 
 @dataclass
@@ -72,6 +86,7 @@ class Runner:
         matrix: Matrix,
         options: RunOptions,
         *,
+        rig: RigParts,
         bus: EventBus | None = None,
         kit_factory: KitFactory | None = None,
         profile_factory: Callable[[str], Profile] | None = None,
@@ -81,7 +96,8 @@ class Runner:
         self.matrix = matrix
         self.options = options
         self.bus = bus or EventBus()
-        self.kit_factory = kit_factory or default_kit_factory(config)
+        self.rig = rig
+        self.kit_factory = kit_factory or (lambda device, _s, image, _bus: rig.kit(device, image))
         self.profile_factory = profile_factory or _default_profile
         self.cancel = cancel or threading.Event()
         self.lease_lost = ""  # set when the heartbeat lost a lease: the run was cancelled
@@ -164,8 +180,6 @@ class Runner:
     # --- images ------------------------------------------------------------------
 
     def resolve_images(self, scenarios: list[Scenario]) -> None:
-        from rig.card.images import resolve_image
-
         log = StepLog(self.bus)
         for name in sorted({s.image for s in scenarios}):
             if name == CANDIDATE:
@@ -177,7 +191,7 @@ class Runner:
                 self.images[name] = self.options.candidate
                 continue
             with log.step(f"image {name}"):
-                self.images[name] = resolve_image(name, self.config, log)
+                self.images[name] = self.rig.image(name, log)
 
     # --- one attempt -------------------------------------------------------------
 
@@ -349,10 +363,7 @@ class Runner:
                 self._lease_lost,
                 ttl=self.leases.ttl,
             ).start()
-            if self.config.virtual:
-                from rig.virtual.twin import ensure_twin
-
-                ensure_twin(self.config)
+            self.rig.start()  # the virtual Pis' supervisor, on the virtual rig
             feed = self._start_feed()
             threading.Thread(target=self._on_cancel, daemon=True, name="cancel-watch").start()
             models = {d: self.config.device(d).model for d in devices}
@@ -396,13 +407,11 @@ class Runner:
         self._power_off_held()
 
     def _power_off_held(self) -> None:
-        from rig.hardware.build import power_for
-
         for name in self.held:
             if name in self.lost_devices:
                 continue
             try:
-                power_for(self.config, name).off()
+                self.rig.power(name).off()
             except Exception as e:
                 self.bus.emit(Event("log", f"could not power off {name}: {e}", device=name))
 
@@ -487,60 +496,3 @@ def _default_profile(name: str) -> Profile:
     from rig.product import get_profile
 
     return get_profile(name)
-
-
-def default_kit_factory(config: RigConfig) -> KitFactory:
-    """Production wiring: hardware drivers, the writer and the provisioner."""
-
-    def factory(device: str, scenario: Scenario, image: Path, bus: EventBus) -> DeviceKit:
-        from rig.card.provision import ProvisionSettings, provision_card
-        from rig.card.writer import write_image
-        from rig.device.ssh import forget_host_key
-        from rig.hardware import sequences
-        from rig.hardware.build import mux_for, power_for
-
-        dev = config.device(device)
-        power = power_for(config, device)
-        mux = mux_for(config, device)
-
-        def write(disk: Path, log: StepLog) -> dict[str, Any]:
-            result = write_image(
-                image,
-                disk,
-                verify=True,
-                log=log,
-                card_identity=mux.card_identity(),
-                state_dir=config.paths.state,
-            )
-            # a freshly written card boots with a new host key: forget the old one
-            forget_host_key(dev.host or f"{device}.local", dev.ssh_port)
-            return _plain(result)
-
-        def provision(disk: Path, log: StepLog) -> dict[str, Any]:
-            settings = ProvisionSettings.from_config(config, device)
-            return provision_card(disk, settings, log=log).summary()
-
-        return DeviceKit(
-            name=device,
-            power=power,
-            mux=mux,
-            host=dev.host or f"{device}.local",
-            ssh_port=dev.ssh_port,
-            to_host=lambda log: sequences.to_host(power, mux, log),
-            to_dut=lambda log: sequences.to_dut(power, mux, log),
-            write=write,
-            provision=provision,
-        )
-
-    return factory
-
-
-def _plain(obj: Any) -> dict[str, Any]:
-    """A JSON-friendly summary of a result object for the report's facts."""
-    try:
-        data = asdict(obj)
-    except TypeError:
-        data = dict(vars(obj)) if hasattr(obj, "__dict__") else {"value": str(obj)}
-    return {
-        k: v if isinstance(v, int | float | str | bool | None) else str(v) for k, v in data.items()
-    }

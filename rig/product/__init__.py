@@ -18,6 +18,9 @@ PROFILES = {
 }
 
 
+# environment variables a profile reads, which the daemon passes to its runs
+PRODUCT_ENVIRONMENT = ("RIG_OCTOPRINT_CHECKOUT",)  # octoprint-e2e: a clone of OctoPrint
+
 DEFAULT_PRODUCT = "octoprint"  # a matrix without release.product
 
 

@@ -112,6 +112,7 @@ def test_dashboard_devices_are_rig_devices_view(tmp_path, github):
     from rig.orchestration.devices import devices_view
     from rig.orchestration.leases import Leases
     from rig.orchestration.report import RunReport, ScenarioReport
+    from rig.root import Rig
 
     path = write_config(tmp_path, github, 25, 8470, tmp_path / "runs.log")
     settings = load_settings(load_config(path))
@@ -128,7 +129,7 @@ def test_dashboard_devices_are_rig_devices_view(tmp_path, github):
             "r1", "m.json", {}, "", 1.0, 1_764_590_400.0, "failed", 1, [], [scenario]
         )
         results.store(config.paths.state, report, tmp_path / "report.html")
-        views = {v["name"]: v for v in devices_view(config, hardware=config.virtual)}
+        views = {v["name"]: v for v in devices_view(config, Rig.from_config(config))}
         page = pages.dashboard(device_rows(settings), [], [], [], "")
     finally:
         leases.close()
