@@ -145,7 +145,7 @@ def _power_test(config: RigConfig, name: str, timeout: float) -> Any:
             where=f"{config.where}: devices.{name}.host",
         )
     power = Rig.from_config(config).power(name)
-    switch = f"{dev.power.driver} {dev.power.location or dev.power.serial or ''}".strip()
+    switch = f"{dev.power.driver} {dev.power.unit or ''}".strip()
     if dev.power.port is not None:
         switch += f" port {dev.power.port}"
     paired = getattr(power, "paired", "")

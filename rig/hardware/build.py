@@ -9,8 +9,16 @@ runs on the virtual rig is the production driver code.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from rig.config import MuxConfig, PowerConfig, RigConfig
+from rig.config import (
+    CommandPowerConfig,
+    RigConfig,
+    SdwireConfig,
+    UsbHubPortConfig,
+    UsbSdMuxConfig,
+    YkushPortConfig,
+)
 from rig.errors import ConfigError
 from rig.hardware.backend import HardwareBackend
 from rig.hardware.mux import SdwireMux, UsbSdMuxDriver
@@ -18,23 +26,19 @@ from rig.hardware.power import CommandPower, UsbHubPower, YkushPower
 from rig.hardware.protocols import CardMux, PowerSwitch
 
 
-def _usb_hub(p: PowerConfig, device: str, hw: HardwareBackend, where: str) -> PowerSwitch:
-    if not p.location or p.port is None:
-        raise ConfigError("usb-hub needs 'location' and 'port'", where=where)
+def _usb_hub(p: UsbHubPortConfig, device: str, hw: HardwareBackend, where: str) -> PowerSwitch:
     return UsbHubPower(
         p.location, p.port, backend=hw.usb, off_time=p.off_time, sysfs=hw.sysfs, where=where
     )
 
 
-def _ykush(p: PowerConfig, device: str, hw: HardwareBackend, where: str) -> PowerSwitch:
-    if not p.serial or p.port is None:
-        raise ConfigError("ykush needs 'serial' and 'port'", where=where)
+def _ykush(p: YkushPortConfig, device: str, hw: HardwareBackend, where: str) -> PowerSwitch:
+    if not p.serial:
+        raise ConfigError("ykush needs 'serial' (the board's, `ykushcmd -l` lists it)", where=where)
     return YkushPower(p.serial, p.port, backend=hw.usb, off_time=p.off_time, where=where)
 
 
-def _command(p: PowerConfig, device: str, hw: HardwareBackend, where: str) -> PowerSwitch:
-    if not p.on or not p.off:
-        raise ConfigError("command needs 'on' and 'off' templates", where=where)
+def _command(p: CommandPowerConfig, device: str, hw: HardwareBackend, where: str) -> PowerSwitch:
     return CommandPower(
         p.on,
         p.off,
@@ -47,7 +51,7 @@ def _command(p: PowerConfig, device: str, hw: HardwareBackend, where: str) -> Po
     )
 
 
-def _usb_sd_mux(m: MuxConfig, hw: HardwareBackend, where: str) -> CardMux:
+def _usb_sd_mux(m: UsbSdMuxConfig, hw: HardwareBackend, where: str) -> CardMux:
     if hw.sd_mux is None:
         return UsbSdMuxDriver(m.serial, where=where)
     find_sg, open_mux = hw.sd_mux(m.serial)
@@ -61,17 +65,18 @@ def _usb_sd_mux(m: MuxConfig, hw: HardwareBackend, where: str) -> CardMux:
     )
 
 
-def _sdwire(m: MuxConfig, hw: HardwareBackend, where: str) -> CardMux:
+def _sdwire(m: SdwireConfig, hw: HardwareBackend, where: str) -> CardMux:
     disks = hw.disks(m.serial) if hw.disks else None
     return SdwireMux(m.serial, backend=hw.usb, disks=disks, where=where)
 
 
-POWER_DRIVERS: dict[str, Callable[[PowerConfig, str, HardwareBackend, str], PowerSwitch]] = {
+# driver name -> builder taking that driver's own config (rig.config.POWER_CONFIGS)
+POWER_DRIVERS: dict[str, Callable[[Any, str, HardwareBackend, str], PowerSwitch]] = {
     "usb-hub": _usb_hub,
     "ykush": _ykush,
     "command": _command,
 }
-MUX_DRIVERS: dict[str, Callable[[MuxConfig, HardwareBackend, str], CardMux]] = {
+MUX_DRIVERS: dict[str, Callable[[Any, HardwareBackend, str], CardMux]] = {
     "usb-sd-mux": _usb_sd_mux,
     "sdwire": _sdwire,
 }
