@@ -43,6 +43,7 @@ from rig.daemon.webhooks import (
 from rig.daemon.worker import Worker
 from rig.orchestration import eventlog
 from rig.orchestration.devices import devices_view
+from rig.root import Rig
 
 log = logging.getLogger("rig.daemon")
 
@@ -62,6 +63,9 @@ class Daemon:
         self.worker = Worker(settings, self.queue, self.approvals, retry_delay=retry_delay)
         self.poller = Poller(settings, self.queue, self.worker.wake)
         self.lock = WorkerLock(settings.state_dir)
+        # the composition root, once: the dashboard's device views read through it
+        # (the acceptance runs are `rig run` processes, which build their own)
+        self.rig = Rig.from_config(settings.rig) if settings.rig is not None else None
 
     def start(self) -> None:
         s = self.settings
@@ -274,7 +278,7 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
         )
 
     def _devices() -> list[dict[str, Any]]:
-        return device_rows(settings)
+        return device_rows(settings, daemon.rig)
 
     def _tail(job_id: int | None, lines: int = 15) -> str:
         job = queue.get(job_id) if job_id else None
@@ -440,7 +444,7 @@ def scenario_phases(report_dir: str | None) -> list[tuple[str, str, str]]:
     return eventlog.fold_file(Path(report_dir) / eventlog.FILE).scenario_rows()
 
 
-def device_rows(settings: DaemonSettings) -> list[dict[str, Any]]:
+def device_rows(settings: DaemonSettings, rig: Rig | None = None) -> list[dict[str, Any]]:
     """Devices as the dashboard shows them: `rig devices`' view, with the switch each uses.
 
     Real hubs and muxes are not read on every refresh (that could race a run's
@@ -448,9 +452,7 @@ def device_rows(settings: DaemonSettings) -> list[dict[str, Any]]:
     config = settings.rig
     if config is None:
         return []
-    from rig.root import Rig
-
-    rig = Rig.from_config(config)
+    rig = rig or Rig.from_config(config)
     rows = []
     # live states only where reading them touches no real hardware
     for view in devices_view(config, rig if rig.virtual else None):
