@@ -43,7 +43,12 @@ def package_settings(
     if value is False:
         return None
     if value is None:
-        value = [env.get("PIP_INDEX_URL") or PYPI, *env.get("PIP_EXTRA_INDEX_URL", "").split()]
+        # the rig's own pip settings; a local (file://) index is not proxied: then no cache
+        main = env.get("PIP_INDEX_URL") or PYPI
+        if not main.startswith(("http://", "https://")):
+            return None
+        extras = env.get("PIP_EXTRA_INDEX_URL", "").split()
+        value = [main, *(u for u in extras if u.startswith(("http://", "https://")))]
     urls = [value] if isinstance(value, str) else value
     if not isinstance(urls, list) or not urls:
         raise ConfigError(

@@ -281,3 +281,54 @@ def test_unknown_agents_get_no_built_wheels():
     env = from_user_agent(PI3_AGENT)
     assert env is not None and (env.python, env.cpu, env.libc) == ("3.11", "armv7l", "glibc 2.36")
     assert os.sep not in env.key
+
+
+def _config(tmp_path: Path, run: dict | None):
+    from rig.config import load_config
+
+    cfg = tmp_path / "rig.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump({"virtual": {}, **({"run": run} if run is not None else {})}))
+    return load_config(cfg)
+
+
+def test_settings_from_rig_yaml_and_the_environment(tmp_path):
+    from rig.errors import ConfigError
+    from rig.packages.settings import PYPI, package_settings
+
+    s = package_settings(_config(tmp_path, None), environ={})
+    assert s is not None and s.upstreams == (PYPI,) and s.limit_bytes == 5 << 30
+    assert s.root == _config(tmp_path, None).paths.images.parent / "packages"
+    env = {"PIP_INDEX_URL": "https://mirror.example/simple", "PIP_EXTRA_INDEX_URL": "file:///x"}
+    s = package_settings(_config(tmp_path, None), environ=env)
+    assert s is not None and s.upstreams == ("https://mirror.example/simple/",)
+    assert package_settings(_config(tmp_path, None), environ={"PIP_INDEX_URL": "file:///m"}) is None
+    assert package_settings(_config(tmp_path, {"package_index": False}), environ={}) is None
+    s = package_settings(
+        _config(
+            tmp_path,
+            {
+                "package_index": ["https://a/simple", "https://b/simple/"],
+                "package_cache": "pc",
+                "package_cache_gb": 0.5,
+            },
+        ),
+        environ={},
+    )
+    assert s is not None and s.upstreams == ("https://a/simple/", "https://b/simple/")
+    assert s.root == tmp_path / "pc" and s.limit_bytes == 1 << 29
+    # rig.yaml is checked when it is read (the schema), the settings check again for callers
+    # that build a config in code
+    for run, key in (
+        ({"package_index": "file:///srv/simple"}, "run.package_index"),
+        ({"package_cache_gb": 0}, "run.package_cache_gb"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            _config(tmp_path, run)
+        assert key in str(e.value)
+        config = _config(tmp_path, None)
+        config.sections["run"] = run
+        with pytest.raises(ConfigError) as e:
+            package_settings(config, environ={})
+        assert key in e.value.where
