@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 from packaging.utils import canonicalize_name
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -32,6 +33,9 @@ from rig.packages.store import PackageStore, hash_problem
 from rig.packages.upstream import HTML_TYPE, JSON_TYPE, File, NotFound, project_files
 
 TEXT_HTML = "text/html"
+# a distribution never changes under its name (its hash is on the page): pip's HTTP cache
+# may keep it, as it keeps PyPI's
+IMMUTABLE = {"Cache-Control": "max-age=31536000, immutable"}
 OFFERED = (JSON_TYPE, HTML_TYPE, TEXT_HTML)
 
 
@@ -152,6 +156,8 @@ class PackageIndex:
                 hashes=f.hashes,
                 requires_python=f.requires_python,
                 yanked=f.yanked,
+                # only with a hash: a metadata file the rig cannot check is not kept
+                metadata=f.metadata if f.metadata else None,
             )
             for f in upstream
         ]
@@ -168,7 +174,7 @@ class PackageIndex:
             )
         if not links:
             return PlainTextResponse(f"no project {name} upstream", status_code=404)
-        return _page(fmt, name, links)
+        return _page(fmt, name, links, max_age=int(self.page_ttl))
 
     async def root_page(self, request: Request) -> Response:
         fmt = negotiate(request.headers.get("accept")) or TEXT_HTML
@@ -193,7 +199,7 @@ class PackageIndex:
         filename = request.path_params["filename"]
         cached = self.store.cached(project, filename)
         if cached is not None:
-            return FileResponse(cached, filename=filename)
+            return FileResponse(cached, filename=filename, headers=IMMUTABLE)
         if self.store.file_path(project, filename) is None:
             return PlainTextResponse(f"not a file name: {filename}", status_code=404)
         try:
@@ -201,35 +207,39 @@ class PackageIndex:
         except (NotFound, _Unavailable) as e:
             return PlainTextResponse(f"{filename}: {e}", status_code=502)
         wanted = next((f for f in files if f.filename == filename), None)
+        url = wanted.url if wanted else ""
+        hashes = wanted.hashes if wanted else {}
+        if wanted is None and filename.endswith(".metadata"):
+            dist = next((f for f in files if f"{f.filename}.metadata" == filename), None)
+            if dist is not None and dist.metadata:
+                wanted, url, hashes = dist, f"{dist.url}.metadata", dist.metadata
         if wanted is None:
             return PlainTextResponse(f"{filename} is not a file of {project}", status_code=404)
         tmp = self.store.temp_file()
         try:
-            async with self.client().stream("GET", wanted.url, follow_redirects=True) as r:
+            async with self.client().stream("GET", url, follow_redirects=True) as r:
                 if r.status_code != 200:
                     return PlainTextResponse(
-                        f"{wanted.url}: upstream answered {r.status_code}", status_code=502
+                        f"{url}: upstream answered {r.status_code}", status_code=502
                     )
                 with tmp.open("wb") as out:
                     async for chunk in r.aiter_bytes(1 << 20):
                         out.write(chunk)
-            problem = hash_problem(tmp, wanted.hashes)
+            problem = await run_in_threadpool(hash_problem, tmp, hashes)
             if problem:
-                return PlainTextResponse(
-                    f"{filename} from {wanted.url} refused: {problem}", status_code=502
-                )
-            path = self.store.add(project, filename, tmp)
+                return PlainTextResponse(f"{filename} from {url} refused: {problem}", 502)
+            path = await run_in_threadpool(self.store.add, project, filename, tmp)
         except httpx.HTTPError as e:
-            return PlainTextResponse(f"{wanted.url}: {type(e).__name__} {e}", status_code=502)
+            return PlainTextResponse(f"{url}: {type(e).__name__} {e}", status_code=502)
         finally:
             tmp.unlink(missing_ok=True)
-        return FileResponse(path, filename=filename)
+        return FileResponse(path, filename=filename, headers=IMMUTABLE)
 
     async def built_file(self, request: Request) -> Response:
         path = self.store.built_file(request.path_params["env"], request.path_params["filename"])
         if path is None:
             return PlainTextResponse("no such wheel", status_code=404)
-        return FileResponse(path, filename=path.name)
+        return FileResponse(path, filename=path.name, headers=IMMUTABLE)
 
 
 class _Unavailable(Exception):
@@ -239,11 +249,16 @@ class _Unavailable(Exception):
 _META = '<meta name="pypi:repository-version" content="1.0">'
 
 
-def _html(fmt: str, body: str) -> Response:
-    return Response(body, media_type=fmt, headers={"Vary": "Accept"})
+def _html(fmt: str, body: str, max_age: int = 0) -> Response:
+    return Response(body, media_type=fmt, headers=_page_headers(max_age))
 
 
-def _page(fmt: str, name: str, links: list[File]) -> Response:
+def _page_headers(max_age: int) -> dict[str, str]:
+    """Pages may be kept by pip as long as the rig keeps them itself (page_ttl)."""
+    return {"Vary": "Accept", "Cache-Control": f"max-age={max_age}"}
+
+
+def _page(fmt: str, name: str, links: list[File], max_age: int = 0) -> Response:
     if fmt == JSON_TYPE:
         body: dict[str, Any] = {
             "meta": {"api-version": "1.0"},
@@ -255,11 +270,12 @@ def _page(fmt: str, name: str, links: list[File]) -> Response:
                     "hashes": f.hashes,
                     **({"requires-python": f.requires_python} if f.requires_python else {}),
                     **({"yanked": f.yanked} if f.yanked else {}),
+                    **({"core-metadata": f.metadata} if f.metadata else {}),
                 }
                 for f in links
             ],
         }
-        return Response(json.dumps(body), media_type=JSON_TYPE, headers={"Vary": "Accept"})
+        return Response(json.dumps(body), media_type=JSON_TYPE, headers=_page_headers(max_age))
     rows = []
     for f in links:
         fragment = next(iter(f.hashes.items()), None)
@@ -270,10 +286,14 @@ def _page(fmt: str, name: str, links: list[File]) -> Response:
         if f.yanked:
             reason = f.yanked if isinstance(f.yanked, str) else ""
             attrs += f' data-yanked="{html.escape(reason)}"'
+        if f.metadata:
+            meta = next(iter(f.metadata.items()))
+            attrs += f' data-core-metadata="{html.escape(meta[0])}={html.escape(meta[1])}"'
         rows.append(f"<a{attrs}>{html.escape(f.filename)}</a><br/>\n")
     title = f"Links for {html.escape(name)}"
     return _html(
         fmt,
         f"<!DOCTYPE html>\n<html><head>{_META}<title>{title}</title></head>"
         f"<body>\n<h1>{title}</h1>\n{''.join(rows)}</body></html>\n",
+        max_age,
     )

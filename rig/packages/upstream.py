@@ -28,6 +28,9 @@ class File:
     hashes: dict[str, str] = field(default_factory=dict)
     requires_python: str | None = None
     yanked: bool | str = False
+    # PEP 658/714: the upstream serves the wheel's METADATA at url + ".metadata" (its hashes;
+    # None: not offered), so pip resolves without downloading every candidate wheel
+    metadata: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +76,7 @@ class _Links(HTMLParser):
         yanked: bool | str = False
         if "data-yanked" in attrs:
             yanked = attrs["data-yanked"] or True
+        meta = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
         self.files.append(
             File(
                 filename=self._text.strip() or url.rsplit("/", 1)[-1],
@@ -80,8 +84,22 @@ class _Links(HTMLParser):
                 hashes=hashes,
                 requires_python=attrs.get("data-requires-python") or None,
                 yanked=yanked,
+                metadata=_metadata_hashes(meta),
             )
         )
+
+
+def _metadata_hashes(value: Any) -> dict[str, str] | None:
+    """PEP 714's core-metadata value (JSON: true or a hash dict; HTML: "true" or
+    "sha256=..."), as hashes; {} when offered without a hash, None when not offered."""
+    if value is None or value is False or value == "false":
+        return None
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, str) and "=" in value:
+        name, _, digest = value.partition("=")
+        return {name: digest}
+    return {}
 
 
 def parse(content_type: str, body: bytes, base: str) -> list[File]:
@@ -95,6 +113,7 @@ def parse(content_type: str, body: bytes, base: str) -> list[File]:
                 hashes=dict(f.get("hashes") or {}),
                 requires_python=f.get("requires-python") or None,
                 yanked=f.get("yanked") or False,
+                metadata=_metadata_hashes(f.get("core-metadata", f.get("dist-info-metadata"))),
             )
             for f in data.get("files", [])
         ]

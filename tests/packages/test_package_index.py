@@ -332,3 +332,46 @@ def test_settings_from_rig_yaml_and_the_environment(tmp_path):
         with pytest.raises(ConfigError) as e:
             package_settings(config, environ={})
         assert key in e.value.where
+
+
+def test_upstream_pages_in_both_formats_keep_hashes_metadata_and_yanks():
+    """The shapes PyPI answers (PEP 691 JSON with PEP 714 core-metadata; PEP 503 HTML)."""
+    from rig.packages.upstream import parse
+
+    body = json.dumps(
+        {
+            "meta": {"api-version": "1.1"},
+            "name": "sarge",
+            "files": [
+                {
+                    "filename": "sarge-0.1.7-py2.py3-none-any.whl",
+                    "url": "https://files.example/ab/sarge-0.1.7-py2.py3-none-any.whl",
+                    "hashes": {"sha256": "aa"},
+                    "requires-python": ">=3.7",
+                    "core-metadata": {"sha256": "bb"},
+                    "yanked": False,
+                },
+                {
+                    "filename": "sarge-0.1.6.tar.gz",
+                    "url": "../../x/sarge-0.1.6.tar.gz",
+                    "hashes": {"sha256": "cc"},
+                    "yanked": "broken",
+                },
+            ],
+        }
+    ).encode()
+    files = parse(JSON_TYPE, body, "https://pypi.example/simple/sarge/")
+    assert files[0].metadata == {"sha256": "bb"} and files[0].requires_python == ">=3.7"
+    assert files[1].url == "https://pypi.example/x/sarge-0.1.6.tar.gz"
+    assert files[1].yanked == "broken" and files[1].metadata is None
+    page = (
+        b'<html><body><a href="../../p/sarge-0.1.7-py2.py3-none-any.whl#sha256=aa" '
+        b'data-requires-python="&gt;=3.7" data-core-metadata="sha256=bb">'
+        b'sarge-0.1.7-py2.py3-none-any.whl</a><a href="/p/sarge-0.1.6.tar.gz#sha256=cc" '
+        b'data-yanked="">sarge-0.1.6.tar.gz</a></body></html>'
+    )
+    files = parse("text/html", page, "https://piwheels.example/simple/sarge/")
+    assert files[0].hashes == {"sha256": "aa"} and files[0].metadata == {"sha256": "bb"}
+    assert files[0].requires_python == ">=3.7"
+    assert files[0].url == "https://piwheels.example/p/sarge-0.1.7-py2.py3-none-any.whl"
+    assert files[1].yanked is True and files[1].metadata is None
