@@ -17,7 +17,14 @@ from typing import Any
 from rig.config import RigConfig
 from rig.errors import ConfigError
 
-PYPI = "https://pypi.org/simple/"
+
+def pip_default_index() -> str:
+    """The index pip uses when nothing configures one (asked of pip, not written here)."""
+    from pip._internal.models.index import PyPI  # pip has no public API for it
+
+    return PyPI.simple_url.rstrip("/") + "/"
+
+
 DEFAULT_LIMIT_GB = 5.0
 
 
@@ -44,7 +51,7 @@ def package_settings(
         return None
     if value is None:
         # the rig's own pip settings; a local (file://) index is not proxied: then no cache
-        main = env.get("PIP_INDEX_URL") or PYPI
+        main = env.get("PIP_INDEX_URL") or pip_default_index()
         if not main.startswith(("http://", "https://")):
             return None
         extras = env.get("PIP_EXTRA_INDEX_URL", "").split()
@@ -60,7 +67,7 @@ def package_settings(
             raise ConfigError(
                 f"{url!r} is not an http(s) URL of a simple index",
                 where=_where(config, "package_index"),
-                hint="e.g. https://pypi.org/simple/ (file:// indexes are not proxied)",
+                hint=f"e.g. {pip_default_index()} (file:// indexes are not proxied)",
             )
     root = run.get("package_cache")
     limit = run.get("package_cache_gb", DEFAULT_LIMIT_GB)

@@ -295,10 +295,10 @@ def _config(tmp_path: Path, run: dict | None):
 
 def test_settings_from_rig_yaml_and_the_environment(tmp_path):
     from rig.errors import ConfigError
-    from rig.packages.settings import PYPI, package_settings
+    from rig.packages.settings import package_settings, pip_default_index
 
     s = package_settings(_config(tmp_path, None), environ={})
-    assert s is not None and s.upstreams == (PYPI,) and s.limit_bytes == 5 << 30
+    assert s is not None and s.upstreams == (pip_default_index(),) and s.limit_bytes == 5 << 30
     assert s.root == _config(tmp_path, None).paths.images.parent / "packages"
     env = {"PIP_INDEX_URL": "https://mirror.example/simple", "PIP_EXTRA_INDEX_URL": "file:///x"}
     s = package_settings(_config(tmp_path, None), environ=env)
