@@ -122,3 +122,22 @@ class Profile(Protocol):
 
         The runner serves it for the length of a run (and passes its URL to the
         steps as ``ctx.feed_url``); the daemon mounts it as a route."""
+
+
+def ssh_shell(ctx: ScenarioContext) -> Any:
+    """A profile's default shell: SSH to the device as the device user, once it answers."""
+    from rig.device.ssh import SSHShell
+
+    d = ctx.device
+    shell = SSHShell(
+        d.host,
+        port=d.ssh_port,
+        user=d.user,
+        password=d.password or None,
+        key_filename=d.ssh_key,
+        host_keys=d.host_keys,
+        name=d.name,
+        log=ctx.log,
+    )
+    shell.wait_reachable(timeout=300)
+    return shell

@@ -17,41 +17,17 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-import yaml
-
-from rig.config import VIRTUAL_CONFIG, load_config
+from virtual_rig_yaml import virtual_rig_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "matrix" / "examples" / "generic.json"
 CHECKS = REPO / "matrix" / "examples" / "checks"
-# the tests' virtual Pis on addresses of their own (RIG_TEST_NET moves them)
-TEST_NET = os.environ.get("RIG_TEST_NET", "127.0.77")
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def rig_yaml(tmp_path):
-    devices = {
-        name: {**dev, "host": f"{TEST_NET}.{20 + i}"}
-        for i, (name, dev) in enumerate(VIRTUAL_CONFIG["devices"].items(), start=1)
-    }
-    path = tmp_path / "rig.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "devices": devices,
-                "paths": {"state": str(tmp_path / "state"), "reports": str(tmp_path / "reports")},
-                "virtual": {},
-            }
-        )
-    )
-    yield path
-    from rig.virtual.hw.state import cleanup
-    from rig.virtual.twin import stop_twin
-
-    config = load_config(path)
-    stop_twin(config)
-    cleanup(config.paths.state / "virtual")
+    yield from virtual_rig_yaml(tmp_path, 20)
 
 
 def _rig(config: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:

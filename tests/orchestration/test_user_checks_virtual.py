@@ -6,7 +6,6 @@ the context file, never printed) over the API and in the rig's Chromium.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,11 +13,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-import yaml
+from virtual_rig_yaml import virtual_rig_yaml
 
-from rig.config import VIRTUAL_CONFIG, load_config
-
-TEST_NET = os.environ.get("RIG_TEST_NET", "127.0.77")
 pytestmark = pytest.mark.slow
 
 CHECK = """
@@ -50,27 +46,7 @@ def test_the_login_page_in_the_browser(page, credentials):
 
 @pytest.fixture
 def rig_yaml(tmp_path):
-    devices = {
-        name: {**dev, "host": f"{TEST_NET}.{40 + i}"}
-        for i, (name, dev) in enumerate(VIRTUAL_CONFIG["devices"].items(), start=1)
-    }
-    path = tmp_path / "rig.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "devices": devices,
-                "paths": {"state": str(tmp_path / "state"), "reports": str(tmp_path / "reports")},
-                "virtual": {},
-            }
-        )
-    )
-    yield path
-    from rig.virtual.hw.state import cleanup
-    from rig.virtual.twin import stop_twin
-
-    config = load_config(path)
-    stop_twin(config)
-    cleanup(config.paths.state / "virtual")
+    yield from virtual_rig_yaml(tmp_path, 40)
 
 
 def test_a_user_check_beside_the_octoprint_profile(rig_yaml, tmp_path) -> None:

@@ -24,9 +24,8 @@ from types import MappingProxyType
 from typing import Any
 
 from rig.device.shell import CommandResult, DeviceShell, quote
-from rig.device.ssh import SSHShell
 from rig.errors import ConfigError, InfraError, ProductError
-from rig.product.profile import ScenarioContext
+from rig.product.profile import ScenarioContext, ssh_shell
 
 COMMANDS = ("version_command", "update_command", "start_command")
 REQUIRED = ("version_command", "update_command")
@@ -41,23 +40,6 @@ _PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 COMMAND_TIMEOUT = 3600  # the pipeline's phase limit ends a command sooner
 
 ShellFactory = Callable[[ScenarioContext], DeviceShell]
-
-
-def ssh_shell(ctx: ScenarioContext) -> DeviceShell:
-    """SSH to the device as the device user, waiting until it answers."""
-    d = ctx.device
-    shell = SSHShell(
-        d.host,
-        port=d.ssh_port,
-        user=d.user,
-        password=d.password or None,
-        key_filename=d.ssh_key,
-        host_keys=d.host_keys,
-        name=d.name,
-        log=ctx.log,
-    )
-    shell.wait_reachable(timeout=300)
-    return shell
 
 
 def fill(command: str, **values: str | None) -> str:

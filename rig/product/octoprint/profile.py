@@ -21,7 +21,6 @@ import httpx
 from rig.device.browser import display_available
 from rig.device.clock import check_clock
 from rig.device.shell import DeviceShell, quote
-from rig.device.ssh import SSHShell
 from rig.errors import ConfigError, InfraError, ProductError
 from rig.packages.environment import USER_AGENT_SCRIPT
 from rig.packages.pipconf import is_ours, pip_conf
@@ -31,7 +30,7 @@ from rig.product.octoprint.feed import BUNDLED_PLUGINS
 from rig.product.octoprint.injection import PLUGIN_NAME, plugin_source
 from rig.product.octoprint.settings import MERGE_SCRIPT, config_overlay, leave_overlay
 from rig.product.octoprint.vocabulary import OctoPrintVocabulary
-from rig.product.profile import ScenarioContext
+from rig.product.profile import ScenarioContext, ssh_shell
 
 VENV = "~/oprint"
 PYTHON = f"{VENV}/bin/python"
@@ -138,23 +137,6 @@ def data_of(ctx: ScenarioContext, key: str) -> Any:
 
 
 ShellFactory = Callable[[ScenarioContext], DeviceShell]
-
-
-def ssh_shell(ctx: ScenarioContext) -> DeviceShell:
-    """The default: SSH to the device, waiting until it answers."""
-    d = ctx.device
-    shell = SSHShell(
-        d.host,
-        port=d.ssh_port,
-        user=d.user,
-        password=d.password or None,
-        key_filename=d.ssh_key,
-        host_keys=d.host_keys,
-        name=d.name,
-        log=ctx.log,
-    )
-    shell.wait_reachable(timeout=300)
-    return shell
 
 
 def _plugins(ctx: ScenarioContext) -> dict[str, str]:
