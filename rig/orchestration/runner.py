@@ -39,6 +39,7 @@ from rig.orchestration.report import (
     append_step_summary,
     write_report,
 )
+from rig.orchestration.representative import not_representative
 from rig.orchestration.scheduler import Job, Scheduler
 from rig.product.profile import DeviceAddress, Profile, ScenarioContext
 
@@ -497,6 +498,7 @@ class Runner:
                 if s.image != CANDIDATE
                 else None
             )
+            image_python = catalog.get(s.image).python if s.image != CANDIDATE else None
             scenario_reports.append(
                 ScenarioReport(
                     id=s.id,
@@ -518,6 +520,7 @@ class Runner:
                     attempts=[asdict(a) for a in job.attempts],
                     facts=job.facts,
                     files=files,
+                    representative=not_representative(image_python, job.facts),
                 )
             )
         order = {s.id: i for i, s in enumerate(self.matrix.scenarios)}

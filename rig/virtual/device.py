@@ -153,6 +153,7 @@ class VirtualPi:
         self._late_reboot: threading.Event | None = None  # set when it begins
         self._console_lock = threading.Lock()
         self._powered = time.monotonic()  # the console's clock starts at power on
+        self._card_root: Path | None = None  # where the card's root is mounted while powered
 
     def say(self, msg: str) -> None:
         self._say(msg)
@@ -255,10 +256,10 @@ class VirtualPi:
             if cancel.is_set():
                 return
             self._prepare(root, outcome, first)
-        if cancel.is_set():
-            return
         with self._lock:
-            if gen != self.generation:
+            if gen != self.generation or cancel.is_set():
+                if self._sandbox is None:  # cut while mounting: nothing else holds the card
+                    self._teardown(graceful=False)
                 return
             self._start_services(root, outcome)
             self.boots += 1
@@ -275,6 +276,9 @@ class VirtualPi:
 
     def _prepare(self, root: Path, outcome: Any, first: bool) -> None:
         """Lay out the card's root state on the host (as the image + first boot would)."""
+        if getattr(outcome, "userland", None):
+            self._prepare_card_root(outcome)
+            return
         users: dict[str, str] = dict(getattr(outcome, "users", {}) or {})
         self.user = getattr(outcome, "octoprint_user", None) or next(iter(users), "pi")
         homes: dict[str, str] = dict(getattr(outcome, "homes", {}) or {})
@@ -340,9 +344,31 @@ class VirtualPi:
             )
         lay_out_board(root, venv_host, basedir, self.faults)
 
+    def _prepare_card_root(self, outcome: Any) -> None:
+        """The card holds the whole device: mount its root; nothing is laid out beside it."""
+        from rig.virtual.cardroot import mount_root
+
+        users: dict[str, str] = dict(getattr(outcome, "users", {}) or {})
+        self.user = getattr(outcome, "octoprint_user", None) or next(iter(users), "pi")
+        self.home = self._home_of(self.user)
+        self.basedir = getattr(outcome, "basedir", None) or f"{self.home}/.octoprint"
+        self.venv = _venv_inside(outcome, self.user)
+        at = self.devices_dir / "card-root"
+        mount_root(self.card(), at)
+        with self._lock:
+            self._card_root = self.root = at
+        if not (at / self.venv.lstrip("/") / "bin" / "octoprint").exists():
+            raise InfraError(
+                f"the card has no OctoPrint in {self.venv}", where=f"device {self.spec.name}"
+            )
+        # what the board shows its software (model, throttle flags), for this boot's faults
+        lay_out_board(at, at / self.venv.lstrip("/"), self.host_path(self.basedir), self.faults)
+
     def host_path(self, inside: str) -> Path:
         """Where a path of the device lies on the host (only for the bound directories)."""
         assert self.root is not None
+        if self._card_root is not None:
+            return self._card_root / inside.lstrip("/")
         for prefix, sub in (
             ("/home/", "home/"),
             ("/opt/octopi/", "opt/octopi/"),
@@ -357,6 +383,12 @@ class VirtualPi:
         return homes.get(user) or f"/home/{user}"
 
     def _env(self, user: str) -> dict[str, str]:
+        if self._card_root is not None:
+            from rig.virtual.hostpip import host_pip
+
+            pip_env = host_pip().env  # its files are bound under /run/rig-host
+        else:
+            pip_env = pip_environment()
         return {
             "HOME": self._home_of(user),
             "USER": user,
@@ -364,14 +396,35 @@ class VirtualPi:
             "SHELL": "/bin/bash",
             "PATH": PATH,
             "LANG": "C.UTF-8",
-            **pip_environment(),
+            **pip_env,
         }
 
     # -- services -----------------------------------------------------------------
 
     def _start_services(self, root: Path, outcome: Any) -> None:
         self._control_dir = Path(tempfile.mkdtemp(prefix=f"rigv-{self.spec.name}-"))
-        box = Sandbox(
+        if self._card_root is not None:
+            from rig.virtual.hostpip import host_pip
+
+            self._control_dir.chmod(0o755)  # uid 1000 reaches the shims' socket
+            box = Sandbox(
+                name=self.spec.name,
+                root=root,
+                hostname=getattr(outcome, "hostname", None) or "octopi",
+                mounts={"/run/rig": self._control_dir},
+                rootfs=self._card_root,
+                host_binds=host_pip().binds,
+            )
+        else:
+            box = self._state_sandbox(root, outcome)
+        box.start()
+        self._sandbox = box
+        self._start_control()
+        self._service_start()  # under the device lock already (boot)
+        self._start_network(root, outcome)
+
+    def _state_sandbox(self, root: Path, outcome: Any) -> Sandbox:
+        return Sandbox(
             name=self.spec.name,
             root=root,
             hostname=getattr(outcome, "hostname", None) or "octopi",
@@ -383,10 +436,8 @@ class VirtualPi:
                 "/run/rig": self._control_dir,
             },
         )
-        box.start()
-        self._sandbox = box
-        self._start_control()
-        self._service_start()  # under the device lock already (boot)
+
+    def _start_network(self, root: Path, outcome: Any) -> None:
         if not getattr(outcome, "wifi_joined", False):
             return
         self._front = HttpFront(
@@ -398,7 +449,10 @@ class VirtualPi:
         self._front.start()
         if getattr(outcome, "ssh_enabled", False):
             # outside the bound directories: nobody inside is root, so nobody may read it
-            key = load_or_create_host_key(root / "sshd" / "ssh_host_ecdsa_key")
+            key_path = root / "sshd" / "ssh_host_ecdsa_key"
+            if self._card_root is not None:  # on the card, where a Pi keeps it
+                key_path = self._card_root / "etc" / "ssh" / "ssh_host_ecdsa_key"
+            key = load_or_create_host_key(key_path)
             self._sshd = DeviceSSHServer(
                 self.spec.name,
                 self.spec.host,
@@ -459,7 +513,7 @@ class VirtualPi:
             channel.send_exit_status(rc if rc is not None and rc >= 0 else 128 - (rc or 0))
             channel.shutdown_write()
             channel.close()
-        except (OSError, paramiko.SSHException, InfraError) as e:
+        except (OSError, EOFError, paramiko.SSHException, InfraError) as e:  # client gone
             log.warning("%s: session ended: %s", self.spec.name, e)
             with contextlib.suppress(Exception):
                 channel.close()
@@ -604,6 +658,8 @@ class VirtualPi:
         path = self._control_dir / "control.sock"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(path))
+        if self._card_root is not None:
+            path.chmod(0o666)
         sock.listen(8)
         self._control = sock
         threading.Thread(target=self._control_loop, args=(sock,), daemon=True).start()
@@ -770,6 +826,11 @@ class VirtualPi:
         if self._control_dir is not None:
             shutil.rmtree(self._control_dir, ignore_errors=True)
             self._control_dir = None
+        if self._card_root is not None:
+            from rig.virtual.cardroot import unmount_root
+
+            unmount_root(self._card_root)  # every process of the device is gone
+            self._card_root = None
         self.booted_at = None
 
     # -- status ---------------------------------------------------------------------

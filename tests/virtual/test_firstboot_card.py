@@ -128,7 +128,7 @@ def test_card_wins_over_callers_belief(image, tmp_path) -> None:  # type: ignore
 def test_first_boot_grows_root_to_the_card(image, tmp_path) -> None:  # type: ignore[no-untyped-def]
     card = tmp_path / "card.img"
     with open(card, "wb") as f:
-        f.truncate(1024**3)  # a 1 GiB card, like the virtual muxes' sparse cards
+        f.truncate(2 * 1024**3)  # a 2 GiB card, like the virtual muxes' sparse cards
     subprocess.run(
         ["dd", f"if={image}", f"of={card}", "bs=1M", "conv=notrunc,sparse", "status=none"],
         check=True,
@@ -138,7 +138,7 @@ def test_first_boot_grows_root_to_the_card(image, tmp_path) -> None:  # type: ig
     assert out.booted, out.reason
     root = read_partition_table(str(card)).root()
     assert before is not None and root is not None
-    assert root.start_lba == before.start_lba and root.end == 1024**3
+    assert root.start_lba == before.start_lba and root.end == 2 * 1024**3
     assert any("grown" in ch for ch in out.first_boot_changes)
     info = subprocess.run(
         ["dumpe2fs", "-h", f"{card}?offset={root.offset}"], capture_output=True, text=True
