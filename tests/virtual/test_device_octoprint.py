@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import paramiko
 import pytest
+from disk_support import drop_big_files
 from twin_support import (
     flash,
     image,
@@ -69,6 +70,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory):
     )
     yield d
     pi.power_cut()
+    drop_big_files(tmp)
 
 
 def _login(d: SimpleNamespace) -> paramiko.SSHClient:

@@ -8,11 +8,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+from disk_support import drop_big_files
 from virtual_cards import ENV, names, read, root_cat, root_ls
 
 from rig.card.catalog import load_catalog
@@ -28,10 +30,11 @@ WIFI_FILE = {
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     out = tmp_path_factory.mktemp("images")
-    paths = build_all(out)
-    return {p.name.rsplit("-", 1)[0]: p for p in paths}
+    paths = build_all(out)  # copies from the machine's image cache: the caller's own files
+    yield {p.name.rsplit("-", 1)[0]: p for p in paths}
+    drop_big_files(out)
 
 
 def test_every_catalogue_recipe_builds(built: dict[str, Path]) -> None:
