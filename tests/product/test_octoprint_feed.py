@@ -54,9 +54,14 @@ def test_feed_other_repos_get_no_releases_and_unknown_paths_404(feed):
 
 
 def test_stable_release_targets_main_and_master_and_is_final():
-    entries = InjectedRelease("1.11.8", "stable").as_github()
+    # cut before the branch rename: under the old name `master` for 1.x devices too
+    entries = InjectedRelease("1.11.2", "stable").as_github()
     assert [e["target_commitish"] for e in entries] == ["main", "master"]
     assert all(e["prerelease"] is False for e in entries)
+    # after it (1.11.3 on) GitHub has `main` only; a final release passes every channel anyway
+    assert [e["target_commitish"] for e in InjectedRelease("1.11.8", "stable").as_github()] == [
+        "main"
+    ]
 
 
 def test_a_mis_targeted_release_is_published_exactly_as_stated():
@@ -80,6 +85,24 @@ def test_a_mis_targeted_release_is_published_exactly_as_stated():
 )
 def test_offered_table(release, device, version, seen):
     assert offered(release, device, version) is seen
+
+
+@pytest.mark.parametrize(
+    ("release", "version", "device", "seen"),
+    [  # a release from after the branch rename (1.11.3, docs/development/branches.rst) is on
+        # GitHub under `next` only; OctoPrint 1.10.3's Maintenance RCs accept rc/maintenance only
+        ("next", "2.0.0rc7", "1.10.3", False),
+        ("maintenance", "2.0.0rc7", "1.10.3", False),
+        ("next", "2.0.0rc7", "1.11.8", True),  # 1.11.x lists `next` (softwareupdate __init__.py)
+        ("maintenance", "2.0.0rc7", "1.11.0", True),
+        ("maintenance", "1.11.0rc3", "1.10.3", True),  # cut before the rename: rc/maintenance
+    ],
+)
+def test_releases_after_the_branch_rename_keep_their_real_commitish(release, version, device, seen):
+    assert offered(release, "maintenance", device, release_version=version) is seen
+    entries = InjectedRelease(version, release).as_github(device_series=1)
+    accepted = {"1.10.3": {"rc/maintenance"}}.get(device, {"rc/maintenance", "next"})
+    assert any(e["target_commitish"] in accepted for e in entries) is seen
 
 
 def test_final_releases_pass_every_channel():

@@ -13,11 +13,16 @@ of ``octoprint/plugins/softwareupdate/__init__.py`` at each tag):
   ``prerelease``, ``next``. A device with ``prerelease: true`` but no
   ``prerelease_channel`` sees *every* prerelease, so 2.x needs both.
 
-Real releases are cut from ``main`` (final) and ``next`` (RCs). Like the original
-rig (OctoPrint/devtools ``fabfile.py``, ``OLD_BRANCH_LOOKUP``), the feed publishes a
-release under its real commitish and, for 1.x devices, under the old name too
-(``main`` as ``master``, ``next`` as ``rc/maintenance``), which is how those
-devices see them. The rig's channel names: stable, maintenance, devel, next.
+Real releases are cut from ``main`` (final) and ``next`` (RCs) since the branch
+rename of September 2025 (``docs/development/branches.rst`` from 1.11.3 on:
+``master`` became ``main``, ``rc/maintenance`` merged into ``next``, ``rc/devel``
+removed). A release from before the rename carried the old name: like the original
+rig (OctoPrint/devtools ``fabfile.py``, ``OLD_BRANCH_LOOKUP``), the feed publishes
+such a release for 1.x devices under the old name too (``main`` as ``master``,
+``next`` as ``rc/maintenance``). A release from 1.11.3 on (every 2.0.0 RC) is
+published under its real commitish only, as GitHub has it: a 1.10.x device on
+"Maintenance RCs" (``rc/maintenance`` only) is not offered 2.0.0rcN. The rig's
+channel names: stable, maintenance, devel, next.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ REAL_COMMITISH = {
     "next": "next",
     "devel": "rc/devel",
 }
-# what a 1.x device knows those branches as
+# what a 1.x device knows those branches as, for releases cut before the rename
 OLD_NAMES = {"main": "master", "next": "rc/maintenance"}
+RENAMED_IN = Version("1.11.3")  # the first release whose docs describe the new branches
 
 
 def series(version: str) -> int:
@@ -63,10 +69,16 @@ def channel_settings(channel: str, version: str) -> dict[str, Any]:
     return {"prerelease": True, "prerelease_channel": V2_PRERELEASE}
 
 
-def published_commitish(release_channel: str, device_series: int = 1) -> list[str]:
-    """The commitish(es) the feed publishes a release under, for a device series."""
+def published_commitish(
+    release_channel: str, device_series: int = 1, release_version: str | None = None
+) -> list[str]:
+    """The commitish(es) the feed publishes a release under, for a device series.
+
+    The old names only for a release cut before the branch rename (``release_version``
+    below 1.11.3; None: such a release)."""
     real = REAL_COMMITISH[release_channel]
-    if device_series == 1 and real in OLD_NAMES:
+    renamed = release_version is not None and Version(release_version) >= RENAMED_IN
+    if device_series == 1 and real in OLD_NAMES and not renamed:
         return [real, OLD_NAMES[real]]
     return [real]
 
@@ -88,7 +100,11 @@ def accepted_commitish(channel: str, device_version: str) -> list[str]:
 
 
 def offered(
-    release_channel: str, device_channel: str, device_version: str, prerelease: bool = True
+    release_channel: str,
+    device_channel: str,
+    device_version: str,
+    prerelease: bool = True,
+    release_version: str | None = None,
 ) -> bool:
     """Does a device on ``device_channel`` running ``device_version`` see the release?"""
     if not prerelease:
@@ -96,5 +112,5 @@ def offered(
     if device_channel == "stable":
         return False
     accepted = accepted_commitish(device_channel, device_version)
-    published = published_commitish(release_channel, series(device_version))
+    published = published_commitish(release_channel, series(device_version), release_version)
     return any(c in accepted for c in published)
