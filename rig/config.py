@@ -13,7 +13,7 @@ import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -71,23 +71,77 @@ class Secret:
         return hash(self._value)
 
 
+# Each driver has its own small config (the schema's oneOf branch, one class each);
+# rig/hardware/build.py maps the driver name to the class that takes it.
+OFF_TIME = 3.0  # seconds: long enough to drain a Pi 3's capacitors
+
+
 @dataclass(frozen=True)
-class PowerConfig:
-    driver: str  # usb-hub | ykush | command
-    port: int | None = None
-    location: str | None = None  # usb-hub
-    serial: str | None = None  # ykush
-    on: str | None = None  # command
-    off: str | None = None
+class UsbHubPortConfig:
+    """A port of a hub with per-port power switching (uhubctl's kind), at a USB location."""
+
+    location: str
+    port: int
+    off_time: float = OFF_TIME
+    driver: ClassVar[str] = "usb-hub"
+
+    @property
+    def unit(self) -> str:
+        """The switching unit the port is on (two devices on one unit and port collide)."""
+        return self.location
+
+
+@dataclass(frozen=True)
+class YkushPortConfig:
+    """A port of a Yepkit YKUSH board, by the board's serial."""
+
+    port: int
+    serial: str | None = None
+    off_time: float = OFF_TIME
+    driver: ClassVar[str] = "ykush"
+
+    @property
+    def unit(self) -> str | None:
+        return self.serial
+
+
+@dataclass(frozen=True)
+class CommandPowerConfig:
+    """A switch driven by shell commands (a PDU, a relay board), with {port} and {device}."""
+
+    on: str
+    off: str
     status: str | None = None
+    port: int | None = None
     timeout: float = 30.0
-    off_time: float = 3.0  # long enough to drain a Pi 3's capacitors
+    off_time: float = OFF_TIME
+    driver: ClassVar[str] = "command"
+
+    @property
+    def unit(self) -> None:
+        return None  # whatever the commands drive: the rig cannot tell
+
+
+PowerConfig = UsbHubPortConfig | YkushPortConfig | CommandPowerConfig
 
 
 @dataclass(frozen=True)
-class MuxConfig:
-    driver: str  # usb-sd-mux | sdwire
+class UsbSdMuxConfig:
     serial: str
+    driver: ClassVar[str] = "usb-sd-mux"
+
+
+@dataclass(frozen=True)
+class SdwireConfig:
+    serial: str
+    driver: ClassVar[str] = "sdwire"
+
+
+MuxConfig = UsbSdMuxConfig | SdwireConfig
+POWER_CONFIGS: dict[str, type[PowerConfig]] = {
+    c.driver: c for c in (UsbHubPortConfig, YkushPortConfig, CommandPowerConfig)
+}
+MUX_CONFIGS: dict[str, type[MuxConfig]] = {c.driver: c for c in (UsbSdMuxConfig, SdwireConfig)}
 
 
 @dataclass(frozen=True)
@@ -99,7 +153,6 @@ class DeviceConfig:
     host: str | None = None
     ssh_port: int = 22
     http_port: int = 80
-    profile: str = "octoprint"
     console: str | None = None  # serial port wired to the device's UART, captured per scenario
     console_baud: int = 115200
 
@@ -373,19 +426,13 @@ def _build(data: Any, source: Path | None) -> RigConfig:
 
 
 def _device(name: str, d: dict[str, Any]) -> DeviceConfig:
-    p = d["power"]
-    power = PowerConfig(
-        driver=p["driver"],
-        port=p.get("port"),
-        location=p.get("location"),
-        serial=p.get("serial"),
-        on=p.get("on"),
-        off=p.get("off"),
-        status=p.get("status"),
-        timeout=float(p.get("timeout", 30.0)),
-        off_time=float(p.get("off_time", 3.0)),
-    )
-    mux = MuxConfig(driver=d["mux"]["driver"], serial=d["mux"]["serial"])
+    # the schema checked each section against its driver's branch: the keys fit the class
+    p = {k: v for k, v in d["power"].items() if k != "driver"}
+    for key in ("timeout", "off_time"):
+        if key in p:
+            p[key] = float(p[key])
+    power = POWER_CONFIGS[d["power"]["driver"]](**p)
+    mux = MUX_CONFIGS[d["mux"]["driver"]](serial=d["mux"]["serial"])
     return DeviceConfig(
         name=name,
         power=power,
@@ -394,7 +441,6 @@ def _device(name: str, d: dict[str, Any]) -> DeviceConfig:
         host=d.get("host"),
         ssh_port=d.get("ssh_port", 22),
         http_port=d.get("http_port", 80),
-        profile=d.get("profile", "octoprint"),
         console=d.get("console", {}).get("port"),
         console_baud=int(d.get("console", {}).get("baud", 115200)),
     )
@@ -427,7 +473,7 @@ def _check_unique_hardware(devices: dict[str, DeviceConfig], where: str) -> None
     for name, dev in devices.items():
         p = dev.power
         if p.driver != "command":
-            key = (p.driver, p.location or p.serial, p.port)
+            key = (p.driver, p.unit, p.port)
             if key in seen_power:
                 problems.append(
                     (f"devices.{name}.power", f"same port as device {seen_power[key]!r}")

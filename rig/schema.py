@@ -96,14 +96,21 @@ def _whole_string(node: Any) -> Any:
     return node
 
 
+def validator_for(schema: dict[str, Any]) -> Draft202012Validator:
+    """A validator for a schema composed at run time (the matrix's, from its profile)."""
+    return Draft202012Validator(_whole_string(schema))
+
+
 @cache
 def _validator(schema_name: str) -> Draft202012Validator:
-    return Draft202012Validator(_whole_string(load_schema(schema_name)))
+    return validator_for(load_schema(schema_name))
 
 
-def validate(instance: Any, schema_name: str) -> list[tuple[str, str]]:
-    """Every schema violation of ``instance`` as ``(json path, message)``, sorted by path."""
-    validator = _validator(schema_name)
+def validate(instance: Any, schema: str | Draft202012Validator) -> list[tuple[str, str]]:
+    """Every schema violation of ``instance`` as ``(json path, message)``, sorted by path.
+
+    ``schema``: a packaged schema's name, or a validator from `validator_for`."""
+    validator = _validator(schema) if isinstance(schema, str) else schema
     problems: list[tuple[str, str]] = []
     for error in validator.iter_errors(instance):
         for leaf in _leaf_errors(error):

@@ -17,7 +17,7 @@ CANDIDATE = "@candidate"
 @dataclass(frozen=True)
 class VirtualRecipe:
     recipe: str
-    octoprint: str
+    version: str  # the product version the virtual image ships
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class CatalogImage:
     scheme: str
     product: str | None = None
     octopi: str | None = None
-    octoprint: str | None = None
+    version: str | None = None  # the product version a fresh card runs (the profile reads it)
     python: str | None = None
     url: str | None = None
     sha256: str | None = None
@@ -39,11 +39,11 @@ class CatalogImage:
     extract_sha256: str | None = None
     virtual: VirtualRecipe | None = None
 
-    def shipped_octoprint(self, virtual: bool) -> str | None:
-        """The OctoPrint version a fresh card of this image runs."""
+    def shipped_version(self, virtual: bool) -> str | None:
+        """The product version a fresh card of this image runs (the virtual recipe's there)."""
         if virtual and self.virtual:
-            return self.virtual.octoprint
-        return self.octoprint
+            return self.virtual.version
+        return self.version
 
 
 def default_catalog_path() -> Path:

@@ -1,15 +1,17 @@
 """From what a user or a matrix names (a path, a catalogue name, a URL) to an image file.
 
-``resolve_image`` is what the scenario runner and `rig flash` call: a local
-path is used as it is; a catalogue name is built by the virtual rig's image
-builder when the rig is virtual and the entry has a ``virtual:`` recipe, and
-otherwise downloaded (checked against the published SHA-256) into the cache and
-unpacked there once, so the writer can read its file systems for the map.
+``resolve_image`` is what the scenario runner and `rig flash` call (through
+rig.root.Rig.image): a local path is used as it is; a catalogue name is built by
+the backend's image builder when it has one for the entry (the virtual rig
+builds from the entry's ``virtual:`` recipe), and otherwise downloaded (checked
+against the published SHA-256) into the cache and unpacked there once, so the
+writer can read its file systems for the map.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +134,7 @@ def resolve_image(
     config: RigConfig,
     log: StepLog | None = None,
     progress: Progress | None = None,
+    build: Callable[[CatalogImage, StepLog], Path | None] | None = None,
 ) -> Path:
     """The image file to write for a path, a catalogue name or a URL."""
     log = log or StepLog()
@@ -149,9 +152,7 @@ def resolve_image(
             raise ConfigError("no such image file", where=text)
         catalog.get(text)  # raises with the known names
     item = catalog.images[text]
-    if config.virtual and item.virtual:
-        from rig.virtual.images import build_image
-
-        log(f"{text}: building the virtual image from recipe {item.virtual.recipe}")
-        return build_image(text, item.virtual.recipe, config.paths.images / "virtual")
+    built = build(item, log) if build is not None else None
+    if built is not None:
+        return built
     return unpacked(fetch(text, config, log, progress, catalog), log, cache_limit(config))

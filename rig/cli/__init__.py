@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from rig import __version__
-from rig.errors import EXIT_INFRA, EXIT_USAGE, RigError
+from rig.errors import EXIT_INFRA, EXIT_OK, EXIT_USAGE, RigError
 
 # command group -> module in rig.cli that registers it
 COMMANDS = {
@@ -78,4 +78,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("rig: interrupted", file=sys.stderr)
         return EXIT_INFRA
     except BrokenPipeError:
-        return 0
+        return EXIT_OK

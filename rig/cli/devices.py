@@ -18,7 +18,7 @@ from rich.table import Table
 
 from rig.config import RigConfig, load_config
 from rig.errors import EXIT_OK, ConfigError, RigError
-from rig.hardware.build import mux_for, power_for
+from rig.root import Rig
 
 JSON_VERSION = 1  # bumped only when a documented key changes meaning or goes away
 
@@ -52,11 +52,11 @@ def device_status(config: RigConfig, name: str) -> dict[str, Any]:
     dev = config.device(name)
     errors: dict[str, str] = {}
     status: dict[str, Any] = {"name": name, "model": dev.model, "power": None, "mux": None}
-    power = _try(errors, "power", lambda: power_for(config, name))
+    power = _try(errors, "power", lambda: Rig.from_config(config).power(name))
     if power is not None:
         on = _try(errors, "power", power.state)
         status["power"] = None if on is None else "on" if on else "off"
-    mux = _try(errors, "mux", lambda: mux_for(config, name))
+    mux = _try(errors, "mux", lambda: Rig.from_config(config).mux(name))
     status["card"] = status["disk"] = None
     if mux is not None:
         status["mux"] = _try(errors, "mux", mux.state)

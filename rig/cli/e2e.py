@@ -7,7 +7,7 @@ import getpass
 import os
 from pathlib import Path
 
-from rig.errors import ConfigError
+from rig.errors import EXIT_OK, ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,4 +50,4 @@ def cmd_e2e(args: argparse.Namespace) -> int:
         keyword=args.keyword,
     )
     print(f"all smoke checks passed; evidence in {results}/")
-    return 0
+    return EXIT_OK

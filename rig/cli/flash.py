@@ -16,8 +16,9 @@ from pathlib import Path
 
 from rig.card.writer import WriteResult, write_image
 from rig.config import load_config
-from rig.errors import ConfigError
+from rig.errors import EXIT_OK, ConfigError
 from rig.events import Event, EventBus, StepLog
+from rig.root import Rig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -117,10 +118,9 @@ def cmd_flash(args: argparse.Namespace) -> int:
         device, image_arg = args.args
     config = load_config(args.config)
     log = _log()
-    from rig.card.images import resolve_image
-
+    rig = Rig.from_config(config)
     with progress_view(sys.stderr.isatty()) as progress:
-        image = resolve_image(image_arg, config, log, progress)
+        image = rig.image(image_arg, log, progress)
         if device is None:
             result = write_image(
                 image,
@@ -140,34 +140,31 @@ def cmd_flash(args: argparse.Namespace) -> int:
 
             config.device(device)  # ConfigError for an unknown device, before its lease
             with manual_lease(config.paths.state, device, "rig flash", force=args.force):
-                result = _flash_device(config, device, image, args, log, progress)
+                result = _flash_device(rig, device, image, args, log, progress)
     print(_summary(result))
     from rig.card.images import cache_for
 
     with cache_for(config).locked():  # unpacked copies count against the cache limit
         cache_for(config).evict()
-    return 0
+    return EXIT_OK
 
 
-def _flash_device(config, device: str, image: Path, args, log: StepLog, progress) -> WriteResult:
-    """Switch the device's card to the host via its mux, write exactly that disk."""
-    config.device(device)  # ConfigError for an unknown device, before touching hardware
-    from rig.hardware import build, sequences
+def _flash_device(rig: Rig, device: str, image: Path, args, log: StepLog, progress) -> WriteResult:
+    """Switch the device's card to the host via its mux, write exactly that disk, the way
+    every run writes it (rig.root.Rig.write_card)."""
+    from rig.hardware import sequences
 
-    power = build.power_for(config, device)
-    mux = build.mux_for(config, device)
+    power, mux = rig.power(device), rig.mux(device)
     disk = sequences.to_host(power, mux, log)
-    identity = mux.card_identity() if hasattr(mux, "card_identity") else None
-    return write_image(
+    return rig.write_card(
+        device,
         image,
         Path(disk),
+        log,
+        mux=mux,
         verify=not args.no_verify,
-        log=log,
         progress=progress,
-        card_identity=identity or device,
-        state_dir=config.paths.state,
         bmap=Path(args.bmap) if args.bmap else None,
-        unpack_dir=config.paths.images / "unpacked",
         skip_same=not args.rewrite_all,
     )
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from rig.config import RigConfig, load_config
 from rig.errors import EXIT_INFRA, EXIT_OK, ConfigError, RigError
-from rig.hardware.build import mux_for, power_for, usb_backend
+from rig.root import Rig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,7 +83,7 @@ def cmd_power(args: argparse.Namespace) -> int:
 
 
 def _power(config: RigConfig, args: argparse.Namespace) -> int:
-    power = power_for(config, args.device)
+    power = Rig.from_config(config).power(args.device)
     if args.action == "on":
         power.on()
     elif args.action == "off":
@@ -103,7 +103,7 @@ def cmd_mux(args: argparse.Namespace) -> int:
 
 
 def _mux(config: RigConfig, args: argparse.Namespace) -> int:
-    mux = mux_for(config, args.device)
+    mux = Rig.from_config(config).mux(args.device)
     if args.action in ("host", "dut", "off"):
         _warn_if_powered(config, args.device)
     if args.action == "host":
@@ -123,7 +123,7 @@ def _mux(config: RigConfig, args: argparse.Namespace) -> int:
 def _warn_if_powered(config: RigConfig, device: str) -> None:
     """Moving the card of a running DUT is a power cut for its file system: say so."""
     try:
-        powered = power_for(config, device).state()
+        powered = Rig.from_config(config).power(device).state()
     except RigError:
         return
     if powered:
@@ -144,8 +144,8 @@ def _power_test(config: RigConfig, name: str, timeout: float) -> Any:
             f"device {name} has no host: the power test watches it stop answering there",
             where=f"{config.where}: devices.{name}.host",
         )
-    power = power_for(config, name)
-    switch = f"{dev.power.driver} {dev.power.location or dev.power.serial or ''}".strip()
+    power = Rig.from_config(config).power(name)
+    switch = f"{dev.power.driver} {dev.power.unit or ''}".strip()
     if dev.power.port is not None:
         switch += f" port {dev.power.port}"
     paired = getattr(power, "paired", "")
@@ -173,13 +173,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.host or not config.virtual or host_checks.installed():
         findings += host_checks.check_host()
-    if config.virtual:
+    rig = Rig.from_config(config)
+    if rig.virtual:
         console.print(f"virtual rig ({config.where}); state in {config.paths.state / 'virtual'}")
-        findings += inventory.check_virtual_system()
-    findings += inventory.scan_usb(usb_backend(config))
-    if not config.virtual:
+    findings += rig.system_checks()
+    findings += inventory.scan_usb(rig.usb())
+    if not rig.virtual:
         findings += inventory.scan_sdmuxes()
-    findings += inventory.check_devices(config)
+    findings += inventory.check_devices(config.devices, rig.power, rig.mux)
     if getattr(args, "power_test", None):
         findings.append(_power_test(config, args.power_test, args.power_test_timeout))
     return _report(console, findings)

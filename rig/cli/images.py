@@ -15,6 +15,7 @@ from rig.card.catalog import load_catalog
 from rig.card.images import cache_for, cache_limit, fetch, unpacked
 from rig.cli.flash import _log, progress_view
 from rig.config import RigConfig, load_config
+from rig.errors import EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +61,7 @@ def image_listing(config: RigConfig) -> dict[str, Any]:
                 "base": item.base,
                 "product": item.product,
                 "octopi": item.octopi,
-                "octoprint": item.octoprint,
+                "version": item.version,
                 "url": item.url,
                 "sha256": item.sha256,
                 "virtual_recipe": item.virtual.recipe if item.virtual else None,
@@ -102,7 +103,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     data = image_listing(config)
     if args.json:
         print(json.dumps(data, indent=2))
-        return 0
+        return EXIT_OK
     cache = data["cache"]
     table = Table(title=f"images (cache {cache['root']}, limit {cache['limit_gb']:g} GB)")
     for col in ("name", "description", "cached", "size", "virtual recipe"):
@@ -135,7 +136,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{c['last_image']} ({c['last_result']})",
             )
         console.print(t)
-    return 0
+    return EXIT_OK
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -145,4 +146,4 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         got = fetch(args.image, config, log, progress, sha256=args.sha256)
     path = unpacked(got, log, cache_limit(config)) if args.unpack else got.entry.file
     print(f"{path} sha256={got.entry.sha256}")
-    return 0
+    return EXIT_OK

@@ -11,7 +11,9 @@ from rich.table import Table
 
 from rig.card.catalog import load_catalog
 from rig.config import load_config
-from rig.orchestration.matrix import Matrix, load_matrix
+from rig.errors import EXIT_OK
+from rig.orchestration.matrix import Matrix, load_matrix, schema_for
+from rig.product import DEFAULT_PRODUCT, PROFILES, get_profile
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,27 +26,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("file")
     s.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     s.set_defaults(func=cmd_show)
+    j = msub.add_parser(
+        "schema", help="the JSON Schema of a product's matrices (for editors: matrix/schema.json)"
+    )
+    j.add_argument("--product", default=DEFAULT_PRODUCT, choices=sorted(PROFILES))
+    j.set_defaults(func=cmd_schema)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    json.dump(schema_for(get_profile(args.product)), sys.stdout, indent=2)
+    print()
+    return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     matrix = load_matrix(args.file)
     print(f"{args.file}: ok ({len(matrix.scenarios)} scenarios, release {matrix.release.version})")
-    return 0
+    return EXIT_OK
 
 
 def _rows(matrix: Matrix, virtual: bool) -> list[dict[str, str]]:
     catalog = load_catalog()
     rows = []
     for s in matrix.scenarios:
-        start = s.start_version(catalog, virtual)
+        start = matrix.start_version(s, catalog, virtual)
         rows.append(
             {
                 "id": s.id,
                 "device": s.device or f"any {s.model}",
                 "image": s.image,
-                "start": (start or "?") + ("" if s.octoprint else " (image)"),
+                "start": (start or "?") + ("" if s.start else " (image)"),
                 "channel": s.channel,
-                "checks": ", ".join(s.checks),
+                "update": s.update_mode,
+                "checks": ", ".join([*s.checks, *(p.name for p in s.user_checks)]),
                 "expect": s.expect,
                 "command": matrix.command_line(s),
                 "up": matrix.up_command_line(s),
@@ -53,7 +67,7 @@ def _rows(matrix: Matrix, virtual: bool) -> list[dict[str, str]]:
     return rows
 
 
-HEADERS = ("id", "device", "image", "start", "channel", "checks", "expect")
+HEADERS = ("id", "device", "image", "start", "channel", "update", "checks", "expect")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -61,7 +75,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     rows = _rows(matrix, config.virtual)
     rel = matrix.release
-    title = f"release {rel.version} on {rel.channel}" + (f" from {rel.pip}" if rel.pip else "")
+    pip = rel.options.get("pip")
+    title = f"release {rel.version} on {rel.channel}" + (f" from {pip}" if pip else "")
     if args.format == "json":
         json.dump({"release": vars(rel), "scenarios": rows}, sys.stdout, indent=2)
         print()
@@ -88,4 +103,4 @@ def cmd_show(args: argparse.Namespace) -> int:
         for r in rows:
             console.print(f"  {r['command']}", highlight=False, soft_wrap=True)
             console.print(f"  {r['up']}", highlight=False, soft_wrap=True)
-    return 0
+    return EXIT_OK

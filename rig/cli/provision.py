@@ -15,9 +15,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from rig.card.provision import SCHEMES, ProvisionSettings, provision_card
+from rig.card.provision import SCHEMES
 from rig.config import RigConfig, load_config
-from rig.errors import ConfigError, InfraError
+from rig.errors import EXIT_OK, ConfigError
+from rig.root import Rig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,16 +75,22 @@ def cmd_provision(args: argparse.Namespace) -> int:
                 manual_lease(config.paths.state, device, "rig provision", force=args.force)
             )
             target = card_of(config, device, args.timeout)
-        settings = ProvisionSettings.from_config(config, device, args.hostname).override(
-            ssid=args.ssid, country=args.country, user=args.user
-        )
-        result = provision_card(
-            target, settings, scheme=args.scheme, dry_run=args.dry_run, log=_stderr
+        # the same provisioning every run does (rig.root.Rig.provision_card)
+        result = Rig.from_config(config).provision_card(
+            device,
+            target,
+            _stderr,
+            hostname=args.hostname,
+            ssid=args.ssid,
+            country=args.country,
+            user=args.user,
+            scheme=args.scheme,
+            dry_run=args.dry_run,
         )
     if args.image:  # name the card as the person did, not by its descriptor
         result = dataclasses.replace(result, target=Path(args.image))
     print(result.describe(contents=args.dry_run))
-    return 0
+    return EXIT_OK
 
 
 def _stderr(message: str) -> None:
@@ -94,15 +101,7 @@ def _stderr(message: str) -> None:
 def card_of(config: RigConfig, device: str, timeout: float) -> Path:
     """The block device of `device`'s card, which must be switched to the host."""
     config.device(device)  # ConfigError for an unknown device, before touching hardware
-    try:
-        from rig.hardware import build
-    except ImportError as e:
-        raise InfraError(
-            "the hardware layer (rig.hardware.build) is not available",
-            where=f"device {device}",
-            hint="use --image FILE",
-        ) from e
-    mux = build.mux_for(config, device)
+    mux = Rig.from_config(config).mux(device)
     state = mux.state()
     if state != "host":
         raise ConfigError(

@@ -18,6 +18,7 @@ from rig.events import EventBus
 from rig.orchestration.live import LiveView
 from rig.orchestration.matrix import load_matrix
 from rig.orchestration.runner import Credentials, Runner, RunOptions
+from rig.root import Rig
 
 COLOURS = {"passed": "green", "failed": "red", "error": "yellow", "interrupted": "magenta"}
 
@@ -61,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     cancel = threading.Event()
     bus = EventBus()
-    runner = Runner(config, matrix, options, bus=bus, cancel=cancel)
+    runner = Runner(config, matrix, options, rig=Rig.from_config(config), bus=bus, cancel=cancel)
     console = Console() if sys.stdout.isatty() else Console(width=200)
 
     def stop(signum: int, frame: object) -> None:

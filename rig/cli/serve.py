@@ -8,7 +8,7 @@ import logging
 import signal
 
 from rig.config import load_config
-from rig.errors import InfraError
+from rig.errors import EXIT_OK, InfraError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,4 +71,4 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not server.started:
         raise InfraError(f"could not listen on {bind}:{port}", where="daemon.bind/port")
     logging.getLogger("rig.daemon").info("rig serve stopped")
-    return 0
+    return EXIT_OK

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rig.config import RigConfig, load_config
-from rig.errors import ConfigError
+from rig.errors import EXIT_OK, ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     config = _virtual_config(args)
     ensure_twin(config)
     print(f"virtual rig running (pid {running_pid(config)}), log: {twin_dir(config) / 'twin.log'}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -49,7 +49,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
     removed = stop_twin(_virtual_config(args))
     print("virtual rig stopped" + (f"; detached {', '.join(removed)}" if removed else ""))
-    return 0
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -61,7 +61,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     console = Console()
     if not status:
         console.print("virtual rig: not running (`rig twin up` starts it)")
-        return 0
+        return EXIT_OK
     table = Table(title=f"virtual rig (supervisor pid {pid})")
     cols = ("device", "powered", "side", "state", "address", "OS", "Python", "OctoPrint", "pid")
     for col in cols:
@@ -81,7 +81,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             str(d.get("pid") or "-"),
         )
     console.print(table)
-    return 0
+    return EXIT_OK
 
 
 # what the device itself says it runs (the card may say anything)

@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 from rig.config import load_config
-from rig.errors import ConfigError, InfraError, ValidationErrors
+from rig.errors import EXIT_OK, ConfigError, InfraError, ValidationErrors
 from rig.events import EventBus
 from rig.orchestration.leases import Leases
 from rig.orchestration.matrix import load_matrix
+from rig.product import DEFAULT_PRODUCT, PROFILES, get_profile
 from rig.product.profile import ScenarioContext
 
 UP_PURPOSE = "rig up"
@@ -32,6 +33,8 @@ UP_PURPOSE = "rig up"
 FLAGS = {
     "scenarios[0].image": "--image",
     "scenarios[0].octoprint": "--octoprint",
+    "scenarios[0].start": "--start",
+    "release.product": "--product",
     "scenarios[0].channel": "--channel",
     "release.version": "--release",
     "release.channel": "--release-channel",
@@ -43,13 +46,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "up",
         help="bring one device to a starting state and leave it up (until `rig down`)",
         description="Either a matrix scenario (FILE --scenario ID) or a state given here "
-        "(--image, --octoprint, --channel, --release).",
+        "(--image, --start, --channel, --release).",
     )
     p.add_argument("file", nargs="?", help="a matrix (JSON); with --scenario")
     p.add_argument("--scenario", metavar="ID", help="the scenario whose starting state to reach")
     p.add_argument("--device", metavar="NAME", help="this device (default: any free one)")
     p.add_argument("--image", help="without a matrix: the image (a catalogue name)")
-    p.add_argument("--octoprint", metavar="VERSION", help="without a matrix: OctoPrint to pin")
+    p.add_argument(
+        "--start",
+        "--octoprint",
+        dest="start",
+        metavar="VERSION",
+        help="without a matrix: the product version to pin (OctoPrint: --octoprint)",
+    )
+    p.add_argument(
+        "--product", default=DEFAULT_PRODUCT, help="without a matrix: the release's product"
+    )
     p.add_argument("--channel", default="stable", help="without a matrix: the device's channel")
     p.add_argument("--release", metavar="VERSION", help="without a matrix: the release offered")
     p.add_argument(
@@ -81,13 +93,19 @@ def _adhoc_matrix(args: argparse.Namespace, state: Path) -> Path:
             f"without a matrix, rig up needs {' and '.join(missing)}",
             where="rig up",
             hint="rig up MATRIX --scenario ID, or rig up --image NAME --release VERSION "
-            "[--octoprint VERSION] [--channel CHANNEL]",
+            "[--start VERSION] [--channel CHANNEL]",
         )
-    scenario = {"id": "up", "image": args.image, "channel": args.channel, "checks": ["update"]}
-    if args.octoprint:
-        scenario["octoprint"] = args.octoprint
+    scenario = {"id": "up", "image": args.image, "channel": args.channel}
+    if args.start:
+        # the profile's own key for the start version (OctoPrint: "octoprint")
+        key = getattr(PROFILES.get(args.product) and get_profile(args.product), "start_key", None)
+        scenario[key or "start"] = args.start
     data = {
-        "release": {"version": args.release, "channel": args.release_channel or args.channel},
+        "release": {
+            "product": args.product,
+            "version": args.release,
+            "channel": args.release_channel or args.channel,
+        },
         "scenarios": [scenario],
     }
     path = state / "up" / f"{args.device or 'any'}-{os.getpid()}.json"
@@ -101,6 +119,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     from rig.orchestration.interactive import DeviceAccess, describe
     from rig.orchestration.runner import Runner, RunOptions
+    from rig.root import Rig
 
     if not args.hours > 0:
         raise ConfigError(f"--hours must be more than 0, not {args.hours:g}", where="rig up")
@@ -136,7 +155,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     cancel = threading.Event()
     bus = EventBus()
-    runner = Runner(config, matrix, options, bus=bus, cancel=cancel)
+    runner = Runner(config, matrix, options, rig=Rig.from_config(config), bus=bus, cancel=cancel)
     console = Console() if sys.stdout.isatty() else Console(width=200)
     accesses: list[DeviceAccess] = []
 
@@ -213,4 +232,4 @@ def cmd_down(args: argparse.Namespace) -> int:
     finally:
         leases.close()
     print(f"{args.device} is down and free")
-    return 0
+    return EXIT_OK

@@ -410,24 +410,21 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
 
 
 def feed_mount(settings: DaemonSettings) -> Mount | None:
-    """The OctoPrint profile's release feed at /feed, for the acceptance matrix's release.
+    """The release feed of the acceptance matrix's product at /feed, for its release.
 
     Integration point: devices provisioned by the daemon's runs may point their
-    release check at ``{public_url}/feed``. Absent module or matrix: no route.
+    release check at ``{public_url}/feed``. No matrix, or a product without a feed:
+    no route.
     """
     if settings.matrix is None or not settings.matrix.is_file():
         return None
-    try:
-        from rig.orchestration.matrix import load_matrix
-        from rig.product.octoprint.feed import InjectedRelease, PluginRelease, feed_app
-        from rig.product.octoprint.overlay import check_overlay
-    except ImportError:
-        return None
-    release = load_matrix(settings.matrix).release
-    injected = InjectedRelease(version=release.version, channel=release.channel, name=release.name)
-    # the field's check overlay, as the runs' own feed serves it
-    plugins = tuple(PluginRelease(k, v) for k, v in sorted(release.plugins.items()))
-    return Mount("/feed", app=feed_app(injected, overlay=check_overlay(), plugins=plugins))
+    from rig.orchestration.matrix import load_matrix
+
+    matrix = load_matrix(settings.matrix)
+    rel = matrix.release
+    feed = getattr(matrix.profile, "release_feed", None)
+    app = feed(rel.version, rel.channel, dict(rel.options), name=rel.name) if feed else None
+    return Mount("/feed", app=app) if app is not None else None
 
 
 def scenario_phases(report_dir: str | None) -> list[tuple[str, str, str]]:
@@ -479,22 +476,17 @@ def device_rows(settings: DaemonSettings) -> list[dict[str, Any]]:
             conn.close()
     except Exception:  # tables not there yet: no runs so far
         pass
-    virtual = None
-    if config.virtual:
-        try:
-            from rig.virtual.hw.state import VirtualHardware
+    from rig.root import Rig
 
-            virtual = VirtualHardware.from_config(config)
-        except Exception:
-            virtual = None
+    rig = Rig.from_config(config)
     rows = []
     for name, dev in config.devices.items():
         power, mux = f"{dev.power.driver} port {dev.power.port}", dev.mux.driver
-        if virtual is not None:
+        if rig.virtual:  # live states where reading them touches no real hardware
             try:
-                on = virtual.port_power(dev.power.location or "", dev.power.port or 0)
+                on = rig.power(name).state()
                 power = f"{'on' if on else 'off'} ({power})"
-                mux = f"{virtual.mux_side(dev.mux.serial)} ({mux})"
+                mux = f"{rig.mux(name).state()} ({mux})"
             except Exception:
                 pass
         rows.append(

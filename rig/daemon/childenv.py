@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Mapping
 
 from rig.config import SECRET_ENV_PREFIX
+from rig.product import PRODUCT_ENVIRONMENT
 
 # what a process needs to find its tools, its locale, its proxy and its display
 PASS = (
@@ -50,7 +51,6 @@ PASS = (
     "npm_config_registry",
     "PLAYWRIGHT_BROWSERS_PATH",
     "RIG_CHROMIUM",
-    "RIG_OCTOPRINT_CHECKOUT",
     "RIG_TEST_NET",
 )
 
@@ -64,7 +64,10 @@ def child_env(
     """A minimal environment: :data:`PASS`, ``LC_*``, the operator's ``passthrough``
     names (never a ``$RIG_SECRET_*``), then ``extra``."""
     environ = os.environ if environ is None else environ
-    keep = (set(PASS) | set(passthrough)) - {"CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET"}
+    keep = (set(PASS) | set(PRODUCT_ENVIRONMENT) | set(passthrough)) - {
+        "CREDENTIALS_DIRECTORY",
+        "NOTIFY_SOCKET",
+    }
     env = {
         k: v
         for k, v in environ.items()

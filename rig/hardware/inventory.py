@@ -7,9 +7,8 @@ the exact fix (usually the udev rule line from rig/host/99-rig.rules).
 from __future__ import annotations
 
 import os
-import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rig.errors import InfraError, RigError
@@ -131,78 +130,22 @@ def scan_sdmuxes(fs: Sysfs = REAL_SYSFS) -> list[Finding]:
     return out
 
 
-def check_devices(config: Any) -> list[Finding]:
-    """Every configured device: can its power switch and its mux be reached and read?"""
-    from rig.hardware.build import mux_for, power_for
+def check_devices(
+    names: Iterable[str], power: Callable[[str], Any], mux: Callable[[str], Any]
+) -> list[Finding]:
+    """Every configured device: can its power switch and its mux be reached and read?
 
+    ``power`` and ``mux`` build a device's drivers (rig.root.Rig.power / .mux)."""
     out: list[Finding] = []
-    for name in config.devices:
+    for name in names:
         for part, build, read in (
-            ("power", power_for, lambda p: {True: "on", False: "off", None: "unknown"}[p.state()]),
-            ("mux", mux_for, lambda m: f"card on {m.state()}"),
+            ("power", power, lambda p: {True: "on", False: "off", None: "unknown"}[p.state()]),
+            ("mux", mux, lambda m: f"card on {m.state()}"),
         ):
             try:
-                shown = read(build(config, name))
+                shown = read(build(name))
             except RigError as e:
                 out.append(Finding("device", f"{name} {part}", e.message, False, e.hint))
                 continue
             out.append(Finding("device", f"{name} {part}", shown, True))
-    return out
-
-
-def check_virtual_system() -> list[Finding]:
-    """What the virtual rig needs from this machine."""
-    from rig.virtual.hw.state import dm_available, loop_available, write_fault_available
-
-    out = []
-    if loop_available():
-        out.append(Finding("system", "loop devices", "cards appear as /dev/loopN", True))
-    else:
-        out.append(
-            Finding(
-                "system",
-                "loop devices",
-                "not root or no /dev/loop-control: cards appear as plain image files",
-                True,
-                "run as root (or in a VM/container with loop devices) to flash real block devices",
-            )
-        )
-    if dm_available():
-        fault = "device-mapper error target"
-    elif write_fault_available():
-        fault = "FUSE file (no device-mapper here)"
-    else:
-        fault = "unavailable (needs loop devices plus device-mapper or /dev/fuse)"
-    out.append(Finding("system", "write faults", fault, True))
-    bwrap = shutil.which("bwrap")
-    out.append(
-        Finding(
-            "system",
-            "bwrap",
-            bwrap or "missing",
-            bwrap is not None,
-            "" if bwrap else "sudo apt install bubblewrap (the virtual Pis run in it)",
-        )
-    )
-    chromium = next(
-        (
-            p
-            for p in (
-                "/usr/bin/chromium",
-                shutil.which("chromium"),
-                shutil.which("chromium-browser"),
-            )
-            if p and Path(p).exists()
-        ),
-        None,
-    )
-    out.append(
-        Finding(
-            "system",
-            "chromium",
-            chromium or "missing",
-            chromium is not None,
-            "" if chromium else "sudo apt install chromium (browser checks run in it)",
-        )
-    )
     return out

@@ -8,7 +8,6 @@ card (its CID) for wear tracking.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,18 +351,3 @@ class SdwireMux:
 
 
 # -- the virtual rig's card ------------------------------------------------------------
-
-
-class VirtualDiskFinder:
-    """The virtual card while on the host side: a loop device or the image file."""
-
-    below = None
-    removable = False  # loop devices are not removable; origin is guaranteed by the state
-
-    def __init__(self, hw: Any, serial: str) -> None:
-        self.hw = hw
-        self.serial = serial
-
-    def find(self) -> Path | None:
-        path = self.hw.host_disk(self.serial)
-        return path if path is not None and os.path.exists(path) else None

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rig.errors import EXIT_OK
 from rig.host import (
     CONFIG,
     CREDENTIALS,
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     changes = install(root, dry_run=args.dry_run, login_user=args.user)
     verb = "would make" if args.dry_run else "made"
     print(f"{verb} {changes} change(s)")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

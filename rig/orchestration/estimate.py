@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,11 @@ def simulate(work: list[Work], devices: int, write_slots: int) -> Estimate:
     return Estimate(finish, bound, devices)
 
 
-# Magnitudes for a Raspberry Pi 3 with a USB2 SD mux, from
-# shared/reference (flashing.md, provisioning.md, octoprint.md): a ~3 GB OctoPi
-# image with ~1.9 GB in use at 15 MB/s write and 25 MB/s read-back, first boot
-# 3-5 min, pip on a Pi 3 is slow. Replace with measured values when available.
+# Magnitudes for a Raspberry Pi 3 with a USB2 SD mux, from shared/reference
+# (flashing.md, provisioning.md): a ~3 GB image with ~1.9 GB in use at 15 MB/s
+# write and 25 MB/s read-back, first boot 3-5 min. What the product does on the
+# device (prepare, update, checks) comes from its profile's phase_seconds and
+# checks. Replace with measured values when available.
 PI3_SECONDS = {
     "to-host": 5,
     "write": 1900 / 15 + 1900 / 25,
@@ -73,19 +75,23 @@ PI3_SECONDS = {
     "prepare": 60,
     "update": 240,
     "verify": 20,
-    "smoke": 120,
-    "update-api": 0,
-    "octoprint-e2e": 300,
-    "plugin-updates": 180,  # estimate: a pip install of one small plugin and a restart
 }
 
 
-def pi3_work(scenario_id: str, pinned: bool, checks: tuple[str, ...], expect: str) -> Work:
-    """A scenario's device time on a real Pi 3, by phase, from PI3_SECONDS."""
-    s = PI3_SECONDS
+def pi3_work(
+    scenario_id: str,
+    pinned: bool,
+    checks: tuple[str, ...],
+    expect: str,
+    product: Any = None,
+) -> Work:
+    """A scenario's device time on a real Pi 3, by phase: PI3_SECONDS, with the product
+    profile's own magnitudes (``phase_seconds``, ``checks``) where it has them."""
+    s = {**PI3_SECONDS, **dict(getattr(product, "phase_seconds", {}))}
+    costs = dict(getattr(product, "checks", {}))
     write = s["to-host"] + s["write"]
     rest = s["provision"] + s["boot"] + (s["prepare-pinned"] if pinned else s["prepare"])
     rest += s["update"] if expect == "updated" else 30
     if expect == "updated":
-        rest += s["verify"] + sum(s.get(c, 60) for c in checks if c not in ("update",))
+        rest += s["verify"] + sum(costs.get(c, 60) for c in checks)
     return Work(scenario_id, write, rest)

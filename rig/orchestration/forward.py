@@ -2,7 +2,7 @@
 
 The virtual rig's devices listen on loopback addresses; the person at the desk
 opens the flash host's address instead. Plain bytes both ways, so HTTP,
-keep-alive and OctoPrint's websocket all pass unchanged.
+keep-alive and a product's websockets all pass unchanged.
 """
 
 from __future__ import annotations

@@ -1,15 +1,20 @@
 """The JSON test matrix: one release and the starting states that must reach it.
 
-The packaged JSON Schema (also ``matrix/schema.json`` for editors) checks the
-shape; this module adds what a schema cannot say (unique ids, images that exist,
-a start version older than the release) and reports *every* problem at once.
+The release names its product (``release.product``, default octoprint); the
+product's profile supplies the vocabulary: channels, checks, update modes and
+its own keys, which the packaged product-neutral JSON Schema is completed with
+(`schema_for`). This module adds what a schema cannot say (unique ids, images
+that exist and are of the product, a start version older than the release, user
+check files that exist) and reports *every* problem at once.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import shlex
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +23,31 @@ from packaging.version import InvalidVersion, Version
 from rig.card.catalog import CANDIDATE, Catalog, load_catalog
 from rig.config import read_user_file
 from rig.errors import ConfigError, ValidationErrors
-from rig.schema import validate
+from rig.product import DEFAULT_PRODUCT, PROFILES, get_profile
+from rig.product.profile import Profile
+from rig.schema import load_schema, validate, validator_for
 
-CHANNELS = ("stable", "maintenance", "devel", "next")
-DEFAULT_CHECKS = ("update", "smoke")
+# a checks entry naming the user's own pytest file or directory, not a built-in check
+USER_CHECK = r"^(.*\.py|.*/.*)$"
+# the neutral keys of a scenario; the rest are the profile's own (Scenario.options)
+SCENARIO_KEYS = frozenset(
+    ("id", "description", "image", "channel", "checks", "expect", "model", "device", "update")
+)
+RELEASE_KEYS = frozenset(("product", "version", "channel", "name"))
+
+
+def is_user_check(entry: str) -> bool:
+    """A checks entry that is a path to the user's own pytest checks."""
+    return entry.endswith(".py") or "/" in entry
 
 
 @dataclass(frozen=True)
 class Release:
     version: str
     channel: str
-    pip: str | None = None
+    product: str = DEFAULT_PRODUCT
     name: str | None = None
-    plugins: dict[str, str] = field(default_factory=dict)  # bundled plugin key -> release
+    options: dict[str, Any] = field(default_factory=dict)  # the profile's own release keys
 
 
 @dataclass(frozen=True)
@@ -38,20 +55,15 @@ class Scenario:
     id: str
     image: str
     channel: str
-    checks: tuple[str, ...]
+    checks: tuple[str, ...]  # the profile's built-in checks after the update
     expect: str = "updated"
-    because: str | None = None  # with expect not-offered: channel | python | throttle
     model: str = "pi3"
-    octoprint: str | None = None  # None: what the image ships
+    start: str | None = None  # the start version the profile pins; None: what the image ships
+    update_mode: str = ""  # one of the profile's update modes
+    user_checks: tuple[Path, ...] = ()  # the user's own pytest files, absolute
+    options: dict[str, Any] = field(default_factory=dict, compare=False)  # the profile's keys
     device: str | None = None
     description: str = ""
-
-    def start_version(self, catalog: Catalog, virtual: bool) -> str | None:
-        if self.octoprint:
-            return self.octoprint
-        if self.image == CANDIDATE:
-            return None
-        return catalog.get(self.image).shipped_octoprint(virtual)
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,7 @@ class Matrix:
     path: Path
     release: Release
     scenarios: tuple[Scenario, ...]
+    profile: Profile = field(compare=False, repr=False)
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -71,6 +84,14 @@ class Matrix:
             where=str(self.path),
         )
 
+    def start_version(self, scenario: Scenario, catalog: Catalog, virtual: bool) -> str | None:
+        """The version the scenario starts from: pinned, else what the image ships."""
+        if scenario.start:
+            return scenario.start
+        if scenario.image == CANDIDATE:
+            return None
+        return self.profile.start_version(catalog.get(scenario.image), virtual)
+
     def command_line(self, scenario: Scenario) -> str:
         """The exact command that runs this scenario alone."""
         return shlex.join(["rig", "run", str(self.path), "--scenario", scenario.id])
@@ -78,6 +99,42 @@ class Matrix:
     def up_command_line(self, scenario: Scenario) -> str:
         """The command that brings one device to this scenario's starting state and leaves it up."""
         return shlex.join(["rig", "up", str(self.path), "--scenario", scenario.id])
+
+
+@cache
+def _schema(product: str) -> dict[str, Any]:
+    return schema_for(get_profile(product))
+
+
+def schema_for(profile: Profile) -> dict[str, Any]:
+    """The packaged product-neutral schema completed with the profile's vocabulary."""
+    schema = copy.deepcopy(load_schema("matrix"))
+    defs = schema["$defs"]
+    builtin = sorted({*profile.checks, *getattr(profile, "update_checks", {})})
+    defs["channel"] = {"enum": list(profile.channels)}
+    defs["update"] = {
+        "enum": list(profile.update_modes),
+        "description": f"how the update is done (default: {profile.update_modes[0]})",
+    }
+    defs["check"] = {
+        "anyOf": [
+            {"enum": builtin} if builtin else {"not": {}},
+            {"type": "string", "pattern": USER_CHECK},
+        ],
+        "description": f"a built-in check ({', '.join(builtin) or 'none'}) or your own "
+        "pytest file or folder (ending in .py or with a /, relative to the matrix file)",
+    }
+    schema["properties"]["release"]["properties"].update(profile.release_schema())
+    own = profile.scenario_schema()
+    schema["properties"]["defaults"]["properties"].update(own)
+    defs["scenario"]["properties"].update(own)
+    schema["title"] = f"rig test matrix ({profile.name})"
+    return schema
+
+
+@cache
+def _validator(product: str) -> Any:
+    return validator_for(_schema(product))
 
 
 class _DuplicateKey(ValueError):
@@ -114,42 +171,62 @@ def load_matrix(path: str | Path, catalog: Catalog | None = None) -> Matrix:
     data = parse_json(text, str(source))
     if not isinstance(data, dict):
         raise ValidationErrors(str(source), [("", "must be an object with release and scenarios")])
+    rel = data.get("release") if isinstance(data.get("release"), dict) else {}
+    product = rel.get("product", DEFAULT_PRODUCT)
+    if not isinstance(product, str) or product not in PROFILES:
+        known = ", ".join(sorted(PROFILES))
+        raise ValidationErrors(
+            str(source), [("release.product", f"{product!r} is not a product (known: {known})")]
+        )
+    profile = get_profile(product)
     # every problem at once: the schema's and those a schema cannot express (duplicate
     # ids, unknown images, ...), the latter checked on whatever parts are well-formed
-    problems = validate(data, "matrix")
+    problems = validate(data, _validator(product))
     catalog = catalog or load_catalog()
     flagged = {path for path, _ in problems}
-    problems += [p for p in _semantic_problems(data, catalog) if p[0] not in flagged]
+    semantic = _semantic_problems(data, catalog, profile, source.parent)
+    semantic += profile.matrix_problems(data)
+    problems += [p for p in semantic if p[0] not in flagged]
     if problems:
         raise ValidationErrors(str(source), problems)
 
-    rel = data["release"]
     release = Release(
-        rel["version"],
-        rel["channel"],
-        rel.get("pip"),
-        rel.get("name"),
-        dict(rel.get("plugins", {})),
+        version=rel["version"],
+        channel=rel["channel"],
+        product=product,
+        name=rel.get("name"),
+        options={k: v for k, v in rel.items() if k not in RELEASE_KEYS},
     )
     defaults = data.get("defaults", {})
+    update_checks = getattr(profile, "update_checks", {})
     scenarios = []
     for raw in data["scenarios"]:
         merged = {**defaults, **raw}
+        entries = list(merged.get("checks", profile.default_checks))
+        # an old matrix chose the update mode with a check name ("update-api")
+        legacy = [update_checks[c] for c in entries if c in update_checks]
+        mode = merged.get("update") or next(
+            (m for m in legacy if m != profile.update_modes[0]), profile.update_modes[0]
+        )
         scenarios.append(
             Scenario(
                 id=merged["id"],
                 image=merged["image"],
-                channel=merged.get("channel", "stable"),
-                checks=tuple(merged.get("checks", DEFAULT_CHECKS)),
+                channel=merged.get("channel", profile.channels[0]),
+                checks=tuple(c for c in entries if c not in update_checks and not is_user_check(c)),
                 expect=merged.get("expect", "updated"),
-                because=merged.get("because"),
                 model=merged.get("model", "pi3"),
-                octoprint=merged.get("octoprint"),
+                start=merged.get(profile.start_key) if profile.start_key else None,
+                update_mode=mode,
+                user_checks=tuple(
+                    (source.parent / c).resolve() for c in entries if is_user_check(c)
+                ),
+                options={k: v for k, v in merged.items() if k not in SCENARIO_KEYS},
                 device=merged.get("device"),
                 description=merged.get("description", ""),
             )
         )
-    return Matrix(source, release, tuple(scenarios), data.get("description", ""), data)
+    return Matrix(source, release, tuple(scenarios), profile, data.get("description", ""), data)
 
 
 def _version(value: str, where: str, problems: list[tuple[str, str]]) -> Version | None:
@@ -160,34 +237,18 @@ def _version(value: str, where: str, problems: list[tuple[str, str]]) -> Version
         return None
 
 
-def _semantic_problems(data: dict[str, Any], catalog: Catalog) -> list[tuple[str, str]]:
+def _semantic_problems(
+    data: dict[str, Any], catalog: Catalog, profile: Profile, base: Path
+) -> list[tuple[str, str]]:
     """Checks beyond the schema; parts of the wrong shape are left to the schema's errors."""
     problems: list[tuple[str, str]] = []
     rel = data.get("release") if isinstance(data.get("release"), dict) else {}
     version = rel.get("version")
     release = _version(version, "release.version", problems) if isinstance(version, str) else None
-    pip = rel.get("pip")
-    if (
-        isinstance(pip, str)
-        and "{target_version}" not in pip
-        and "://" not in pip
-        and "==" not in pip
-    ):
-        problems.append(
-            (
-                "release.pip",
-                f"{pip!r} is neither a URL nor a requirement; use e.g. "
-                "'OctoPrint=={target_version}' or an archive URL",
-            )
-        )
     defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
     default_image = defaults.get("image")
-    if (
-        isinstance(default_image, str)
-        and default_image != CANDIDATE
-        and default_image not in catalog.images
-    ):
-        problems.append(("defaults.image", _unknown_image(default_image, catalog)))
+    if isinstance(default_image, str):
+        problems += _image_problems("defaults.image", default_image, catalog, profile)
     scenarios = data.get("scenarios") if isinstance(data.get("scenarios"), list) else []
     seen: dict[str, int] = {}
     for i, raw in enumerate(scenarios):
@@ -205,43 +266,47 @@ def _semantic_problems(data: dict[str, Any], catalog: Catalog) -> list[tuple[str
         image = merged.get("image")
         if image is None:
             problems.append((f"{where}.image", "is required (here or in defaults)"))
-        elif (
-            isinstance(image, str)
-            and image != CANDIDATE
-            and image not in catalog.images
-            and "image" in raw
-        ):
-            problems.append((f"{where}.image", _unknown_image(image, catalog)))
+        elif isinstance(image, str) and "image" in raw:
+            problems += _image_problems(f"{where}.image", image, catalog, profile)
         checks = merged.get("checks")
-        if isinstance(checks, list) and "plugin-updates" in checks and not rel.get("plugins"):
-            problems.append(
-                (
-                    f"{where}.checks",
-                    "plugin-updates needs plugin releases to inject: set release.plugins, "
-                    'e.g. {"file_check": "2025.7.23"}',
-                )
-            )
-        if merged.get("because") and merged.get("expect", "updated") != "not-offered":
-            problems.append(
-                (
-                    f"{where}.because",
-                    f"says why the release is not offered; set expect: not-offered "
-                    f"(expect is {merged.get('expect', 'updated')!r})",
-                )
-            )
-        start = merged.get("octoprint")
+        if isinstance(checks, list):
+            origin = f"{where}.checks" if "checks" in raw else "defaults.checks"
+            for j, entry in enumerate(checks):
+                if isinstance(entry, str) and is_user_check(entry) and not (base / entry).exists():
+                    problems.append((f"{origin}[{j}]", f"no such check file {entry!r} (in {base})"))
+        start = merged.get(profile.start_key) if profile.start_key else None
         if isinstance(start, str):
-            v = _version(start, f"{where}.octoprint", problems)
+            v = _version(start, f"{where}.{profile.start_key}", problems)
             expect = merged.get("expect", "updated")
             if v is not None and release is not None and expect == "updated" and v >= release:
                 problems.append(
                     (
-                        f"{where}.octoprint",
+                        f"{where}.{profile.start_key}",
                         f"{start} is not older than the release under test "
                         f"{version}: nothing to update",
                     )
                 )
     return problems
+
+
+def _image_problems(
+    where: str, name: str, catalog: Catalog, profile: Profile
+) -> list[tuple[str, str]]:
+    """An image the catalogue does not know, or one of another product."""
+    if name == CANDIDATE:
+        return []
+    if name not in catalog.images:
+        return [(where, _unknown_image(name, catalog))]
+    product = catalog.images[name].product
+    if product and product != profile.name and not profile.accepts_any_image:
+        return [
+            (
+                where,
+                f"{name!r} is a {product} image, but the release is of {profile.name} "
+                "(release.product)",
+            )
+        ]
+    return []
 
 
 def _unknown_image(name: str, catalog: Catalog) -> str:

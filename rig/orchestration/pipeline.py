@@ -267,7 +267,7 @@ class ScenarioPipeline:
             self._run_phase(Phase.UPDATE, lambda: self.profile.update(ctx))
             if ctx.expect == "updated":
                 self._run_phase(Phase.VERIFY, lambda: self.profile.verify(ctx))
-            checks = [c for c in ctx.checks if c not in ("update", "update-api")]
+            checks = list(ctx.checks)
             if checks and ctx.expect == "updated":
                 self._run_phase(Phase.CHECKS, lambda: self._checks(checks))
             self.attempt.outcome = "passed"

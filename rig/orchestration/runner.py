@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rig import state
 from rig.card.catalog import CANDIDATE, load_catalog
@@ -55,6 +55,20 @@ CREATE TABLE IF NOT EXISTS scenario_results (
 """
 
 KitFactory = Callable[[str, Scenario, Path, EventBus], DeviceKit]
+
+
+class RigParts(Protocol):
+    """What a run needs of the composition root (rig.root.Rig, built by the CLI/daemon)."""
+
+    virtual: bool
+
+    def kit(self, device: str, image: Path) -> DeviceKit: ...
+
+    def image(self, name: str, log: StepLog | None = None) -> Path: ...
+
+    def power(self, device: str) -> Any: ...
+
+    def start(self) -> None: ...
 
 
 @dataclass
@@ -96,6 +110,7 @@ class Runner:
         matrix: Matrix,
         options: RunOptions,
         *,
+        rig: RigParts,
         bus: EventBus | None = None,
         kit_factory: KitFactory | None = None,
         profile_factory: Callable[[str], Profile] | None = None,
@@ -105,7 +120,8 @@ class Runner:
         self.matrix = matrix
         self.options = options
         self.bus = bus or EventBus()
-        self.kit_factory = kit_factory or default_kit_factory(config)
+        self.rig = rig
+        self.kit_factory = kit_factory or (lambda device, _s, image, _bus: rig.kit(device, image))
         self.profile_factory = profile_factory or _default_profile
         self.cancel = cancel or threading.Event()
         self.lease_lost = ""  # set when the heartbeat lost a lease: the run was cancelled
@@ -188,8 +204,6 @@ class Runner:
     # --- images ------------------------------------------------------------------
 
     def resolve_images(self, scenarios: list[Scenario]) -> None:
-        from rig.card.images import resolve_image
-
         log = StepLog(self.bus)
         for name in sorted({s.image for s in scenarios}):
             if name == CANDIDATE:
@@ -201,7 +215,7 @@ class Runner:
                 self.images[name] = self.options.candidate
                 continue
             with log.step(f"image {name}"):
-                self.images[name] = resolve_image(name, self.config, log)
+                self.images[name] = self.rig.image(name, log)
 
     # --- one attempt -------------------------------------------------------------
 
@@ -225,16 +239,18 @@ class Runner:
             checks=scenario.checks,
             results=results,
             log=log,
-            start_version=scenario.octoprint,
-            pip=self.matrix.release.pip,
+            product=self.matrix.release.product,
+            start_version=scenario.start,
+            update_mode=scenario.update_mode,
+            options=dict(scenario.options),
+            release_options=dict(self.matrix.release.options),
+            user_checks=scenario.user_checks,
+            image=None if scenario.image == CANDIDATE else self._image(scenario),
             feed_url=self.feed_url,
             interactive=self.options.interactive,
             admin_user=self.credentials.admin_user,
             admin_password=self.credentials.admin_password,
             model=scenario.model,
-            plugins=dict(self.matrix.release.plugins),
-            image_python=None if scenario.image == CANDIDATE else self._image_python(scenario),
-            because=scenario.because,
         )
 
     def _console(self, device: str, results: Path, log: StepLog) -> ConsoleCapture | None:
@@ -247,10 +263,10 @@ class Runner:
         return capture
 
     @staticmethod
-    def _image_python(scenario: Scenario) -> str | None:
-        """The Python the catalogue says the image ships (the profile's limits follow it)."""
+    def _image(scenario: Scenario) -> Any:
+        """The catalogue's entry for the scenario's image (its Python, its version...)."""
         try:
-            return load_catalog().get(scenario.image).python
+            return load_catalog().get(scenario.image)
         except ConfigError:
             return None
 
@@ -278,7 +294,7 @@ class Runner:
         console = self._console(device, results, log)
         try:
             kit = self.kit_factory(device, scenario, self.images[scenario.image], self.bus)
-            profile = self.profile_factory(self.config.device(device).profile)
+            profile = self.profile_factory(self.matrix.release.product)
         except Exception as e:  # a device we cannot even build is an infrastructure error
             log(f"cannot set up device: {e}")
             attempt = Attempt(device, "error", str(e))
@@ -381,10 +397,7 @@ class Runner:
                 self._lease_lost,
                 ttl=self.leases.ttl,
             ).start()
-            if self.config.virtual:
-                from rig.virtual.twin import ensure_twin
-
-                ensure_twin(self.config)
+            self.rig.start()  # the virtual Pis' supervisor, on the virtual rig
             feed = self._start_feed()
             threading.Thread(target=self._on_cancel, daemon=True, name="cancel-watch").start()
             models = {d: self.config.device(d).model for d in devices}
@@ -427,13 +440,11 @@ class Runner:
         self._power_off_held()
 
     def _power_off_held(self) -> None:
-        from rig.hardware.build import power_for
-
         for name in self.held:
             if name in self.lost_devices:
                 continue
             try:
-                power_for(self.config, name).off()
+                self.rig.power(name).off()
             except Exception as e:
                 self.bus.emit(Event("log", f"could not power off {name}: {e}", device=name))
 
@@ -442,11 +453,10 @@ class Runner:
         from rig.asgi import BackgroundServer
         from rig.orchestration.feed_server import reachable_address
 
-        profile = self.profile_factory(self.config.device(self.held[0]).profile)
+        profile = self.profile_factory(self.matrix.release.product)
         feed = getattr(profile, "release_feed", None)
         rel = self.matrix.release
-        extra = {"plugins": dict(rel.plugins)} if rel.plugins else {}
-        app = feed(rel.version, rel.channel, **extra) if feed else None
+        app = feed(rel.version, rel.channel, dict(rel.options)) if feed else None
         if app is None:
             return None
         run_cfg = self.config.sections.get("run", {})
@@ -475,9 +485,12 @@ class Runner:
             conn.close()
         if row:
             return float(row["duration"])
-        guess = {"update": 120, "update-api": 60, "smoke": 60, "octoprint-e2e": 300}
-        pin = 60 if scenario.octoprint else 0
-        return 120 + pin + sum(guess.get(c, 60) for c in scenario.checks)
+        # the product's Pi 3 magnitudes, halved: a first guess that orders the queue
+        profile = self.matrix.profile
+        seconds = profile.phase_seconds
+        work = seconds.get("prepare-pinned" if scenario.start else "prepare", 60)
+        work += seconds.get("update", 120) + sum(profile.checks.get(c, 60) for c in scenario.checks)
+        return 120 + work / 2 + 60 * len(scenario.user_checks)
 
     def _report(self, jobs: list[Job], started: float, interrupted: bool) -> RunReport:
         catalog = load_catalog()
@@ -493,11 +506,7 @@ class Runner:
                 if results.exists()
                 else []
             )
-            start_version = s.octoprint or (
-                catalog.get(s.image).shipped_octoprint(self.config.virtual)
-                if s.image != CANDIDATE
-                else None
-            )
+            start_version = self.matrix.start_version(s, catalog, self.config.virtual)
             image_python = catalog.get(s.image).python if s.image != CANDIDATE else None
             scenario_reports.append(
                 ScenarioReport(
@@ -604,60 +613,3 @@ def _default_profile(name: str) -> Profile:
     from rig.product import get_profile
 
     return get_profile(name)
-
-
-def default_kit_factory(config: RigConfig) -> KitFactory:
-    """Production wiring: hardware drivers, the writer and the provisioner."""
-
-    def factory(device: str, scenario: Scenario, image: Path, bus: EventBus) -> DeviceKit:
-        from rig.card.provision import ProvisionSettings, provision_card
-        from rig.card.writer import write_image
-        from rig.device.ssh import forget_host_key
-        from rig.hardware import sequences
-        from rig.hardware.build import mux_for, power_for
-
-        dev = config.device(device)
-        power = power_for(config, device)
-        mux = mux_for(config, device)
-
-        def write(disk: Path, log: StepLog) -> dict[str, Any]:
-            result = write_image(
-                image,
-                disk,
-                verify=True,
-                log=log,
-                card_identity=mux.card_identity(),
-                state_dir=config.paths.state,
-            )
-            # a freshly written card boots with a new host key: forget the old one
-            forget_host_key(dev.host or f"{device}.local", dev.ssh_port)
-            return _plain(result)
-
-        def provision(disk: Path, log: StepLog) -> dict[str, Any]:
-            settings = ProvisionSettings.from_config(config, device)
-            return provision_card(disk, settings, log=log).summary()
-
-        return DeviceKit(
-            name=device,
-            power=power,
-            mux=mux,
-            host=dev.host or f"{device}.local",
-            ssh_port=dev.ssh_port,
-            to_host=lambda log: sequences.to_host(power, mux, log),
-            to_dut=lambda log: sequences.to_dut(power, mux, log),
-            write=write,
-            provision=provision,
-        )
-
-    return factory
-
-
-def _plain(obj: Any) -> dict[str, Any]:
-    """A JSON-friendly summary of a result object for the report's facts."""
-    try:
-        data = asdict(obj)
-    except TypeError:
-        data = dict(vars(obj)) if hasattr(obj, "__dict__") else {"value": str(obj)}
-    return {
-        k: v if isinstance(v, int | float | str | bool | None) else str(v) for k, v in data.items()
-    }

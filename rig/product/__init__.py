@@ -18,15 +18,20 @@ PROFILES = {
 }
 
 
-def get_profile(name: str, **options: Any) -> Profile:
-    """A ready profile instance for ``name`` (e.g. from a device's ``profile:`` key)."""
+# environment variables a profile reads, which the daemon passes to its runs
+PRODUCT_ENVIRONMENT = ("RIG_OCTOPRINT_CHECKOUT",)  # octoprint-e2e: a clone of OctoPrint
+
+DEFAULT_PRODUCT = "octoprint"  # a matrix without release.product
+
+
+def get_profile(name: str, *, where: str = "release.product", **options: Any) -> Profile:
+    """A ready profile instance for ``name`` (a matrix's ``release.product``)."""
     try:
         target = PROFILES[name]
     except KeyError:
         raise ConfigError(
-            f"unknown product profile {name!r}",
-            where="devices.*.profile",
-            hint="known: " + ", ".join(sorted(PROFILES)),
+            f"unknown product {name!r} (known: {', '.join(sorted(PROFILES))})",
+            where=where,
         ) from None
     module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)(**options)

@@ -1,13 +1,16 @@
 """The small interface between the scenario pipeline and a product.
 
-Only a profile knows what OctoPrint (or MainsailOS, Home Assistant...) is; the
-pipeline hands it a ScenarioContext of plain facts and calls the five steps.
-Profiles raise ProductError for a misbehaving product and InfraError when the
-device or network failed.
+Only a profile knows what OctoPrint (or MainsailOS, Home Assistant...) is: its
+vocabulary (channels, checks and what each costs, the matrix keys it adds, the
+version a fresh card runs) and its five steps. The matrix loader and the schema
+ask the profile for the vocabulary; the pipeline hands it a ScenarioContext of
+plain facts and calls the steps. Profiles raise ProductError for a misbehaving
+product and InfraError when the device or network failed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,29 +39,57 @@ class DeviceAddress:
 class ScenarioContext:
     device: DeviceAddress
     scenario_id: str
-    channel: str  # stable | maintenance | devel | next
+    channel: str  # one of the profile's channels
     target_version: str  # the release under test
     release_channel: str  # the channel the release is published on
     expect: str  # updated | not-offered
-    checks: tuple[str, ...]
+    checks: tuple[str, ...]  # the profile's built-in checks to run after the update
     results: Path  # this scenario's results directory
     log: StepLog
+    product: str = "octoprint"  # the release's product: the profile's name
     start_version: str | None = None  # None: keep what the image ships
-    pip: str | None = None  # where the release installs from ({target_version})
+    update_mode: str = ""  # one of the profile's update_modes; "" = its first
+    options: dict[str, Any] = field(default_factory=dict)  # the profile's own scenario keys
+    release_options: dict[str, Any] = field(default_factory=dict)  # ... and release keys
+    user_checks: tuple[Path, ...] = ()  # the user's own pytest files (absolute paths)
+    image: Any = None  # the catalogue entry (rig.card.catalog.CatalogImage), None: a candidate
     feed_url: str | None = None  # the rig's release feed, as the device reaches it
     interactive: bool = False
     model: str = "pi3"  # the device model the scenario runs on (timeouts depend on it)
-    plugins: dict[str, str] = field(default_factory=dict)  # bundled plugin key -> release
-    image_python: str | None = None  # the image's Python, where the catalogue says
-    because: str | None = None  # why not offered, when the scenario says: channel|python|throttle
     admin_user: str = "admin"  # the product's admin account prepare creates
     admin_password: str = "rig-admin-password"  # the runner passes rig.yaml's or a per-run one
     manual_update: bool = False  # the person updated in their browser: update() only waits
     facts: dict[str, Any] = field(default_factory=dict)  # versions read by prepare, etc.
 
+    @property
+    def image_python(self) -> str | None:
+        """The Python the catalogue says the image ships (None for a candidate)."""
+        return getattr(self.image, "python", None)
+
 
 class Profile(Protocol):
-    name: str
+    """A product: its vocabulary (read by the matrix loader and the schema) and its steps."""
+
+    name: str  # the registry key, the matrix's release.product
+    channels: tuple[str, ...]  # what a scenario's channel may be; the first is the default
+    checks: Mapping[str, float]  # built-in check name -> seconds it takes on a Pi 3
+    default_checks: tuple[str, ...]  # a scenario without "checks"
+    update_modes: tuple[str, ...]  # how update() may update (e.g. browser, api); first default
+    start_key: str | None  # the scenario key that pins a start version, e.g. "octoprint"
+    accepts_any_image: bool  # True: any catalogue image, whatever its product
+    phase_seconds: Mapping[str, float]  # a Pi 3's prepare, prepare-pinned, update (estimates)
+
+    def scenario_schema(self) -> dict[str, Any]:
+        """JSON Schema properties of the profile's own scenario (and defaults) keys."""
+
+    def release_schema(self) -> dict[str, Any]:
+        """JSON Schema properties of the profile's own release keys."""
+
+    def matrix_problems(self, data: dict[str, Any]) -> list[tuple[str, str]]:
+        """(json path, message) for what the schema cannot say, on the raw matrix."""
+
+    def start_version(self, image: Any, virtual: bool) -> str | None:
+        """The product version a fresh card of this catalogue image runs."""
 
     def prepare(self, ctx: ScenarioContext) -> None:
         """Bring the freshly booted device to the scenario's starting state."""
@@ -78,8 +109,12 @@ class Profile(Protocol):
     # optional: def leave(self, ctx) -> None -- undo the rig's test settings before power-off,
     # so a card powered on again after its run is in a state a user could have
 
-    def release_feed(self, version: str, channel: str) -> Any:
+    def release_feed(
+        self, version: str, channel: str, options: Mapping[str, Any], *, name: str | None = None
+    ) -> Any:
         """An ASGI app that offers the release under test to the devices, or None.
+
+        ``options`` are the matrix's release keys of this profile (release_schema).
 
         The runner serves it for the length of a run (and passes its URL to the
         steps as ``ctx.feed_url``); the daemon mounts it as a route."""

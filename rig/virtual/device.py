@@ -59,7 +59,7 @@ class DeviceSpec:
     def from_config(cls, dev: Any) -> DeviceSpec:
         return cls(
             name=dev.name,
-            location=dev.power.location or "",
+            location=getattr(dev.power, "location", None) or "",
             port=int(dev.power.port or 0),
             serial=dev.mux.serial,
             host=dev.host or "127.0.0.1",

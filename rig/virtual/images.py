@@ -101,7 +101,7 @@ def _octoprint_for(name: str, octoprint: str | None) -> str:
         raise ConfigError(
             f"catalogue image {name!r} has no virtual recipe", where=f"images.{name}.virtual"
         )
-    return image.virtual.octoprint
+    return image.virtual.version
 
 
 def _python() -> str:

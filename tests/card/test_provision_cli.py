@@ -86,9 +86,9 @@ def test_usage_errors(card, tmp_path, capsys):
 
 
 def test_device_card_must_be_on_the_host_side(capsys):
-    from rig.hardware import build
+    from rig.root import Rig
 
-    mux = build.mux_for(load_config(None, search=False), "pi3-b")
+    mux = Rig.from_config(load_config(None, search=False)).mux("pi3-b")
     mux.off()
     assert mux.state() != "host"
     assert main(["provision", "pi3-b"]) == 2
@@ -97,9 +97,9 @@ def test_device_card_must_be_on_the_host_side(capsys):
 
 def test_device_on_the_virtual_rig(card, capsys):
     """The production path: the mux of pi3-c names the disk; provision writes only it."""
-    from rig.hardware import build
+    from rig.root import Rig
 
-    mux = build.mux_for(load_config(None, search=False), "pi3-c")
+    mux = Rig.from_config(load_config(None, search=False)).mux("pi3-c")
     mux.host()
     try:
         disk = mux.disk(10)

@@ -238,7 +238,7 @@ def test_octopi_password_only_for_pi(tmp_path):
     result = provision_card(card.path, s)
     assert "octopi-password.txt" not in card.names()
     assert card.mtype("userconf.txt").startswith(b"octo:$6$")
-    assert any("4418" in w for w in result.warnings)
+    assert any("services run as pi" in w for w in result.warnings)
 
 
 def test_hostname_defaults_to_the_device_name(tmp_path):

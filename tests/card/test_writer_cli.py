@@ -103,7 +103,7 @@ def test_images_list(capsys, monkeypatch, tmp_path):
         "base",
         "product",
         "octopi",
-        "octoprint",
+        "version",
         "url",
         "sha256",
         "virtual_recipe",

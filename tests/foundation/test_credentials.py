@@ -105,10 +105,13 @@ def test_real_devices_are_never_provisioned_with_the_public_builtin_user(
     from rig.config import VIRTUAL_CONFIG
     from rig.orchestration.matrix import load_matrix
     from rig.orchestration.runner import Runner, RunOptions
+    from rig.root import Rig
 
     config = _config(tmp_path, monkeypatch, devices=VIRTUAL_CONFIG["devices"])  # no virtual:
     assert not config.virtual and config.user.builtin
-    runner = Runner(config, load_matrix("matrix/demo.json"), RunOptions())
+    runner = Runner(
+        config, load_matrix("matrix/demo.json"), RunOptions(), rig=Rig.from_config(config)
+    )
     with pytest.raises(ConfigError, match="built-in one's password is public") as e:
         runner.run()
     assert e.value.where.endswith("rig.yaml: user")

@@ -23,14 +23,18 @@ def test_shipped_matrices_load(path: Path) -> None:
     catalog = load_catalog()
     for s in matrix.scenarios:
         assert s.image in catalog.images
-        assert s.checks, s.id
+        assert s.update_mode in matrix.profile.update_modes, s.id
+        assert set(s.checks) <= set(matrix.profile.checks), s.id
 
 
 def test_demo_has_three_scenarios_with_defaults_applied() -> None:
     m = load_matrix(REPO / "matrix" / "demo.json")
     assert len(m.scenarios) >= 3
     first = m.scenarios[0]
-    assert first.checks == ("update", "smoke")
+    # the old check name "update" chose the update mode; it is no check of its own
+    assert first.checks == ("smoke",)
+    assert first.update_mode == "browser"
+    assert m.scenario("octopi-0.18.0-stable-not-offered").update_mode == "api"
     assert first.model == "pi3"
     assert any(s.expect == "not-offered" for s in m.scenarios)
 
@@ -184,7 +188,7 @@ def test_start_version_comes_from_the_image_when_not_pinned(capsys) -> None:
     rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)["scenarios"]}
     catalog = load_catalog()
     assert rows["octopi-1.1.0-devel"]["start"] == (
-        catalog.get("octopi-1.1.0").virtual.octoprint + " (image)"
+        catalog.get("octopi-1.1.0").virtual.version + " (image)"
     )
 
 

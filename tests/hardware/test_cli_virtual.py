@@ -12,8 +12,8 @@ import pytest
 from rig.cli import main
 from rig.config import load_config
 from rig.events import EventBus, StepLog
-from rig.hardware.build import mux_for, power_for
 from rig.hardware.sequences import to_dut, to_host
+from rig.root import Rig
 from rig.virtual.hw import VirtualHardware, cleanup
 
 
@@ -160,7 +160,7 @@ def test_doctor_on_the_virtual_rig(rig_yaml: Path, capsys) -> None:
 
 def test_sequences_log_each_step(rig_yaml: Path) -> None:
     config = load_config(rig_yaml)
-    power, mux = power_for(config, "pi3-a"), mux_for(config, "pi3-a")
+    power, mux = Rig.from_config(config).power("pi3-a"), Rig.from_config(config).mux("pi3-a")
     bus = EventBus()
     lines: list[str] = []
     bus.subscribe(lambda e: lines.append(e.message))

@@ -13,7 +13,8 @@ import usb.core
 from rig.errors import ConfigError, InfraError
 from rig.hardware.blockdev import Sysfs
 from rig.hardware.inventory import scan_sdmuxes, scan_usb
-from rig.hardware.mux import SdwireMux, UsbSdMuxDriver, VirtualDiskFinder, find_sdmux_sg
+from rig.hardware.mux import SdwireMux, UsbSdMuxDriver, find_sdmux_sg
+from rig.virtual.backend import VirtualDiskFinder
 from rig.virtual.hw.sdmux import MODEL_FAST, EmulatedUsbSdMux, open_emulated
 from rig.virtual.hw.usb import (
     VIRTUAL_SDWIRE,

@@ -92,13 +92,13 @@ def test_command_unknown_placeholder() -> None:
 
 
 def test_power_key_names_where_the_virtual_pis_look(bus, hw) -> None:
-    from rig.config import PowerConfig
+    from rig.config import UsbHubPortConfig, YkushPortConfig
     from rig.virtual.hw.state import power_key
 
     YkushPower(VIRTUAL_YKUSH, 3, backend=bus).on()
-    location, port = power_key(PowerConfig(driver="ykush", serial=VIRTUAL_YKUSH, port=3))
+    location, port = power_key(YkushPortConfig(serial=VIRTUAL_YKUSH, port=3))
     assert hw.port_power(location, port) is True
-    assert power_key(PowerConfig(driver="usb-hub", location="1-1", port=2)) == ("1-1", 2)
+    assert power_key(UsbHubPortConfig(location="1-1", port=2)) == ("1-1", 2)
 
 
 # -- the YKUSH family (ykushcmd src/ykush*/, pykush) --------------------------------------

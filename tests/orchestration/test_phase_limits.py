@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from rig.card.catalog import load_catalog
 from rig.events import EventBus, StepLog
 from rig.orchestration.pipeline import BOOT_FIRST_WAIT, DeviceKit, Phase, ScenarioPipeline
 from rig.product.octoprint.profile import (
@@ -66,8 +67,9 @@ def test_a_pi3_first_boot_is_waited_out_before_a_power_cycle(tmp_path):
 def test_prepare_limit_follows_the_pinned_start_version_and_the_image_python(tmp_path):
     """Pinning OctoPrint on OctoPi 0.18.0 (Python 3.7) is a pip run as long as an update;
     prepare's old 900 s ended it before its own 1200 s pip timeout."""
-    unpinned = _pipeline(tmp_path, model="pi3", image_python="3.11")
-    pinned = _pipeline(tmp_path, model="pi3", start_version="1.5.2", image_python="3.7")
+    bookworm, buster = load_catalog().get("octopi-1.1.0"), load_catalog().get("octopi-0.18.0")
+    unpinned = _pipeline(tmp_path, model="pi3", image=bookworm)
+    pinned = _pipeline(tmp_path, model="pi3", start_version="1.5.2", image=buster)
     assert unpinned.limit(Phase.PREPARE) == 600 + 300 + 60  # settle, prepare, margin
     assert pinned.limit(Phase.PREPARE) >= 600 + update_timeout("pi3", "3.7") > 900
     assert prepare_timeout("pi3", "1.5.2", "3.7") > prepare_timeout("pi3", "1.5.2", "3.11")
@@ -76,7 +78,10 @@ def test_prepare_limit_follows_the_pinned_start_version_and_the_image_python(tmp
 
 def test_rig_yaml_limits_win_over_the_product(tmp_path):
     p = _pipeline(
-        tmp_path, model="pi3", timeouts={Phase.BOOT: 6.0, Phase.UPDATE: 30.0}, image_python="3.7"
+        tmp_path,
+        model="pi3",
+        timeouts={Phase.BOOT: 6.0, Phase.UPDATE: 30.0},
+        image=load_catalog().get("octopi-0.18.0"),
     )
     assert p.limit(Phase.BOOT) == 6.0
     assert p.limit(Phase.UPDATE) == 30.0

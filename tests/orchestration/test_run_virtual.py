@@ -213,13 +213,13 @@ def _wait_for_phase(
 
 
 def _state(config_path: Path):
-    from rig.hardware.build import power_for
+    from rig.root import Rig
 
     config = load_config(config_path)
     leases = Leases(config.paths.state, holder="observer")
     try:
         return {
-            name: (power_for(config, name).state(), leases.holder_of(name))
+            name: (Rig.from_config(config).power(name).state(), leases.holder_of(name))
             for name in config.devices
         }
     finally:

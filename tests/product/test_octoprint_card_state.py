@@ -38,7 +38,7 @@ def _config(rig) -> dict:
 
 
 def test_prepare_keeps_csrf_and_rate_limiter_and_logs_no_password(rig):
-    ctx = rig.ctx(channel="stable", admin_password=PASSWORD, checks=("update-api",))
+    ctx = rig.ctx(channel="stable", admin_password=PASSWORD, checks=(), update_mode="api")
     rig.profile.prepare(ctx)
     devel = _config(rig).get("devel", {})
     assert "enableCsrfProtection" not in devel and "enableRateLimiter" not in devel

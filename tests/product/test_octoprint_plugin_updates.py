@@ -61,7 +61,7 @@ def test_a_bundled_plugin_release_is_offered_and_installed(plugin_rig):
         f"~/oprint/bin/python -m pip install --no-input OctoPrint-FileCheck=={OLD_FILECHECK}",
         timeout=600,
     )
-    ctx = rig.ctx(start_version=None, plugins={"file_check": NEW_FILECHECK})
+    ctx = rig.ctx(start_version=None, release_options={"plugins": {"file_check": NEW_FILECHECK}})
     rig.profile.prepare(ctx)
     # nothing injected yet: the device's own check sees no release, so not offered
     with pytest.raises(ProductError, match=f"file_check {NEW_FILECHECK} not offered"):
@@ -95,7 +95,7 @@ def test_a_matrix_names_plugin_releases_and_checks_them(tmp_path):
             }
         )
     )
-    assert load_matrix(path).release.plugins == {"file_check": NEW_FILECHECK}
+    assert load_matrix(path).release.options["plugins"] == {"file_check": NEW_FILECHECK}
     path.write_text(
         json.dumps(
             {

@@ -88,7 +88,7 @@ def test_channel_switch_to_stable_hides_rcs_and_shows_releases(old_rig):
 
 
 def test_update_through_api_reaches_target_and_verifies(old_rig):
-    ctx = old_rig.ctx(channel="stable", checks=("update-api",))
+    ctx = old_rig.ctx(channel="stable", checks=(), update_mode="api")
     old_rig.profile.update(ctx)
     old_rig.profile.verify(ctx)
     assert ctx.facts["final_version"] == TARGET

@@ -48,7 +48,8 @@ class Booted:
             "target_version": TARGET,
             "release_channel": "stable",
             "expect": "updated",
-            "checks": ("update-api",),
+            "checks": (),
+            "update_mode": "api",
             "results": self.tmp / "results",
             "log": StepLog(device=DEVICE, scenario="environment"),
             "feed_url": self.feed.url,
@@ -128,7 +129,8 @@ def test_undervoltage_is_seen_by_pi_support_and_the_refused_update_is_infrastruc
         facts = (ctx.results / "facts.json").read_text()
         assert "throttle_before_update" in facts
         # a scenario that expects exactly this: not reached because the device is throttled
-        expected = dev.ctx(expect="not-offered", because="throttle", scenario_id="throttled")
+        throttled = {"because": "throttle"}
+        expected = dev.ctx(expect="not-offered", options=throttled, scenario_id="throttled")
         profile.update(expected)
         assert expected.facts["not_offered_because"] == "throttle"
         assert "System is currently throttled" in expected.facts["refused"]
@@ -143,7 +145,9 @@ def test_without_the_fault_pi_support_reports_an_unthrottled_pi(tmp_path: Path) 
         assert state["throttle_state"]["current_issue"] is False
         assert state["throttle_state"]["raw_value"] == 0
         with pytest.raises(InfraError, match="expects a throttled device"):
-            OctoPrintProfile().update(dev.ctx(expect="not-offered", because="throttle"))
+            OctoPrintProfile().update(
+                dev.ctx(expect="not-offered", options={"because": "throttle"})
+            )
         OctoPrintProfile().update(ctx)
         assert ctx.facts["throttle_before_update"]["raw_value"] == 0
         assert ctx.facts["throttle_after_update"]["raw_value"] == 0

@@ -74,7 +74,7 @@ def test_image_layout_and_files(built: dict[str, Path], gen: str, tmp_path: Path
     assert root_cat(img, "/etc/octopi_version") == f"{gen}\n"
     assert root_cat(img, "/etc/hostname") == "octopi\n"
     desc = json.loads(root_cat(img, "/etc/rig-virtual/octoprint.json"))
-    version = load_catalog().get(f"octopi-{gen}").virtual.octoprint
+    version = load_catalog().get(f"octopi-{gen}").virtual.version
     assert desc["octoprint"] == version
     assert desc["requirements"] == requirements_for(version)
     # the userland's own Debian and Python, as built (Buster is not in the archive:

@@ -21,8 +21,8 @@ from rig.config import RigConfig
 from rig.device.ssh import SSHShell
 from rig.errors import InfraError
 from rig.events import StepLog
-from rig.hardware.build import mux_for, power_for
 from rig.hardware.sequences import to_dut, to_host
+from rig.root import Rig
 from rig.virtual.sandbox import require_sandbox
 from rig.virtual.twin import ensure_twin, read_status, stop_twin
 
@@ -32,7 +32,8 @@ IMAGE = "octopi-1.1.0"
 
 
 def _flash_and_boot(config: RigConfig, device: str, img: Path) -> None:
-    power, mux, log = power_for(config, device), mux_for(config, device), StepLog()
+    rig = Rig.from_config(config)
+    power, mux, log = rig.power(device), rig.mux(device), StepLog()
     disk = to_host(power, mux, log)
     write_image(img, disk, log=log)
     provision_card(disk, ProvisionSettings.from_config(config, device), log=lambda _m: None)
@@ -111,7 +112,7 @@ def test_injected_write_error_surfaces_in_the_writer(tmp_path: Path) -> None:
         pytest.skip("write_error_at needs loop devices and device-mapper or /dev/fuse")
     config = write_config(tmp_path, {"faults": {"pi3-b": {"write_error_at": 8 * 1024 * 1024}}})
     try:
-        power, mux = power_for(config, "pi3-b"), mux_for(config, "pi3-b")
+        power, mux = Rig.from_config(config).power("pi3-b"), Rig.from_config(config).mux("pi3-b")
         disk = to_host(power, mux, StepLog())
         with pytest.raises(InfraError) as err:
             write_image(image(IMAGE), disk, log=StepLog())

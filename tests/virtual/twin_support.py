@@ -34,7 +34,7 @@ def image(name: str) -> Path:
 def image_octoprint(name: str) -> str:
     from rig.card.catalog import load_catalog
 
-    return load_catalog().get(name).virtual.octoprint
+    return load_catalog().get(name).virtual.version
 
 
 def write_config(tmp_path: Path, virtual: dict[str, Any] | None = None) -> RigConfig:

@@ -59,7 +59,7 @@ def detect(card: CardView) -> tuple[str, str]:
             "explicitly (--scheme firstrun or cloud-init) if the image still honours it",
         )
     octopi_version, codename = root_facts(card)
-    # OctoPi-UpToDate images are OctoPi with a newer OctoPrint; Pi support reads this file
+    # OctoPi-UpToDate images are OctoPi with a newer product; its Pi support reads this file
     build = (card.root_text("/etc/octopiuptodate_build") or "").strip()
     facts = ", ".join(
         x

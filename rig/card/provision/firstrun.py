@@ -1,6 +1,6 @@
 """An Imager-style `firstrun.sh` plus the `cmdline.txt` suffix that runs it once.
 
-What the original OctoPrint rig used for Bullseye and Bookworm OctoPi; it works
+What the seed rig used for Bullseye and Bookworm OctoPi images; it works
 from Bullseye to the first Trixie images. The kernel command line gets
 ``cfg80211.ieee80211_regdom=XX systemd.run=/boot/firstrun.sh
 systemd.run_success_action=reboot systemd.unit=kernel-command-line.target``; the

@@ -70,7 +70,7 @@ def plan(ctx: Context) -> list[FileChange]:
         )
     else:
         ctx.warn(
-            f"{NAME}: user {s.user!r} replaces pi; OctoPi's octoprint service runs as pi "
-            "(renaming the first user broke it before, OctoPrint issue 4418)"
+            f"{NAME}: user {s.user!r} replaces pi; OctoPi's own services run as pi "
+            "(renaming the first user of an OctoPi image broke them before)"
         )
     return changes

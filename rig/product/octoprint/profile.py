@@ -13,7 +13,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -28,6 +28,7 @@ from rig.product.octoprint.constraints import requirements_for
 from rig.product.octoprint.feed import BUNDLED_PLUGINS
 from rig.product.octoprint.injection import PLUGIN_NAME, plugin_source
 from rig.product.octoprint.settings import MERGE_SCRIPT, config_overlay, leave_overlay
+from rig.product.octoprint.vocabulary import OctoPrintVocabulary
 from rig.product.profile import ScenarioContext
 
 VENV = "~/oprint"
@@ -149,11 +150,16 @@ def ssh_shell(ctx: ScenarioContext) -> DeviceShell:
     return shell
 
 
+def _plugins(ctx: ScenarioContext) -> dict[str, str]:
+    """The matrix's release.plugins: bundled plugin check key -> release."""
+    return dict(ctx.release_options.get("plugins") or {})
+
+
 def _where(ctx: ScenarioContext, phase: str) -> str:
     return f"{ctx.device.name} {phase}"
 
 
-class OctoPrintProfile:
+class OctoPrintProfile(OctoPrintVocabulary):
     name = "octoprint"
 
     def __init__(
@@ -164,16 +170,23 @@ class OctoPrintProfile:
         self._shells: dict[str, DeviceShell] = {}
 
     def release_feed(
-        self, version: str, channel: str, plugins: dict[str, str] | None = None
+        self,
+        version: str,
+        channel: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
     ) -> Any:
         """The feed that offers ``version`` on ``channel`` to the devices' release check,
-        and each named bundled plugin's release under that plugin's repository."""
+        and each bundled plugin of ``options["plugins"]`` under that plugin's repository."""
         from rig.product.octoprint.feed import InjectedRelease, PluginRelease, feed_app
         from rig.product.octoprint.overlay import check_overlay
 
-        injected = tuple(PluginRelease(k, v) for k, v in sorted((plugins or {}).items()))
+        plugins = dict((options or {}).get("plugins") or {})
+        injected = tuple(PluginRelease(k, v) for k, v in sorted(plugins.items()))
+        # the field's check overlay, as OctoPrint's own update check fetches it
         return feed_app(
-            InjectedRelease(version, channel), overlay=check_overlay(), plugins=injected
+            InjectedRelease(version, channel, name=name), overlay=check_overlay(), plugins=injected
         )
 
     def boot_timeout(self, ctx: ScenarioContext) -> float:
@@ -254,10 +267,10 @@ class OctoPrintProfile:
         overlay = config_overlay(
             channel=ctx.channel,
             device_version=installed,
-            pip=ctx.pip,
+            pip=ctx.release_options.get("pip"),
             target_version=ctx.target_version,
             feed_url=ctx.feed_url,
-            plugin_packages={key: BUNDLED_PLUGINS[key][2] for key in ctx.plugins},
+            plugin_packages={key: BUNDLED_PLUGINS[key][2] for key in _plugins(ctx)},
         )
         with log.step("apply config profile and release injection"):
             sh.put_text("~/.rig/config_merge.py", MERGE_SCRIPT)
@@ -421,7 +434,7 @@ class OctoPrintProfile:
             start = time.monotonic()
             limit = self.update_timeout(ctx)
             ctx.facts["update_timeout"] = limit
-            if "update-api" in ctx.checks:
+            if ctx.update_mode == "api":
                 self._update_api(ctx, api, timeout=limit)
             else:
                 from rig.product.octoprint.ui_update import update_in_browser
@@ -456,7 +469,7 @@ class OctoPrintProfile:
     ) -> None:
         """The release must not reach the device, for the reason the scenario names."""
         where = _where(ctx, "update")
-        because = ctx.because or "channel"
+        because = ctx.options.get("because") or "channel"
         environment = ctx.facts.get("check_environment") or {}
         if because == "channel":
             if is_offered:
@@ -639,8 +652,6 @@ class OctoPrintProfile:
     # -- checks and collection ---------------------------------------------------
 
     def check(self, ctx: ScenarioContext, name: str) -> None:
-        if name in ("update", "update-api"):
-            return
         if name == "smoke":
             from rig.product.octoprint.e2e import run_smoke
 
@@ -734,7 +745,7 @@ class OctoPrintProfile:
     def _update_plugins(self, ctx: ScenarioContext) -> None:
         """Each bundled plugin release the matrix injects: offered by the device's own
         check of that plugin, installed through softwareupdate, loaded after the restart."""
-        if not ctx.plugins:
+        if not _plugins(ctx):
             raise ConfigError(
                 "check plugin-updates without plugin releases to inject",
                 where=f"scenario {ctx.scenario_id}",
@@ -742,7 +753,7 @@ class OctoPrintProfile:
             )
         api = self.api(ctx)
         try:
-            for key, version in sorted(ctx.plugins.items()):
+            for key, version in sorted(_plugins(ctx).items()):
                 with ctx.log.step(f"update plugin {key} to {version}"):
                     info = api.check(target=key)["information"].get(key, {})
                     local = info.get("information", {}).get("local", {}).get("value")

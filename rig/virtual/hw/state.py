@@ -80,7 +80,7 @@ def power_key(power: Any) -> tuple[str, int]:
     """
     if power.driver == "ykush":
         return f"ykush:{power.serial}", int(power.port or 0)
-    return str(power.location or ""), int(power.port or 0)
+    return str(getattr(power, "location", "") or ""), int(power.port or 0)
 
 
 def write_fault_available() -> bool:
