@@ -54,14 +54,9 @@ def test_feed_other_repos_get_no_releases_and_unknown_paths_404(feed):
 
 
 def test_stable_release_targets_main_and_master_and_is_final():
-    # cut before the branch rename: under the old name `master` for 1.x devices too
-    entries = InjectedRelease("1.11.2", "stable").as_github()
+    entries = InjectedRelease("1.11.8", "stable").as_github()
     assert [e["target_commitish"] for e in entries] == ["main", "master"]
     assert all(e["prerelease"] is False for e in entries)
-    # after it (1.11.3 on) GitHub has `main` only; a final release passes every channel anyway
-    assert [e["target_commitish"] for e in InjectedRelease("1.11.8", "stable").as_github()] == [
-        "main"
-    ]
 
 
 def test_a_mis_targeted_release_is_published_exactly_as_stated():
@@ -89,13 +84,14 @@ def test_offered_table(release, device, version, seen):
 
 @pytest.mark.parametrize(
     ("release", "version", "device", "seen"),
-    [  # a release from after the branch rename (1.11.3, docs/development/branches.rst) is on
+    [  # 2.x came after the branch rename (docs/development/branches.rst from 1.11.3): on
         # GitHub under `next` only; OctoPrint 1.10.3's Maintenance RCs accept rc/maintenance only
         ("next", "2.0.0rc7", "1.10.3", False),
         ("maintenance", "2.0.0rc7", "1.10.3", False),
         ("next", "2.0.0rc7", "1.11.8", True),  # 1.11.x lists `next` (softwareupdate __init__.py)
         ("maintenance", "2.0.0rc7", "1.11.0", True),
-        ("maintenance", "1.11.0rc3", "1.10.3", True),  # cut before the rename: rc/maintenance
+        ("maintenance", "1.11.0rc3", "1.10.3", True),  # a 1.x RC: under rc/maintenance too
+        ("maintenance", "1.11.8", "1.10.3", True),  # the demo's 1.x candidate as an RC
     ],
 )
 def test_releases_after_the_branch_rename_keep_their_real_commitish(release, version, device, seen):

@@ -16,12 +16,13 @@ of ``octoprint/plugins/softwareupdate/__init__.py`` at each tag):
 Real releases are cut from ``main`` (final) and ``next`` (RCs) since the branch
 rename of September 2025 (``docs/development/branches.rst`` from 1.11.3 on:
 ``master`` became ``main``, ``rc/maintenance`` merged into ``next``, ``rc/devel``
-removed). A release from before the rename carried the old name: like the original
-rig (OctoPrint/devtools ``fabfile.py``, ``OLD_BRANCH_LOOKUP``), the feed publishes
-such a release for 1.x devices under the old name too (``main`` as ``master``,
-``next`` as ``rc/maintenance``). A release from 1.11.3 on (every 2.0.0 RC) is
-published under its real commitish only, as GitHub has it: a 1.10.x device on
-"Maintenance RCs" (``rc/maintenance`` only) is not offered 2.0.0rcN. The rig's
+removed). Every 2.x release came after the rename (2.0.0rc1 is of April 2026), so
+the feed publishes it under its real commitish only, as GitHub has it: a 1.10.x
+device on "Maintenance RCs" (``rc/maintenance`` only) is not offered 2.0.0rcN. A 1.x
+release under test is published for 1.x devices under the old name too (``main``
+as ``master``, ``next`` as ``rc/maintenance``), like the original rig (OctoPrint/
+devtools ``fabfile.py``, ``OLD_BRANCH_LOOKUP``): that is how a 1.x candidate tried
+as a maintenance RC (the demo's 1.11.8 from 1.10.3) reaches them. The rig's
 channel names: stable, maintenance, devel, next.
 """
 
@@ -48,9 +49,9 @@ REAL_COMMITISH = {
     "next": "next",
     "devel": "rc/devel",
 }
-# what a 1.x device knows those branches as, for releases cut before the rename
+# what a 1.x device knows those branches as, for a 1.x release under test
 OLD_NAMES = {"main": "master", "next": "rc/maintenance"}
-RENAMED_IN = Version("1.11.3")  # the first release whose docs describe the new branches
+AFTER_RENAME = Version("2.0.0.dev0")  # every release from here on: the new names only
 
 
 def series(version: str) -> int:
@@ -74,10 +75,10 @@ def published_commitish(
 ) -> list[str]:
     """The commitish(es) the feed publishes a release under, for a device series.
 
-    The old names only for a release cut before the branch rename (``release_version``
-    below 1.11.3; None: such a release)."""
+    The old names only for a 1.x release (``release_version``; None: such a release):
+    every 2.x release was cut after the branch rename."""
     real = REAL_COMMITISH[release_channel]
-    renamed = release_version is not None and Version(release_version) >= RENAMED_IN
+    renamed = release_version is not None and Version(release_version) >= AFTER_RENAME
     if device_series == 1 and real in OLD_NAMES and not renamed:
         return [real, OLD_NAMES[real]]
     return [real]
