@@ -1,23 +1,24 @@
 """`rig devices [--json]` and `rig devices release NAME`: every device's state at a glance.
 
-One function gathers each device's facts as data (hardware: power, mux side,
-card, disk; state store: health, lease, last result); the table and `--json`
-are two views of it, so a script reads exactly what a person sees.
+:func:`rig.orchestration.devices.devices_view` gathers each device's facts as
+data (hardware: power, mux side, card, disk; state store: health, lease, last
+result); the table and `--json` are two views of it, so a script reads exactly
+what a person sees, and the daemon's dashboard shows the same data.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rig.config import RigConfig, load_config
-from rig.errors import EXIT_OK, ConfigError, RigError
+from rig.config import load_config
+from rig.errors import EXIT_OK, ConfigError
+from rig.orchestration.devices import devices_view
 from rig.root import Rig
 
 JSON_VERSION = 1  # bumped only when a documented key changes meaning or goes away
@@ -36,62 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--json", action="store_true", help="print the devices as JSON (keys: see the README)"
     )
     d.set_defaults(func=cmd_devices)
-
-
-def _try(errors: dict[str, str], key: str, fn: Callable[[], Any]) -> Any:
-    """A failing read becomes errors[key], never the end of the listing."""
-    try:
-        return fn()
-    except RigError as e:
-        errors[key] = e.message.strip()
-        return None
-
-
-def device_status(config: RigConfig, name: str) -> dict[str, Any]:
-    """One device as data; a value that could not be read is null, `errors` says why."""
-    dev = config.device(name)
-    errors: dict[str, str] = {}
-    status: dict[str, Any] = {"name": name, "model": dev.model, "power": None, "mux": None}
-    power = _try(errors, "power", lambda: Rig.from_config(config).power(name))
-    if power is not None:
-        on = _try(errors, "power", power.state)
-        status["power"] = None if on is None else "on" if on else "off"
-    mux = _try(errors, "mux", lambda: Rig.from_config(config).mux(name))
-    status["card"] = status["disk"] = None
-    if mux is not None:
-        status["mux"] = _try(errors, "mux", mux.state)
-        if status["mux"] == "host":
-            status["card"] = _try(errors, "card", mux.card_identity)
-            finder = getattr(mux, "disks", None)
-            disk = _try(errors, "disk", finder.find) if finder else None
-            status["disk"] = str(disk) if disk else None
-    status.update(_state_store(config, name))
-    status["errors"] = errors
-    return status
-
-
-def _state_store(config: RigConfig, name: str) -> dict[str, Any]:
-    """Health, lease and last result from the state store shared with `rig run`."""
-    from rig.orchestration.leases import Leases
-
-    leases = Leases(config.paths.state)
-    try:
-        row = leases.health(name)
-        why = leases.quarantined(name)
-        held = leases.holder_of(name)
-    finally:
-        leases.close()
-    return {
-        "health": "quarantined" if why else "ok",
-        "quarantine_reason": why,
-        "infra_failures": row["infra_failures"] if row else 0,
-        "lease": {"purpose": held.purpose, "pid": held.pid, "host": held.host} if held else None,
-        "last_result": (
-            {"outcome": row["last_result"], "scenario": row["last_scenario"]}
-            if row and row["last_result"]
-            else None
-        ),
-    }
 
 
 def _cells(s: dict[str, Any]) -> list[str]:
@@ -135,7 +80,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
             leases.close()
         print(f"{args.name}: released from quarantine")
         return EXIT_OK
-    statuses = [device_status(config, name) for name in config.devices]
+    statuses = devices_view(config, Rig.from_config(config))
     if args.json:
         data = {
             "version": JSON_VERSION,

@@ -99,11 +99,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"report: {outcome.directory / 'report.html'}", highlight=False, soft_wrap=True)
     used = sorted({s.device for s in report.scenarios if s.device not in ("", "-")})
-    show_credentials(console, runner.credentials, used)
+    product = getattr(matrix.profile, "title", matrix.release.product)
+    show_credentials(console, runner.credentials, used, product)
     return outcome.exit_code
 
 
-def show_credentials(console: Console, creds: Credentials, devices: list[str]) -> None:
+def show_credentials(
+    console: Console, creds: Credentials, devices: list[str], product: str = "OctoPrint"
+) -> None:
     """The cards' admin password, for the person who ran it: on their terminal only.
 
     Never in the report, the logs or the daemon's captured output (not a terminal)."""
@@ -111,7 +114,7 @@ def show_credentials(console: Console, creds: Credentials, devices: list[str]) -
         return
     if not sys.stdout.isatty():
         console.print(
-            f"the cards' OctoPrint admin {creds.admin_user!r} has a password generated for this "
+            f"the cards' {product} admin {creds.admin_user!r} has a password generated for this "
             "run, shown only on a terminal; set admin.password in rig.yaml to choose one",
             highlight=False,
         )
@@ -120,7 +123,7 @@ def show_credentials(console: Console, creds: Credentials, devices: list[str]) -
         ("the card of " if len(devices) == 1 else "the cards of ")
         + " and ".join(devices)
         + (" keeps" if len(devices) == 1 else " keep")
-        + f" OctoPrint admin [bold]{creds.admin_user}[/] "
+        + f" {product} admin [bold]{creds.admin_user}[/] "
         f"with this run's password [bold]{creds.admin_password}[/] (shown only here)",
         highlight=False,
     )

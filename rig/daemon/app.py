@@ -41,6 +41,9 @@ from rig.daemon.webhooks import (
     verify_signature,
 )
 from rig.daemon.worker import Worker
+from rig.orchestration import eventlog
+from rig.orchestration.devices import devices_view
+from rig.root import Rig
 
 log = logging.getLogger("rig.daemon")
 
@@ -60,6 +63,9 @@ class Daemon:
         self.worker = Worker(settings, self.queue, self.approvals, retry_delay=retry_delay)
         self.poller = Poller(settings, self.queue, self.worker.wake)
         self.lock = WorkerLock(settings.state_dir)
+        # the composition root, once: the dashboard's device views read through it
+        # (the acceptance runs are `rig run` processes, which build their own)
+        self.rig = Rig.from_config(settings.rig) if settings.rig is not None else None
 
     def start(self) -> None:
         s = self.settings
@@ -272,7 +278,7 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
         )
 
     def _devices() -> list[dict[str, Any]]:
-        return device_rows(settings)
+        return device_rows(settings, daemon.rig)
 
     def _tail(job_id: int | None, lines: int = 15) -> str:
         job = queue.get(job_id) if job_id else None
@@ -428,75 +434,49 @@ def feed_mount(settings: DaemonSettings) -> Mount | None:
 
 
 def scenario_phases(report_dir: str | None) -> list[tuple[str, str, str]]:
-    """(scenario, phase, last line) from `rig run`'s per-scenario logs, as they grow.
+    """(scenario, phase, last line) from the running `rig run`'s event log, as it grows.
 
-    Lines look like ``19:14:12 [power-off] power-off ok``; the report directory is
-    the only thing the daemon and the acceptance run share, so it is read, not asked.
-    """
+    The report directory is the only thing the daemon and the acceptance run share,
+    so its events.jsonl is read (folded as the report and the live view fold it),
+    not asked."""
     if not report_dir:
         return []
-    rows = []
-    for log_file in sorted(Path(report_dir).glob("scenarios/*/scenario.log"))[:50]:
-        try:
-            with open(log_file, "rb") as f:
-                f.seek(0, 2)
-                f.seek(max(0, f.tell() - 2048))
-                lines = f.read().decode("utf-8", "replace").splitlines()
-        except OSError:
-            continue
-        last = lines[-1] if lines else ""
-        phase = last.split("[", 1)[1].split("]", 1)[0] if "[" in last and "]" in last else ""
-        rows.append((log_file.parent.name, phase, last))
-    return rows
+    return eventlog.fold_file(Path(report_dir) / eventlog.FILE).scenario_rows()
 
 
-def device_rows(settings: DaemonSettings) -> list[dict[str, Any]]:
-    """Devices as the dashboard shows them: config, power/mux where known, lease, health."""
+def device_rows(settings: DaemonSettings, rig: Rig | None = None) -> list[dict[str, Any]]:
+    """Devices as the dashboard shows them: `rig devices`' view, with the switch each uses.
+
+    Real hubs and muxes are not read on every refresh (that could race a run's
+    switching); the virtual rig's are, its state being a file."""
     config = settings.rig
     if config is None:
         return []
-    leases: dict[str, str] = {}
-    health: dict[str, str] = {}
-    try:
-        from rig.state import connect
-
-        conn = connect(config.paths.state)
-        try:
-            now = time.time()
-            for row in conn.execute("SELECT device, holder, purpose, expires FROM leases"):
-                if row["expires"] > now:
-                    leases[row["device"]] = row["purpose"] or row["holder"]
-            for row in conn.execute(
-                "SELECT device, quarantined, reason, last_result FROM device_health"
-            ):
-                health[row["device"]] = (
-                    f"quarantined: {row['reason']}" if row["quarantined"] else row["last_result"]
-                )
-        finally:
-            conn.close()
-    except Exception:  # tables not there yet: no runs so far
-        pass
-    from rig.root import Rig
-
-    rig = Rig.from_config(config)
+    rig = rig or Rig.from_config(config)
     rows = []
-    for name, dev in config.devices.items():
+    # live states only where reading them touches no real hardware
+    for view in devices_view(config, rig if rig.virtual else None):
+        dev = config.device(view["name"])
         power, mux = f"{dev.power.driver} port {dev.power.port}", dev.mux.driver
-        if rig.virtual:  # live states where reading them touches no real hardware
-            try:
-                on = rig.power(name).state()
-                power = f"{'on' if on else 'off'} ({power})"
-                mux = f"{rig.mux(name).state()} ({mux})"
-            except Exception:
-                pass
+        if view["power"] is not None:
+            power = f"{view['power']} ({power})"
+        if view["mux"] is not None:
+            mux = f"{view['mux']} ({mux})"
+        lease = view["lease"]
+        last = view["last_result"]
+        if view["health"] == "quarantined":
+            health = f"quarantined: {view['quarantine_reason']}"
+        else:
+            health = last["outcome"] if last else "ok"
         rows.append(
             {
-                "name": name,
-                "model": dev.model,
+                "name": view["name"],
+                "model": view["model"],
                 "power": power,
                 "mux": mux,
-                "health": health.get(name, "ok"),
-                "lease": leases.get(name, ""),
+                "health": health,
+                "lease": (lease["purpose"] or f"pid {lease['pid']}") if lease else "",
+                "last_run": view["last_run"],
             }
         )
     return rows

@@ -82,12 +82,13 @@ def dashboard(
             e(d.get("mux")),
             e(d.get("health")),
             e(d.get("lease")),
+            _last_run(d.get("last_run")),
         ]
         for d in devices
     ]
     parts = [
         "<h2>Devices</h2>",
-        table(["device", "model", "power", "mux", "health", "in use by"], dev_rows),
+        table(["device", "model", "power", "mux", "health", "in use by", "last run"], dev_rows),
         "<h2>Running</h2>",
         table(JOB_HEADERS, job_rows(active), "nothing running"),
     ]
@@ -101,6 +102,16 @@ def dashboard(
         table(JOB_HEADERS, job_rows(history), "no finished jobs yet"),
     ]
     return page("dashboard", "\n".join(parts), refresh=10)
+
+
+def _last_run(last: dict[str, Any] | None) -> str:
+    """The device's newest scenario result from the results store: outcome, scenario, when."""
+    if not last:
+        return ""
+    return (
+        f'<span class="{e(last["outcome"])}">{e(last["outcome"])}</span> '
+        f"{e(last['scenario'])} · {e(when(last['finished']))}"
+    )
 
 
 def live_table(live: list[tuple[str, str, str]]) -> str:

@@ -1,35 +1,31 @@
-"""The terminal view of a run: one line per device, or plain lines when piped."""
+"""The terminal view of a run: one line per device, or plain lines when piped.
+
+It folds the run's events with :class:`rig.orchestration.eventlog.Fold`, as the
+report and the dashboard fold events.jsonl, so all three show the same phases.
+"""
 
 from __future__ import annotations
 
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from rig.events import Event
-
-
-@dataclass
-class _Lane:
-    scenario: str = ""
-    phase: str = "idle"
-    since: float = field(default_factory=time.time)
-    last: str = ""
-    done: list[str] = field(default_factory=list)
+from rig.orchestration.eventlog import Fold, Now
 
 
 class LiveView:
-    """Subscribe ``view.on_event`` to the run's bus; use as a context manager."""
+    """Subscribe ``view.on_event`` to the run's bus (or feed it a log's events); use as a
+    context manager."""
 
     def __init__(self, devices: list[str], console: Console | None = None) -> None:
         self.console = console or Console(stderr=False)
         self.interactive = self.console.is_terminal
-        self.lanes = {d: _Lane() for d in devices}
+        self.fold = Fold(devices={d: Now() for d in devices})
         self.lock = threading.Lock()
         self.live: Live | None = None
         self.started = time.time()
@@ -60,31 +56,19 @@ class LiveView:
             t.add_column(
                 col, overflow="ellipsis", no_wrap=True, max_width=60 if col == "last" else None
             )
-        for name, lane in self.lanes.items():
+        for name, lane in self.fold.devices.items():
             t.add_row(
                 name,
                 lane.scenario,
                 lane.phase,
                 f"{time.time() - lane.since:.0f}s" if lane.scenario else "",
-                lane.last,
+                lane.message,
             )
         return t
 
     def on_event(self, ev: Event) -> None:
         with self.lock:
-            lane = self.lanes.setdefault(ev.device, _Lane()) if ev.device else None
-            if lane is not None:
-                if ev.kind == "phase-start":
-                    lane.scenario, lane.phase, lane.since = (
-                        ev.scenario or "",
-                        ev.phase or "",
-                        time.time(),
-                    )
-                elif ev.kind == "log":
-                    lane.last = ev.message.splitlines()[0] if ev.message else ""
-                elif ev.kind == "result":
-                    lane.phase, lane.scenario = "idle", ""
-                    lane.last = ev.message
+            self.fold.add(ev)
             if not self.interactive and ev.kind in ("phase-start", "phase-end", "result", "device"):
                 stamp = time.strftime("%H:%M:%S", time.localtime(ev.time))
                 who = f"{ev.device or '-'} {ev.scenario or ''}".strip()

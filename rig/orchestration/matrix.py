@@ -116,14 +116,16 @@ def schema_for(profile: Profile) -> dict[str, Any]:
         "enum": list(profile.update_modes),
         "description": f"how the update is done (default: {profile.update_modes[0]})",
     }
-    defs["check"] = {
-        "anyOf": [
-            {"enum": builtin} if builtin else {"not": {}},
-            {"type": "string", "pattern": USER_CHECK},
-        ],
-        "description": f"a built-in check ({', '.join(builtin) or 'none'}) or your own "
-        "pytest file or folder (ending in .py or with a /, relative to the matrix file)",
-    }
+    yours = "your own pytest file or folder (ending in .py or with a /, relative to the matrix)"
+    user_check = {"type": "string", "pattern": USER_CHECK}
+    defs["check"] = (
+        {
+            "anyOf": [{"enum": builtin}, user_check],
+            "description": f"a built-in check ({', '.join(builtin)}) or {yours}",
+        }
+        if builtin
+        else {**user_check, "description": f"{profile.name} has no built-in checks: {yours}"}
+    )
     schema["properties"]["release"]["properties"].update(profile.release_schema())
     own = profile.scenario_schema()
     schema["properties"]["defaults"]["properties"].update(own)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rig.checks.run import run_user_checks
 from rig.errors import InfraError, ProductError, RigError
 from rig.events import Event, EventBus, StepLog
 from rig.product.profile import Profile, ScenarioContext
@@ -268,8 +269,8 @@ class ScenarioPipeline:
             if ctx.expect == "updated":
                 self._run_phase(Phase.VERIFY, lambda: self.profile.verify(ctx))
             checks = list(ctx.checks)
-            if checks and ctx.expect == "updated":
-                self._run_phase(Phase.CHECKS, lambda: self._checks(checks))
+            if (checks or ctx.user_checks) and ctx.expect == "updated":
+                self._run_phase(Phase.CHECKS, lambda: self._checks(checks, ctx.user_checks))
             self.attempt.outcome = "passed"
         except ProductError as e:
             self.attempt.outcome, self.attempt.message = "failed", str(e)
@@ -311,7 +312,8 @@ class ScenarioPipeline:
         self.ctx.facts["boot_seconds"] = round(took, 2)
         self.log(f"{host}:{port} reachable after {took:.1f}s")
 
-    def _checks(self, checks: list[str]) -> None:
+    def _checks(self, checks: list[str], user_checks: tuple[Path, ...] = ()) -> None:
+        """The profile's built-in checks, then the user's own check files (one pytest run)."""
         failures = []
         for name in checks:
             try:
@@ -319,6 +321,13 @@ class ScenarioPipeline:
                     self.profile.check(self.ctx, name)
             except ProductError as e:
                 failures.append(f"{name}: {e.message}")
+        if user_checks:
+            try:
+                names = ", ".join(p.name for p in user_checks)
+                with self.log.step(f"user checks {names}"):
+                    run_user_checks(self.ctx, user_checks, timeout=self.limit(Phase.CHECKS))
+            except ProductError as e:
+                failures.append(e.message)
         if failures:
             raise ProductError("; ".join(failures), where=f"{self.kit.name}: checks")
 

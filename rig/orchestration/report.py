@@ -1,10 +1,12 @@
 """A run's report directory: results.json, junit.xml and report.html.
 
 Written from the same result objects at the end of a run (and on Ctrl-C, as a
-partial report). The HTML is one self-contained file: results table, per-phase
-timings, a timeline of what each device did when, screenshots, logs and the
-exact command line that re-runs each scenario. The same objects also render the
-Markdown summary a CI job shows on its page ($GITHUB_STEP_SUMMARY).
+partial report); :func:`assemble_report` makes them from the scheduler's jobs.
+The HTML is one self-contained file: results table, per-phase timings and a
+timeline of what each device did when (both folded from the run's event log,
+events.jsonl, as the live view and the dashboard fold it), screenshots, logs and
+the exact command line that re-runs each scenario. The same objects also render
+the Markdown summary a CI job shows on its page ($GITHUB_STEP_SUMMARY).
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ import re
 import socket
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from rig.errors import EXIT_INFRA, EXIT_OK, EXIT_PRODUCT
+from rig.orchestration import eventlog
+
+if TYPE_CHECKING:
+    from rig.orchestration.matrix import Matrix, Scenario
+    from rig.orchestration.scheduler import Job
 
 OUTCOME_COLOURS = {
     "passed": "#2e7d32",
@@ -82,6 +92,87 @@ class RunReport:
         for s in self.scenarios:
             out[s.outcome] = out.get(s.outcome, 0) + 1
         return out
+
+
+def run_outcome(outcomes: list[str], interrupted: bool) -> tuple[str, int]:
+    """The run's verdict and exit code from its scenarios' outcomes."""
+    if interrupted or any(o in ("error", "interrupted", "not-run") for o in outcomes):
+        return ("interrupted" if interrupted else "error"), EXIT_INFRA
+    if any(o == "failed" for o in outcomes):
+        return "failed", EXIT_PRODUCT
+    return "passed", EXIT_OK
+
+
+def assemble_report(
+    *,
+    run_id: str,
+    matrix: Matrix,
+    jobs: list[Job],
+    directory: Path,
+    started: float,
+    interrupted: bool,
+    command: str,
+    devices: list[str],
+    start_version: Callable[[Scenario], str | None],
+    representative: Callable[[Scenario, dict], str] | None = None,
+    lease_lost: str = "",
+) -> RunReport:
+    """The scheduler's jobs as the report: one ScenarioReport per scenario, in matrix order.
+
+    ``lease_lost`` (why the run was cancelled) becomes the message of every scenario
+    it stopped; ``start_version`` says what a scenario's card started from;
+    ``representative`` why a scenario's device was not like the real image ("": it was)."""
+    scenario_reports = []
+    for job in jobs:
+        s = job.scenario
+        attempts = [asdict(a) for a in job.attempts]
+        last = attempts[-1] if attempts else {"device": "-", "outcome": "not-run"}
+        message = last.get("message", "not started")
+        results = directory / "scenarios" / s.id
+        files = (
+            sorted(str(p.relative_to(directory)) for p in results.rglob("*") if p.is_file())
+            if results.exists()
+            else []
+        )
+        scenario_reports.append(
+            ScenarioReport(
+                id=s.id,
+                description=s.description,
+                image=s.image,
+                channel=s.channel,
+                start_version=start_version(s),
+                expect=s.expect,
+                checks=list(s.checks),
+                outcome=last["outcome"],
+                message=f"cancelled: {lease_lost}"
+                if lease_lost and last["outcome"] in ("interrupted", "not-run")
+                else message,
+                device=last["device"],
+                duration=(job.finished or time.time()) - (job.started or started)
+                if job.started
+                else 0.0,
+                command=matrix.command_line(s),
+                attempts=attempts,
+                facts=job.facts,
+                files=files,
+                representative=representative(s, job.facts) if representative else "",
+            )
+        )
+    order = {s.id: i for i, s in enumerate(matrix.scenarios)}
+    scenario_reports.sort(key=lambda r: order.get(r.id, 0))
+    outcome, code = run_outcome([r.outcome for r in scenario_reports], interrupted)
+    return RunReport(
+        run_id=run_id,
+        matrix=str(matrix.path),
+        release=asdict(matrix.release),
+        command=command,
+        started=started,
+        finished=time.time(),
+        outcome=outcome,
+        exit_code=code,
+        devices=list(devices),
+        scenarios=scenario_reports,
+    )
 
 
 def write_report(report: RunReport, directory: Path) -> Path:
@@ -282,9 +373,9 @@ def _fmt(seconds: float) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
-def timeline_svg(report: RunReport) -> str:
+def timeline_svg(report: RunReport, spans: list[eventlog.Span]) -> str:
     """One lane per device, one bar per phase, coloured by phase, outlined by outcome."""
-    lanes = sorted({p["device"] for s in report.scenarios for a in s.attempts for p in a["phases"]})
+    lanes = sorted({p.device for p in spans if p.device})
     if not lanes:
         return "<p>No device did anything.</p>"
     t0 = report.started
@@ -299,25 +390,24 @@ def timeline_svg(report: RunReport) -> str:
     for i, lane in enumerate(lanes):
         y = 10 + i * lane_h
         parts.append(f'<text x="4" y="{y + 17}" font-size="13">{html.escape(lane)}</text>')
-    for s in report.scenarios:
-        for a in s.attempts:
-            for p in a["phases"]:
-                if p["device"] not in lanes:
-                    continue
-                y = 10 + lanes.index(p["device"]) * lane_h
-                x = left + (p["start"] - t0) * scale
-                w = max(1.5, ((p["end"] or report.finished) - p["start"]) * scale)
-                colour = PHASE_COLOURS.get(p["phase"], "#999")
-                stroke = "#c62828" if p["outcome"] in ("failed", "error") else "none"
-                tip = html.escape(
-                    f"{s.id} · {p['phase']} · {_fmt((p['end'] or report.finished) - p['start'])}"
-                    f" · {p['outcome']}" + (f": {p['message']}" if p["message"] else "")
-                )
-                parts.append(
-                    f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{lane_h - 8}" '
-                    f'fill="{colour}" stroke="{stroke}" stroke-width="2">'
-                    f"<title>{tip}</title></rect>"
-                )
+    for p in spans:
+        if p.device not in lanes:
+            continue
+        y = 10 + lanes.index(p.device) * lane_h
+        x = left + (p.start - t0) * scale
+        took = p.duration(report.finished)
+        w = max(1.5, took * scale)
+        colour = PHASE_COLOURS.get(p.phase, "#999")
+        stroke = "#c62828" if p.outcome in ("failed", "error") else "none"
+        tip = html.escape(
+            f"{p.scenario} · {p.phase} · {_fmt(took)} · {p.outcome}"
+            + (f": {p.message}" if p.message else "")
+        )
+        parts.append(
+            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{lane_h - 8}" '
+            f'fill="{colour}" stroke="{stroke}" stroke-width="2">'
+            f"<title>{tip}</title></rect>"
+        )
     ticks = 6
     for k in range(ticks + 1):
         x = left + (width - left - 10) * k / ticks
@@ -364,7 +454,9 @@ def _log_tail(directory: Path | None, name: str, lines: int = 300) -> str:
 
 
 def render_html(report: RunReport, directory: Path | None = None) -> str:
+    """The report page; its timeline and per-phase table come from directory/events.jsonl."""
     e = html.escape
+    phases = eventlog.fold_file(directory / eventlog.FILE) if directory else eventlog.Fold()
     counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts.items()))
     rel = report.release
     rows = []
@@ -380,13 +472,9 @@ def render_html(report: RunReport, directory: Path | None = None) -> str:
         )
     phase_names = list(PHASE_COLOURS)
     timing_rows = []
+    per_scenario = phases.totals(until=report.finished)
     for s in report.scenarios:
-        totals: dict[str, float] = {}
-        for a in s.attempts:
-            for p in a["phases"]:
-                totals[p["phase"]] = totals.get(p["phase"], 0.0) + max(
-                    0.0, (p["end"] or report.finished) - p["start"]
-                )
+        totals = per_scenario.get(s.id, {})
         cells = "".join(f"<td>{_fmt(totals[n]) if n in totals else ''}</td>" for n in phase_names)
         timing_rows.append(f"<tr><td>{e(s.id)}</td>{cells}</tr>")
     details = []
@@ -432,7 +520,7 @@ def render_html(report: RunReport, directory: Path | None = None) -> str:
 <h2>Results</h2>
 <table><tr><th>scenario</th><th>outcome</th><th>device</th><th>image</th><th>start</th>
 <th>channel</th><th>expect</th><th>time</th><th>message</th></tr>{"".join(rows)}</table>
-<h2>Timeline</h2>{timeline_svg(report)}
+<h2>Timeline</h2>{timeline_svg(report, phases.spans)}
 <h2>Time per phase</h2>
 <table><tr><th>scenario</th>{"".join(f"<th>{e(n)}</th>" for n in phase_names)}</tr>
 {"".join(timing_rows)}</table>

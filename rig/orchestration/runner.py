@@ -15,16 +15,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from rig import state
 from rig.card.catalog import CANDIDATE, load_catalog
 from rig.config import RigConfig
 from rig.device.console import ConsoleCapture
-from rig.errors import EXIT_INFRA, EXIT_OK, EXIT_PRODUCT, ConfigError, InfraError
+from rig.errors import ConfigError, InfraError
 from rig.events import Event, EventBus, StepLog
+from rig.orchestration import results as results_store
+from rig.orchestration.eventlog import EventLog
 from rig.orchestration.leases import Heartbeat, Leases
 from rig.orchestration.matrix import Matrix, Scenario
 from rig.orchestration.pipeline import (
@@ -33,26 +34,10 @@ from rig.orchestration.pipeline import (
     Phase,
     ScenarioPipeline,
 )
-from rig.orchestration.report import (
-    RunReport,
-    ScenarioReport,
-    append_step_summary,
-    write_report,
-)
+from rig.orchestration.report import RunReport, append_step_summary, assemble_report, write_report
 from rig.orchestration.representative import not_representative
 from rig.orchestration.scheduler import Job, Scheduler
 from rig.product.profile import DeviceAddress, Profile, ScenarioContext
-
-RESULTS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, matrix TEXT, release TEXT, started REAL, finished REAL,
-    outcome TEXT, report TEXT
-);
-CREATE TABLE IF NOT EXISTS scenario_results (
-    run_id TEXT, scenario TEXT, device TEXT, outcome TEXT, message TEXT,
-    started REAL, finished REAL, duration REAL, PRIMARY KEY (run_id, scenario)
-);
-"""
 
 KitFactory = Callable[[str, Scenario, Path, EventBus], DeviceKit]
 
@@ -93,14 +78,6 @@ class RunOutcome:
     @property
     def exit_code(self) -> int:
         return self.report.exit_code
-
-
-def _exit_code(outcomes: list[str], interrupted: bool) -> tuple[str, int]:
-    if interrupted or any(o in ("error", "interrupted", "not-run") for o in outcomes):
-        return ("interrupted" if interrupted else "error"), EXIT_INFRA
-    if any(o == "failed" for o in outcomes):
-        return "failed", EXIT_PRODUCT
-    return "passed", EXIT_OK
 
 
 class Runner:
@@ -278,18 +255,7 @@ class Runner:
             results = results / f"attempt-{n}"
         results.mkdir(parents=True, exist_ok=True)
         log = StepLog(self.bus, device=device, scenario=scenario.id)
-        log_file = (results / "scenario.log").open("a")
-        lock = threading.Lock()
-
-        def to_file(ev: Event) -> None:
-            if ev.scenario == scenario.id and ev.device == device:
-                stamp = time.strftime("%H:%M:%S", time.localtime(ev.time))
-                with lock:
-                    if not log_file.closed:
-                        log_file.write(f"{stamp} [{ev.phase or '-'}] {ev.message}\n")
-                        log_file.flush()
-
-        self.bus.subscribe(to_file)
+        self.events.attempt(scenario.id, device, results)  # its events into its scenario.log
         ctx = self._context(scenario, device, results, log)
         console = self._console(device, results, log)
         try:
@@ -329,8 +295,7 @@ class Runner:
                 data={"outcome": attempt.outcome},
             )
         )
-        with lock:
-            log_file.close()
+        self.events.end_attempt(scenario.id, device)
         job.facts = ctx.facts
         return attempt
 
@@ -382,6 +347,8 @@ class Runner:
         scenarios = self.scenarios()
         started = time.time()
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.events = EventLog(self.directory)  # events.jsonl: what every view is drawn from
+        self.bus.subscribe(self.events)
         self.leases = Leases(self.config.paths.state)
         heartbeat: Heartbeat | None = None
         jobs = [Job(s, self._estimate(s)) for s in scenarios]
@@ -418,8 +385,9 @@ class Runner:
             report = self._report(jobs, started, interrupted)
             write_report(report, self.directory)
             self._append_summary(report)
-            self._store(report)
+            results_store.store(self.config.paths.state, report, self.directory / "report.html")
             self.leases.close()
+            self.events.close()
         return RunOutcome(report, self.directory)
 
     def _append_summary(self, report: RunReport) -> None:
@@ -473,18 +441,9 @@ class Runner:
 
     def _estimate(self, scenario: Scenario) -> float:
         """Seconds, from this scenario's last successful run, else from its checks."""
-        conn = state.connect(self.config.paths.state)
-        try:
-            state.ensure_schema(conn, "results", RESULTS_SCHEMA)
-            row = conn.execute(
-                "SELECT duration FROM scenario_results WHERE scenario=? AND outcome='passed' "
-                "ORDER BY finished DESC LIMIT 1",
-                (scenario.id,),
-            ).fetchone()
-        finally:
-            conn.close()
-        if row:
-            return float(row["duration"])
+        measured = results_store.last_passed_duration(self.config.paths.state, scenario.id)
+        if measured is not None:
+            return measured
         # the product's Pi 3 magnitudes, halved: a first guess that orders the queue
         profile = self.matrix.profile
         seconds = profile.phase_seconds
@@ -494,93 +453,24 @@ class Runner:
 
     def _report(self, jobs: list[Job], started: float, interrupted: bool) -> RunReport:
         catalog = load_catalog()
-        scenario_reports = []
-        for job in jobs:
-            s = job.scenario
-            last = job.attempts[-1] if job.attempts else Attempt("-", "not-run", "not started")
-            results = self.directory / "scenarios" / s.id
-            files = (
-                sorted(
-                    str(p.relative_to(self.directory)) for p in results.rglob("*") if p.is_file()
-                )
-                if results.exists()
-                else []
-            )
-            start_version = self.matrix.start_version(s, catalog, self.config.virtual)
-            image_python = catalog.get(s.image).python if s.image != CANDIDATE else None
-            scenario_reports.append(
-                ScenarioReport(
-                    id=s.id,
-                    description=s.description,
-                    image=s.image,
-                    channel=s.channel,
-                    start_version=start_version,
-                    expect=s.expect,
-                    checks=list(s.checks),
-                    outcome=last.outcome,
-                    message=f"cancelled: {self.lease_lost}"
-                    if self.lease_lost and last.outcome in ("interrupted", "not-run")
-                    else last.message,
-                    device=last.device,
-                    duration=(job.finished or time.time()) - (job.started or started)
-                    if job.started
-                    else 0.0,
-                    command=self.matrix.command_line(s),
-                    attempts=[asdict(a) for a in job.attempts],
-                    facts=job.facts,
-                    files=files,
-                    representative=not_representative(image_python, job.facts),
-                )
-            )
-        order = {s.id: i for i, s in enumerate(self.matrix.scenarios)}
-        scenario_reports.sort(key=lambda r: order.get(r.id, 0))
-        outcome, code = _exit_code([r.outcome for r in scenario_reports], interrupted)
-        return RunReport(
-            run_id=self.run_id,
-            matrix=str(self.matrix.path),
-            release=asdict(self.matrix.release),
-            command=self.options.command or shlex.join(sys.argv),
-            started=started,
-            finished=time.time(),
-            outcome=outcome,
-            exit_code=code,
-            devices=list(self.held),
-            scenarios=scenario_reports,
-        )
 
-    def _store(self, report: RunReport) -> None:
-        conn = state.connect(self.config.paths.state)
-        try:
-            state.ensure_schema(conn, "results", RESULTS_SCHEMA)
-            with state.transaction(conn):
-                conn.execute(
-                    "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?)",
-                    (
-                        report.run_id,
-                        report.matrix,
-                        report.release.get("version"),
-                        report.started,
-                        report.finished,
-                        report.outcome,
-                        str(self.directory / "report.html"),
-                    ),
-                )
-                for s in report.scenarios:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO scenario_results VALUES (?,?,?,?,?,?,?,?)",
-                        (
-                            report.run_id,
-                            s.id,
-                            s.device,
-                            s.outcome,
-                            s.message,
-                            report.started,
-                            report.finished,
-                            s.duration,
-                        ),
-                    )
-        finally:
-            conn.close()
+        def representative(s: Scenario, facts: dict) -> str:
+            python = catalog.get(s.image).python if s.image != CANDIDATE else None
+            return not_representative(python, facts)
+
+        return assemble_report(
+            run_id=self.run_id,
+            matrix=self.matrix,
+            jobs=jobs,
+            directory=self.directory,
+            started=started,
+            interrupted=interrupted,
+            command=self.options.command or shlex.join(sys.argv),
+            devices=self.held,
+            start_version=lambda s: self.matrix.start_version(s, catalog, self.config.virtual),
+            representative=representative,
+            lease_lost=self.lease_lost,
+        )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from rig.product.profile import Profile
 # load only when it is used
 PROFILES = {
     "octoprint": "rig.product.octoprint.profile:OctoPrintProfile",
+    "generic": "rig.product.generic.profile:GenericProfile",
 }
 
 

@@ -71,6 +71,7 @@ class Profile(Protocol):
     """A product: its vocabulary (read by the matrix loader and the schema) and its steps."""
 
     name: str  # the registry key, the matrix's release.product
+    title: str  # how messages name the product ("OctoPrint")
     channels: tuple[str, ...]  # what a scenario's channel may be; the first is the default
     checks: Mapping[str, float]  # built-in check name -> seconds it takes on a Pi 3
     default_checks: tuple[str, ...]  # a scenario without "checks"

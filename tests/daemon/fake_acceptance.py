@@ -3,7 +3,8 @@
 Exit 0 and results.json {"passed": true} unless the candidate's first bytes say
 FAIL (exit 1) or INFRA (exit 3). --hold waits for a file to appear (so a test
 can kill the daemon mid-run); --runlog records "start PID" / "end PID" lines;
-environ.json in the report directory is the environment it was given.
+environ.json in the report directory is the environment it was given. Its event
+log says it is in phase `flash` while it holds.
 """
 
 import argparse
@@ -11,6 +12,9 @@ import json
 import os
 import time
 from pathlib import Path
+
+from rig.events import Event
+from rig.orchestration.eventlog import EventLog
 
 p = argparse.ArgumentParser()
 p.add_argument("--candidate", required=True)
@@ -28,7 +32,11 @@ head = Path(args.candidate).read_bytes()[:64]
 print(f"testing {args.candidate} ({len(head)} bytes head)", flush=True)
 live = Path(args.report_dir) / "scenarios" / "candidate-smoke"
 live.mkdir(parents=True, exist_ok=True)
-(live / "scenario.log").write_text(time.strftime("%H:%M:%S") + " [flash] writing the card\n")
+events = EventLog(Path(args.report_dir))  # events.jsonl and scenario.log, as `rig run` writes
+events.attempt("candidate-smoke", "pi3-a", live)
+events(Event("phase-start", "flash", "pi3-a", "candidate-smoke", "flash"))
+events(Event("log", "writing the card", "pi3-a", "candidate-smoke", "flash"))
+events.close()
 if args.hold:
     deadline = time.monotonic() + 60
     while not Path(args.hold).exists() and time.monotonic() < deadline:

@@ -96,3 +96,54 @@ def test_dashboard_shows_the_running_jobs_live_phase(tmp_path, github, smtp):
     finally:
         hold.touch()
         rig.stop()
+
+
+def test_dashboard_devices_are_rig_devices_view(tmp_path, github):
+    """Lease, quarantine and last run on the dashboard come from devices_view, as `rig devices`."""
+    import re
+
+    from daemon_rig import write_config
+
+    from rig.config import load_config
+    from rig.daemon import pages
+    from rig.daemon.app import device_rows
+    from rig.daemon.settings import load_settings
+    from rig.orchestration import results
+    from rig.orchestration.devices import devices_view
+    from rig.orchestration.leases import Leases
+    from rig.orchestration.report import RunReport, ScenarioReport
+    from rig.root import Rig
+
+    path = write_config(tmp_path, github, 25, 8470, tmp_path / "runs.log")
+    settings = load_settings(load_config(path))
+    config = settings.rig
+    leases = Leases(config.paths.state, holder="a-test")
+    try:
+        assert leases.acquire("pi3-a", purpose="rig run acceptance.json")
+        leases.record("pi3-c", "error", "no-boot", "not reachable")
+        leases.record("pi3-c", "error", "no-boot", "not reachable")
+        scenario = ScenarioReport(
+            "smoke", "", "img", "stable", None, "updated", [], "failed", "", "pi3-b", 9.0, ""
+        )
+        report = RunReport(
+            "r1", "m.json", {}, "", 1.0, 1_764_590_400.0, "failed", 1, [], [scenario]
+        )
+        results.store(config.paths.state, report, tmp_path / "report.html")
+        views = {v["name"]: v for v in devices_view(config, Rig.from_config(config))}
+        page = pages.dashboard(device_rows(settings), [], [], [], "")
+    finally:
+        leases.close()
+    rows = {
+        cells[0]: cells
+        for cells in (
+            re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", page)
+        )
+        if cells
+    }
+    assert rows["pi3-a"][5] == "rig run acceptance.json"
+    assert rows["pi3-c"][4].startswith("quarantined: ") and "not reachable" in rows["pi3-c"][4]
+    assert views["pi3-c"]["quarantine_reason"] in rows["pi3-c"][4]
+    assert "failed</span> smoke · 2025-12-01 12:00:00 UTC" in rows["pi3-b"][6]
+    assert views["pi3-b"]["last_run"]["run"] == "r1" and rows["pi3-a"][6] == ""
+    # the virtual rig's switches are read: off, as `rig devices` says
+    assert rows["pi3-a"][2].startswith(f"{views['pi3-a']['power']} (")

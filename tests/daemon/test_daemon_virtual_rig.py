@@ -18,15 +18,15 @@ import pytest
 import yaml
 from daemon_rig import MARKER, REPO, release_payload, wait_for
 
-from rig.card.images import resolve_image
 from rig.config import VIRTUAL_CONFIG, load_config
 from rig.orchestration.leases import Leases
+from rig.root import Rig
 
 
 @pytest.mark.slow
 def test_release_to_published_through_rig_run_on_the_virtual_rig(rig, tmp_path, request):
     # the candidate: a real virtual OctoPi image, zipped as OctoPi-UpToDate publishes it
-    base = resolve_image("octopi-0.18.0", load_config(None, search=False))
+    base = Rig.from_config(load_config(None, search=False)).image("octopi-0.18.0")
     candidate = tmp_path / "octopi-candidate.zip"
     with zipfile.ZipFile(candidate, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.write(base, "octopi-candidate.img")

@@ -13,6 +13,9 @@ from rig.cli import main
 from rig.config import load_config
 from rig.events import EventBus, StepLog
 from rig.hardware.sequences import to_dut, to_host
+from rig.orchestration import results
+from rig.orchestration.devices import devices_view
+from rig.orchestration.report import RunReport, ScenarioReport
 from rig.root import Rig
 from rig.virtual.hw import VirtualHardware, cleanup
 
@@ -83,8 +86,38 @@ DEVICE_KEYS = {
     "infra_failures",
     "lease",
     "last_result",
+    "last_run",
     "errors",
 }
+
+
+def _run(run_id: str, finished: float, device: str) -> RunReport:
+    scenario = ScenarioReport(
+        "octopi-1.1.0-devel",
+        "",
+        "octopi-1.1.0",
+        "stable",
+        None,
+        "updated",
+        [],
+        "passed",
+        "",
+        device,
+        60.0,
+        "",
+    )
+    return RunReport(
+        run_id,
+        "m.json",
+        {"version": "1.11.0"},
+        "",
+        finished - 60,
+        finished,
+        "passed",
+        0,
+        [device],
+        [scenario],
+    )
 
 
 def _devices_json(config: Path, capsys) -> dict:
@@ -104,6 +137,8 @@ def test_devices_json_has_the_documented_keys_and_the_tables_facts(rig_yaml: Pat
         leases.record("pi3-c", "error", "no-boot", "not reachable")
         leases.record("pi3-c", "error", "no-boot", "not reachable")
         leases.record("pi3-b", "passed", "octopi-1.1.0-devel")
+        results.store(rig_yaml.parent / "state", _run("r1", 100.0, "pi3-b"), Path("/r1.html"))
+        results.store(rig_yaml.parent / "state", _run("r2", 200.0, "pi3-b"), Path("/r2.html"))
         data = _devices_json(rig_yaml, capsys)
     finally:
         leases.close()
@@ -121,6 +156,14 @@ def test_devices_json_has_the_documented_keys_and_the_tables_facts(rig_yaml: Pat
     assert b["mux"] == "host" and b["card"].startswith("cid:")
     assert b["disk"] == str(state(rig_yaml).host_disk("000000000042"))
     assert b["last_result"] == {"outcome": "passed", "scenario": "octopi-1.1.0-devel"}
+    assert b["last_run"] == {
+        "run": "r2",
+        "scenario": "octopi-1.1.0-devel",
+        "outcome": "passed",
+        "finished": 200.0,
+        "report": "/r2.html",
+    }
+    assert a["last_run"] is None
     assert c["health"] == "quarantined" and "not reachable" in c["quarantine_reason"]
     assert c["infra_failures"] == 2 and c["lease"] is None
     assert all(d["errors"] == {} for d in devices.values())
@@ -145,6 +188,10 @@ paths: {{state: {tmp_path / "state"}}}
     assert main(["--config", str(cfg), "devices"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if "bench" in line)
     assert "error" in row.split("│")[2]
+    # without hardware (the dashboard on real devices): no driver asked, nothing failed
+    (quiet,) = devices_view(load_config(cfg), None)
+    assert (quiet["power"], quiet["mux"], quiet["errors"]) == (None, None, {})
+    assert quiet["health"] == "ok"
 
 
 def test_doctor_on_the_virtual_rig(rig_yaml: Path, capsys) -> None:

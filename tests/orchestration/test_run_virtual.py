@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from rig.config import VIRTUAL_CONFIG, load_config
+from rig.orchestration import eventlog
 from rig.orchestration.leases import Leases
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,6 +121,21 @@ def test_demo_matrix_passes_on_three_devices_in_parallel(rig_yaml, tmp_path) -> 
     for s in data["scenarios"]:
         assert f"--scenario {s['id']}" in html
     assert "report.html" in proc.stdout
+    # the event log holds every phase the pipeline recorded, and the timeline is drawn from it
+    logged = eventlog.fold_file(out / "events.jsonl")
+    recorded = [
+        (s["id"], p["device"], p["phase"], p["outcome"])
+        for s in data["scenarios"]
+        for a in s["attempts"]
+        for p in a["phases"]
+    ]
+    assert sorted((p.scenario, p.device, p.phase, p.outcome) for p in logged.spans) == sorted(
+        recorded
+    )
+    assert html.count("<rect ") == len(recorded)
+    for s in data["scenarios"]:
+        log = (out / "scenarios" / s["id"] / "scenario.log").read_text()
+        assert all(f"[{p}]" in log for p in logged.phases_of(s["id"]))
 
 
 def test_wrong_expectation_is_a_product_failure_not_retried(rig_yaml, tmp_path) -> None:

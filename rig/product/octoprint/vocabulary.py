@@ -34,6 +34,7 @@ PLUGIN_KEYS = ("file_check", "firmware_check", "pi_support")
 class OctoPrintVocabulary:
     """The OctoPrint profile's matrix vocabulary (its class attributes and schema)."""
 
+    title = "OctoPrint"  # how messages name the product
     channels = CHANNELS
     checks = CHECKS
     update_checks = UPDATE_CHECKS

@@ -7,31 +7,11 @@ junit.xml there is what the report merges.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from rig.errors import InfraError, ProductError
+from rig.checks.suite import isolation_args, run_suite
 
 HERE = Path(__file__).resolve().parent
-
-
-#: pytest's exit code for "the suite could not start" (set by the suite's own conftest too)
-CANNOT_START = 3
-
-
-def _cause(output: str) -> str:
-    """The one line that says why a sub-run could not start, else the last lines it printed."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for marker in ("Exit: ", "ModuleNotFoundError: ", "ImportError: ", "No module named "):
-        for line in reversed(lines):
-            if marker in line:
-                return line[line.index(marker) :].strip(" !")
-    tail = lines[-15:]
-    return "\n".join(tail) if tail else "it printed nothing"
 
 
 def smoke_command(
@@ -43,20 +23,11 @@ def smoke_command(
     headed: bool,
     keyword: str | None,
 ) -> list[str]:
-    """The suite's pytest command line: our conftest only, no rootdir or ini files."""
+    """The suite's pytest arguments: our conftest only, no rootdir or ini files."""
     cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
         str(HERE / "test_smoke.py"),
-        "-c",
-        os.devnull,
-        f"--rootdir={HERE}",
-        f"--confcutdir={HERE}",
-        "-p",
-        "no:cacheprovider",
+        *isolation_args(HERE),
         "-q",
-        f"--junitxml={results / 'junit.xml'}",
         f"--octoprint-url={base_url}",
         f"--octoprint-user={user}",
         f"--results-dir={results}",
@@ -68,16 +39,6 @@ def smoke_command(
     if keyword:
         cmd += ["-k", keyword]
     return cmd
-
-
-def smoke_environment(password: str) -> dict[str, str]:
-    """The caller's environment without what would change pytest under us: installed plugins
-    load only when named (a user's pytest-playwright adds its own ``--headed``), and neither
-    PYTEST_ADDOPTS nor PYTEST_PLUGINS from a developer's shell applies."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
-    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    env["RIG_OCTOPRINT_PASSWORD"] = password
-    return env
 
 
 def run_smoke(
@@ -92,22 +53,13 @@ def run_smoke(
     keyword: str | None = None,
     timeout: float = 900,
 ) -> Path:
-    """Run the suite in a pytest subprocess. Returns junit.xml.
+    """Run the suite in a pytest subprocess (rig.checks.suite). Returns junit.xml.
 
     ProductError when a test ran and failed; InfraError (with its cause in one line) when the
     suite could not run at all: pytest or Playwright missing, no browser, a usage error.
     """
     results = Path(results)
-    results.mkdir(parents=True, exist_ok=True)
-    junit = results / "junit.xml"
-    where = f"{base_url} smoke"
-    if importlib.util.find_spec("pytest") is None:
-        raise InfraError(
-            f"the smoke suite cannot start: pytest is not installed in {sys.prefix}",
-            where=where,
-            hint="reinstall the rig (pytest is one of its runtime dependencies)",
-        )
-    cmd = smoke_command(
+    args = smoke_command(
         base_url,
         user=user,
         results=results,
@@ -115,39 +67,13 @@ def run_smoke(
         headed=headed,
         keyword=keyword,
     )
-    start = time.monotonic()
-    try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=smoke_environment(password),
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise InfraError(f"smoke suite did not finish in {timeout:.0f}s", where=where) from e
-    # the suite gets the password through its environment; its output must not carry it on
-    stdout, stderr = proc.stdout, proc.stderr
-    if password:
-        stdout, stderr = stdout.replace(password, "***"), stderr.replace(password, "***")
-    output = stdout + stderr
-    (results / "pytest.log").write_text(output)
-    if log:
-        for line in stdout.splitlines()[-20:]:
-            log(f"  smoke | {line}")
-        log(f"smoke suite exit {proc.returncode} in {time.monotonic() - start:.1f}s")
-    if proc.returncode == 1 and junit.exists():
-        failed = [line for line in stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-        raise ProductError(
-            "smoke checks failed:\n  " + "\n  ".join(failed or [_cause(output)]),
-            where=where,
-            hint=f"screenshots and traces in {results}",
-        )
-    if proc.returncode != 0:
-        raise InfraError(
-            f"smoke suite could not run (exit {proc.returncode}): {_cause(output)}",
-            where=where,
-            hint=f"the whole output is in {results / 'pytest.log'}",
-        )
-    return junit
+    return run_suite(
+        "smoke",
+        args,
+        results=results,
+        where=f"{base_url} smoke",
+        env={"RIG_OCTOPRINT_PASSWORD": password},
+        secrets=(password,),
+        log=log,
+        timeout=timeout,
+    )

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from rig.checks.suite import CANNOT_START
 from rig.device.browser import launch_chromium
 from rig.errors import InfraError
-from rig.product.octoprint.e2e import CANNOT_START
 from rig.product.octoprint.ui import Trace
 
 
