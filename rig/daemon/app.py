@@ -397,6 +397,9 @@ def create_app(daemon: Daemon, *, manage: bool = True) -> Starlette:
     feed = feed_mount(settings)
     if feed is not None:
         routes.append(feed)
+    packages = packages_mount(settings)
+    if packages is not None:
+        routes.append(packages)
 
     from contextlib import asynccontextmanager
 
@@ -431,6 +434,23 @@ def feed_mount(settings: DaemonSettings) -> Mount | None:
     feed = getattr(matrix.profile, "release_feed", None)
     app = feed(rel.version, rel.channel, dict(rel.options), name=rel.name) if feed else None
     return Mount("/feed", app=app) if app is not None else None
+
+
+def packages_mount(settings: DaemonSettings) -> Mount | None:
+    """The package cache at /packages (its index: ``{public_url}/packages/simple/``).
+
+    A route, not a server of its own: devices and people reach the daemon's one port
+    already, and it serves the same cache directory the runs use (each `rig run`,
+    the daemon's acceptance runs included, serves it itself for its length, as it
+    does the feed). Off when rig.yaml turns the cache off (run.package_index: false).
+    """
+    if settings.rig is None:
+        return None
+    from rig.packages.serve import index_app
+    from rig.packages.settings import package_settings
+
+    found = package_settings(settings.rig)
+    return Mount("/packages", app=index_app(found)) if found is not None else None
 
 
 def scenario_phases(report_dir: str | None) -> list[tuple[str, str, str]]:

@@ -117,6 +117,7 @@ class Runner:
         self.images: dict[str, Path] = {}
         self.held: list[str] = []
         self.feed_url: str | None = None
+        self.package_index: Any = None  # rig.packages.serve.DevicePackages while the run serves it
         self.summary_error: str | None = None
         self.credentials = credentials_for(config)
         self.bus.redact(self.credentials.admin_password)
@@ -224,6 +225,7 @@ class Runner:
             user_checks=scenario.user_checks,
             image=None if scenario.image == CANDIDATE else self._image(scenario),
             feed_url=self.feed_url,
+            package_index=self.package_index,
             interactive=self.options.interactive,
             admin_user=self.credentials.admin_user,
             admin_password=self.credentials.admin_password,
@@ -352,7 +354,7 @@ class Runner:
         self.leases = Leases(self.config.paths.state)
         heartbeat: Heartbeat | None = None
         jobs = [Job(s, self._estimate(s)) for s in scenarios]
-        feed = None
+        feed = packages = None
         interrupted = False
         try:
             self.resolve_images(scenarios)
@@ -366,6 +368,7 @@ class Runner:
             ).start()
             self.rig.start()  # the virtual Pis' supervisor, on the virtual rig
             feed = self._start_feed()
+            packages = self._start_packages()
             threading.Thread(target=self._on_cancel, daemon=True, name="cancel-watch").start()
             models = {d: self.config.device(d).model for d in devices}
             scheduler = Scheduler(jobs, models, self.run_attempt, self._device_result, self.cancel)
@@ -381,6 +384,8 @@ class Runner:
                 heartbeat.close()
             if feed is not None:
                 feed.stop()
+            if packages is not None:
+                packages.stop()
             self.leases.release_all()
             report = self._report(jobs, started, interrupted)
             write_report(report, self.directory)
@@ -437,6 +442,16 @@ class Runner:
         server = BackgroundServer(app, bind, int(run_cfg.get("feed_port", 0))).start()
         self.feed_url = f"http://{advertise}:{server.port}"
         self.bus.emit(Event("log", f"release feed at {self.feed_url}"))
+        return server
+
+    def _start_packages(self):
+        """The package cache the devices' pip asks during prepare and update (rig.packages),
+        bound and advertised like the feed; None when rig.yaml turns it off."""
+        from rig.orchestration.package_server import serve_for_run
+
+        server, self.package_index = serve_for_run(self.config, self.held[0])
+        if self.package_index is not None:
+            self.bus.emit(Event("log", f"package cache at {self.package_index.url}"))
         return server
 
     def _estimate(self, scenario: Scenario) -> float:

@@ -54,6 +54,9 @@ class ScenarioContext:
     user_checks: tuple[Path, ...] = ()  # the user's own pytest files (absolute paths)
     image: Any = None  # the catalogue entry (rig.card.catalog.CatalogImage), None: a candidate
     feed_url: str | None = None  # the rig's release feed, as the device reaches it
+    # the rig's package cache (rig.packages.serve.DevicePackages: .url as the device reaches
+    # it, .keep_built for the wheels the device built); None: off
+    package_index: Any = None
     interactive: bool = False
     model: str = "pi3"  # the device model the scenario runs on (timeouts depend on it)
     admin_user: str = "admin"  # the product's admin account prepare creates

@@ -293,6 +293,37 @@ def test_release_feed_is_a_route_of_the_daemon(rig):
     assert httpx.get(f"{rig.url}/feed/releases/someone/else").json() == []  # nothing to offer
 
 
+def test_the_package_cache_is_a_route_of_the_daemon(rig, tmp_path):
+    """Devices reach the cache at {public_url}/packages/simple/, proxied from the upstream."""
+    import threading
+    from wsgiref.simple_server import make_server
+
+    import pypiserver
+
+    dists = tmp_path / "dists"
+    dists.mkdir()
+    (dists / "rigdemo-1.0.tar.gz").write_bytes(b"an sdist")
+    upstream = make_server("127.0.0.1", 0, pypiserver.app(roots=[str(dists)]))
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        data = yaml.safe_load(rig.config_path.read_text())
+        data["run"] = {
+            "package_index": f"http://127.0.0.1:{upstream.server_port}/simple/",
+            "package_cache": str(tmp_path / "package-cache"),
+        }
+        rig.config_path.write_text(yaml.safe_dump(data))
+        rig.start()
+        page = httpx.get(f"{rig.url}/packages/simple/rigdemo/", headers={"Accept": "text/html"})
+        assert page.status_code == 200
+        assert 'href="../../files/rigdemo/rigdemo-1.0.tar.gz#sha256=' in page.text
+        dist = httpx.get(f"{rig.url}/packages/files/rigdemo/rigdemo-1.0.tar.gz")
+        assert dist.status_code == 200 and dist.content == b"an sdist"
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+    assert (tmp_path / "package-cache" / "files" / "rigdemo" / "rigdemo-1.0.tar.gz").is_file()
+
+
 @pytest.mark.skipif(
     shutil.which("jq") is None or shutil.which("curl") is None,
     reason="the workflow step uses jq and curl",

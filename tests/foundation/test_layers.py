@@ -16,7 +16,7 @@ import pytest
 
 RIG = Path(__file__).resolve().parents[2] / "rig"
 MAY_IMPORT_VIRTUAL = {RIG / "root.py", RIG / "cli" / "twin.py"}
-PRODUCT_NEUTRAL = ("orchestration", "card", "hardware", "daemon")
+PRODUCT_NEUTRAL = ("orchestration", "card", "hardware", "daemon", "packages")
 # the profiles' own packages (rig/product/<name>/); rig.product and .profile are the registry
 PROFILE_PACKAGES = {p.parent.name for p in (RIG / "product").glob("*/__init__.py")}
 

@@ -23,6 +23,8 @@ from rig.device.clock import check_clock
 from rig.device.shell import DeviceShell, quote
 from rig.device.ssh import SSHShell
 from rig.errors import ConfigError, InfraError, ProductError
+from rig.packages.environment import USER_AGENT_SCRIPT
+from rig.packages.pipconf import is_ours, pip_conf
 from rig.product.octoprint.api import OctoPrintAPI
 from rig.product.octoprint.constraints import requirements_for
 from rig.product.octoprint.feed import BUNDLED_PLUGINS
@@ -37,6 +39,11 @@ BASEDIR = "~/.octoprint"
 LOG = f"{BASEDIR}/logs/octoprint.log"
 INCOMPLETE_STARTUP = f"{BASEDIR}/.incomplete_startup"
 SERVICE = "sudo service octoprint"
+# the venv's own pip.conf (pip's "site" file, read by every pip of ~/oprint, the
+# softwareupdate plugin's included: it runs sys.executable -m pip)
+PIP_CONF = f"{VENV}/pip.conf"
+PIP_CONF_SAVED = f"{VENV}/pip.conf.rig-saved"
+PIP_WHEELS = "~/.cache/pip/wheels"  # where pip keeps the wheels it built from sdists
 
 # one per start of the server, in every version we support
 START_LINE = re.compile(r" - octoprint\.startup - INFO - .*Starting OctoPrint|Starting OctoPrint ")
@@ -245,6 +252,7 @@ class OctoPrintProfile(OctoPrintVocabulary):
             # A stop before start-up finished (a slow Pi 3, OctoPi's first-boot reboot)
             # leaves OctoPrint's flag, and the next start would be safe mode.
             sh.run(f"rm -f {INCOMPLETE_STARTUP}", quiet=True)
+        self.point_pip(ctx)
         if ctx.start_version:
             reqs = requirements_for(ctx.start_version)
             with log.step(f"pin OctoPrint {ctx.start_version}", requirements=reqs):
@@ -443,6 +451,10 @@ class OctoPrintProfile(OctoPrintVocabulary):
             ctx.facts["update_seconds"] = round(time.monotonic() - start, 1)
             ctx.log(f"updated to {ctx.target_version} in {ctx.facts['update_seconds']}s")
         finally:
+            try:
+                self.unpoint_pip(ctx)  # the checks after the update see the user's pip
+            except InfraError as e:
+                ctx.log(f"the device's pip.conf is not restored yet ({e.message}); leave will")
             if "throttle_before_update" in ctx.facts:
                 try:
                     ctx.facts["throttle_after_update"] = self.throttle(ctx, sh, api)
@@ -808,6 +820,60 @@ class OctoPrintProfile(OctoPrintVocabulary):
                 f"{BASEDIR}/config.yaml ~/.rig/config_overlay.json",
             )
             sh.run(f"rm -f {BASEDIR}/plugins/{PLUGIN_NAME}.py", quiet=True)
+        self.unpoint_pip(ctx)
+
+    # -- the rig's package cache --------------------------------------------------
+
+    def point_pip(self, ctx: ScenarioContext) -> None:
+        """The venv's pip asks the rig's package index (prepare's pin, then the update).
+
+        A pip.conf the image has there is set aside and comes back with unpoint_pip."""
+        if ctx.package_index is None:
+            return
+        sh = self.shell(ctx)
+        current = sh.read_bytes(PIP_CONF)
+        if current is not None and not is_ours(current.decode("utf-8", "replace")):
+            sh.run(f"mv {PIP_CONF} {PIP_CONF_SAVED}", quiet=True)
+        sh.put_text(PIP_CONF, pip_conf(ctx.package_index.url))
+        ctx.log(f"pip on the device uses the rig's package cache {ctx.package_index.url}")
+
+    def unpoint_pip(self, ctx: ScenarioContext) -> None:
+        """Back to the user's pip configuration (the image's own pip.conf, if it had one)."""
+        if ctx.package_index is None:
+            return
+        sh = self.shell(ctx)
+        current = sh.read_bytes(PIP_CONF)
+        if current is not None and is_ours(current.decode("utf-8", "replace")):
+            sh.run(f"rm -f {PIP_CONF}", quiet=True)
+        sh.run(f"test ! -e {PIP_CONF_SAVED} || mv {PIP_CONF_SAVED} {PIP_CONF}", quiet=True)
+
+    def collect_wheels(self, ctx: ScenarioContext) -> list[str]:
+        """The wheels the device's pip built from sdists, into the rig's package cache,
+        keyed by the environment its pip names (so only the same Python and platform get
+        them). Never raises: a wheel not collected is only built again next time."""
+        if ctx.package_index is None:
+            return []
+        sh = self.shell(ctx)
+        found = sh.run(
+            f"find {PIP_WHEELS} -type f -name '*.whl' 2>/dev/null", check=False, quiet=True
+        )
+        paths = [p for p in found.stdout.splitlines() if p.strip()]
+        if not paths:
+            return []
+        agent = sh.run(f"{PYTHON} -c {quote(USER_AGENT_SCRIPT)}", check=False, quiet=True)
+        kept = []
+        for path in paths:
+            data = sh.read_bytes(path)
+            name = path.rsplit("/", 1)[-1]
+            try:
+                if data and ctx.package_index.keep_built(agent.stdout.strip(), name, data):
+                    kept.append(name)
+            except OSError as e:  # the flash host's disk: the wheel is only built again
+                ctx.log(f"could not keep the wheel {name}: {e}")
+        ctx.facts["built_wheels_collected"] = kept
+        if kept:
+            ctx.log(f"kept {len(kept)} wheel(s) the device built: {', '.join(kept)}")
+        return kept
 
     def collect(self, ctx: ScenarioContext) -> None:
         """octoprint.log, the update console log and the facts into the results."""
@@ -827,6 +893,7 @@ class OctoPrintProfile(OctoPrintVocabulary):
                     continue
                 if data is not None:
                     (out / remote.rsplit("/", 1)[1]).write_bytes(data)
+            self.collect_wheels(ctx)
         except InfraError as e:
             ctx.log(f"collect: device not reachable: {e.message}")
         facts = {k: v for k, v in ctx.facts.items()}
