@@ -70,6 +70,9 @@ def unmount_root(at: Path, timeout: float = BUSY_TIMEOUT) -> None:
             ["umount", str(at)], capture_output=True, text=True, check=False, timeout=120
         )
         if proc.returncode == 0:
+            waited = time.monotonic() - (deadline - timeout)
+            if waited > 1.0:  # the write-back of what the device wrote
+                log.info("%s: unmounted after %.1f s", at, waited)
             # the loop device would go by itself (autoclear), but asynchronously: detach it
             # now, so the card is free when the power cut returns
             if loop and mine and _loop_id(loop) == mine:  # still ours, not reused by now

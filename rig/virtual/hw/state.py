@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 SIDES = ("host", "dut", "off")
 DEFAULT_CARD_SIZE = 2 * 1024**3
-RELEASE_TIMEOUT = 30.0  # a powered-off virtual Pi unmounts its card within a second
+# a powered-off virtual Pi unmounts its card within a second, unless the unmount must
+# first write back what the device just wrote (a pip update: hundreds of MB on a busy disk)
+RELEASE_TIMEOUT = 120.0
 SECTOR = 512
 
 
