@@ -6,14 +6,23 @@ import os
 from pathlib import Path
 
 import pytest
+from disk_support import drop_big_files
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """No test reads the developer's rig.yaml or writes to their state dir."""
+def _isolated_home(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """No test reads the developer's rig.yaml or writes to their state dir; and every
+    test's cards and images go when it ends (see drop_big_files)."""
     base = tmp_path_factory.mktemp("xdg")
+    own = [base]
+    if "tmp_path" in request.fixturenames:
+        own.append(request.getfixturevalue("tmp_path"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "config"))
     monkeypatch.setenv("XDG_STATE_HOME", str(base / "state"))
     monkeypatch.delenv("RIG_CONFIG", raising=False)
@@ -28,6 +37,8 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     overlay = Path(__file__).parent / "product" / "fixtures" / "update_check_overlay.json"
     monkeypatch.setenv("RIG_CHECK_OVERLAY_URL", f"file://{overlay}")
     yield
+    for top in own:
+        drop_big_files(top)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -91,8 +91,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     for s in report.scenarios:
         colour = COLOURS.get(s.outcome, "white")
+        mark = " [yellow]NOT REPRESENTATIVE[/]" if s.representative else ""
+        message = (f"{s.representative}; " if s.representative else "") + s.message[:160]
         table.add_row(
-            s.id, f"[{colour}]{s.outcome}[/]", s.device, f"{s.duration:.0f}s", s.message[:160]
+            s.id, f"[{colour}]{s.outcome}[/]{mark}", s.device, f"{s.duration:.0f}s", message
         )
     console.print(table)
     console.print(f"report: {outcome.directory / 'report.html'}", highlight=False, soft_wrap=True)

@@ -63,18 +63,54 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print("virtual rig: not running (`rig twin up` starts it)")
         return EXIT_OK
     table = Table(title=f"virtual rig (supervisor pid {pid})")
-    for col in ("device", "powered", "side", "state", "address", "OctoPrint", "pid"):
+    cols = ("device", "powered", "side", "state", "address", "OS", "Python", "OctoPrint", "pid")
+    for col in cols:
         table.add_column(col)
     for d in status["devices"]:
         state = d["phase"] + (f" ({d['reason']})" if d.get("reason") else "")
+        system, python = _read_over_ssh(config, d) if d.get("ssh") else ("-", "-")
         table.add_row(
             d["device"],
             "on" if d["powered"] else "off",
             d["side"],
             state,
             d["address"],
+            system,
+            python,
             d.get("octoprint_version") or "-",
             str(d.get("pid") or "-"),
         )
     console.print(table)
     return EXIT_OK
+
+
+# what the device itself says it runs (the card may say anything)
+_SYSTEM = (
+    '. /etc/os-release && echo "$ID $VERSION_ID"; '
+    "/usr/bin/python3 -c 'import platform; print(platform.python_version())'"
+)
+
+
+def _read_over_ssh(config: RigConfig, d: dict) -> tuple[str, str]:
+    """(OS, Python) as the device answers over SSH as the configured user; "?" if it cannot."""
+    from rig.device.ssh import SSHShell
+    from rig.errors import RigError
+
+    host, _, port = str(d["ssh"]).rpartition(":")
+    password = config.user.password.reveal() if config.user.password else None
+    shell = SSHShell(
+        host,
+        port=int(port),
+        user=config.user.name,
+        password=password,
+        host_keys="ignore",  # a status look at a virtual device: no known_hosts entry
+        name=d["device"],
+    )
+    try:
+        shell.connect(timeout=5)
+        out = shell.run(_SYSTEM, timeout=20, check=False, quiet=True).stdout.split("\n")
+    except RigError:
+        return "?", "?"
+    finally:
+        shell.close()
+    return (out[0].strip() or "?"), (out[1].strip() if len(out) > 1 and out[1] else "?")

@@ -69,6 +69,7 @@ class ScenarioReport:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # relative to the report directory
+    representative: str = ""  # why not, when the device differs from the real image
 
 
 @dataclass
@@ -113,12 +114,14 @@ def assemble_report(
     command: str,
     devices: list[str],
     start_version: Callable[[Scenario], str | None],
+    representative: Callable[[Scenario, dict], str] | None = None,
     lease_lost: str = "",
 ) -> RunReport:
     """The scheduler's jobs as the report: one ScenarioReport per scenario, in matrix order.
 
     ``lease_lost`` (why the run was cancelled) becomes the message of every scenario
-    it stopped; ``start_version`` says what a scenario's card started from."""
+    it stopped; ``start_version`` says what a scenario's card started from;
+    ``representative`` why a scenario's device was not like the real image ("": it was)."""
     scenario_reports = []
     for job in jobs:
         s = job.scenario
@@ -152,6 +155,7 @@ def assemble_report(
                 attempts=attempts,
                 facts=job.facts,
                 files=files,
+                representative=representative(s, job.facts) if representative else "",
             )
         )
     order = {s.id: i for i, s in enumerate(matrix.scenarios)}
@@ -278,8 +282,14 @@ def junit_xml(report: RunReport) -> str:
             element.text = message
         elif s.outcome == "not-run":
             ET.SubElement(case, "skipped", message=message[:500])
+        if s.representative:
+            case.set("name", f"{s.id} [NOT REPRESENTATIVE]")
+            cprops = ET.SubElement(case, "properties")
+            ET.SubElement(cprops, "property", name="representative", value="false")
+            ET.SubElement(cprops, "property", name="why", value=_xml_text(s.representative))
         ET.SubElement(case, "system-out").text = _xml_text(
-            f"device: {s.device}\nre-run: {s.command}\n"
+            (f"{s.representative}\n" if s.representative else "")
+            + f"device: {s.device}\nre-run: {s.command}\n"
         )
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
 
@@ -327,9 +337,12 @@ def summary_markdown(report: RunReport, report_path: Path | None = None) -> str:
     size = sum(len(line.encode()) + 1 for line in head + tail) + 200
     rows = []
     for i, s in enumerate(report.scenarios):
+        note = f"{s.representative}; " if s.representative else ""
         row = (
-            f"| `{s.id}` | {OUTCOME_MARKS.get(s.outcome, '')} {s.outcome} | "
-            f"{_md_cell(s.device)} | {_fmt(s.duration)} | {_md_cell(s.message[:300])} |"
+            f"| `{s.id}` | {OUTCOME_MARKS.get(s.outcome, '')} {s.outcome}"
+            f"{' (NOT REPRESENTATIVE)' if s.representative else ''} | "
+            f"{_md_cell(s.device)} | {_fmt(s.duration)} | "
+            f"{_md_cell(note + s.message[:300])} |"
         )
         size += len(row.encode()) + 1
         if size > STEP_SUMMARY_LIMIT:
@@ -420,6 +433,7 @@ th{background:#f5f5f5} code{background:#f3f3f3;padding:0 .25rem;border-radius:3p
 .chip{color:#000;border-radius:3px;padding:0 .4rem;margin-right:.2rem;font-size:.8rem}
 .timeline{width:100%;border:1px solid #eee} details{margin:.5rem 0 1rem}
 pre{background:#111;color:#eee;padding:.75rem;overflow:auto;max-height:30rem;font-size:.8rem}
+.warn{color:#b26a00}
 img.shot{max-width:420px;border:1px solid #ccc;margin:.25rem}
 """
 
@@ -449,7 +463,9 @@ def render_html(report: RunReport, directory: Path | None = None) -> str:
     for s in report.scenarios:
         rows.append(
             "<tr>"
-            f'<td><a href="#{e(s.id)}">{e(s.id)}</a></td><td>{_badge(s.outcome)}</td>'
+            f'<td><a href="#{e(s.id)}">{e(s.id)}</a></td><td>{_badge(s.outcome)}'
+            + (' <b class="warn">NOT REPRESENTATIVE</b>' if s.representative else "")
+            + "</td>"
             f"<td>{e(s.device)}</td><td>{e(s.image)}</td><td>{e(s.start_version or '-')}</td>"
             f"<td>{e(s.channel)}</td><td>{e(s.expect)}</td><td>{_fmt(s.duration)}</td>"
             f"<td>{e(s.message[:200])}</td></tr>"
@@ -484,7 +500,8 @@ def render_html(report: RunReport, directory: Path | None = None) -> str:
         details.append(
             f'<section id="{e(s.id)}"><h3>{e(s.id)} {_badge(s.outcome)}</h3>'
             f"<p>{e(s.description)}</p>"
-            f"<p>Re-run: <code>{e(s.command)}</code></p>"
+            + (f'<p class="warn"><b>{e(s.representative)}</b></p>' if s.representative else "")
+            + f"<p>Re-run: <code>{e(s.command)}</code></p>"
             f"<p>Attempts:</p><ul>{attempts}</ul>"
             + (f"<details><summary>facts</summary><pre>{facts}</pre></details>" if facts else "")
             + shots

@@ -35,6 +35,7 @@ from rig.orchestration.pipeline import (
     ScenarioPipeline,
 )
 from rig.orchestration.report import RunReport, append_step_summary, assemble_report, write_report
+from rig.orchestration.representative import not_representative
 from rig.orchestration.scheduler import Job, Scheduler
 from rig.product.profile import DeviceAddress, Profile, ScenarioContext
 
@@ -467,6 +468,11 @@ class Runner:
 
     def _report(self, jobs: list[Job], started: float, interrupted: bool) -> RunReport:
         catalog = load_catalog()
+
+        def representative(s: Scenario, facts: dict) -> str:
+            python = catalog.get(s.image).python if s.image != CANDIDATE else None
+            return not_representative(python, facts)
+
         return assemble_report(
             run_id=self.run_id,
             matrix=self.matrix,
@@ -477,6 +483,7 @@ class Runner:
             command=self.options.command or shlex.join(sys.argv),
             devices=self.held,
             start_version=lambda s: self.matrix.start_version(s, catalog, self.config.virtual),
+            representative=representative,
             lease_lost=self.lease_lost,
         )
 

@@ -19,6 +19,7 @@ The ``slow_start`` fault is a single-file plugin that takes that long.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -69,21 +70,43 @@ __plugin_implementation__ = SlowStart()
 
 
 def lay_out_board(root: Path, venv: Path, basedir: Path, faults: DeviceFaults) -> None:
-    """Write the board's files for this boot (faults may change between boots)."""
+    """Write the board's files for this boot (faults may change between boots).
+
+    What lands in the venv and the OctoPrint basedir belongs to their owner (on a
+    card: uid 1000): OctoPrint refuses to start when its ``plugins`` folder is not
+    writable ("Configured folders didn't pass sanity check")."""
     board = root / BOARD_DIR
     board.mkdir(parents=True, exist_ok=True)
     (board / "device-tree-model").write_text(MODEL + "\0")
     (board / "throttled").write_text(hex(UNDERVOLTAGE if faults.undervoltage else 0) + "\n")
     for site in venv.glob("lib/python*/site-packages"):
-        (site / "_rig_virtual_board.py").write_text(_HOOK)
-        (site / "_rig_virtual_board.pth").write_text("import _rig_virtual_board\n")
-    _name_vcgencmd(basedir / "config.yaml")
+        for name, text in (
+            ("_rig_virtual_board.py", _HOOK),
+            ("_rig_virtual_board.pth", "import _rig_virtual_board\n"),
+        ):
+            (site / name).write_text(text)
+            _own_like(site / name, site)
+    config = basedir / "config.yaml"
+    _name_vcgencmd(config)
+    _own_like(config, basedir)
     plugin = basedir / "plugins" / SLOW_START_PLUGIN
     if faults.slow_start:
         plugin.parent.mkdir(parents=True, exist_ok=True)
+        _own_like(plugin.parent, basedir)
         plugin.write_text(_SLOW_START.format(seconds=float(faults.slow_start)))
+        _own_like(plugin, basedir)
     else:
         plugin.unlink(missing_ok=True)
+
+
+def _own_like(path: Path, owner: Path) -> None:
+    """Give ``path`` the owner of ``owner`` (a no-op where both are the caller's)."""
+    if not path.exists() or not owner.exists():
+        return
+    st = owner.stat()
+    mine = path.stat()
+    if (mine.st_uid, mine.st_gid) != (st.st_uid, st.st_gid):
+        os.chown(path, st.st_uid, st.st_gid)
 
 
 def _name_vcgencmd(config: Path) -> None:

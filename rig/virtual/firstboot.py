@@ -94,6 +94,7 @@ class BootOutcome:
     venv: str | None = None
     basedir: str | None = None
     python: str | None = None
+    userland: dict[str, str] | None = None  # the card's own Debian (rig.virtual.userland)
     first_boot: bool = False  # this boot was the card's first
     first_boot_changes: list[str] = field(default_factory=list)
     reboots: int = 0  # extra reboots the real boot does (resize, firstrun.sh)
@@ -840,6 +841,7 @@ def _report(
         out.octoprint_version = d.get("octoprint")
         out.octoprint_requirements = list(d.get("requirements", []))
         out.python = d.get("python")
+        out.userland = d.get("userland") or None
         out.venv = d.get("venv")
         out.basedir = d.get("basedir")
     unit = c.read_root_text("/etc/systemd/system/octoprint.service") or ""

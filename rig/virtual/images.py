@@ -34,6 +34,13 @@ from typing import Any
 from rig.config import parse_yaml
 from rig.errors import ConfigError, InfraError
 from rig.virtual.services import SERVICES, USERCONFIG_UNIT, USERCONFIG_WANTS
+from rig.virtual.userland import (
+    UserlandSpec,
+    build_userland,
+    cache_root,
+    describe,
+    spec_from_recipe,
+)
 
 MIB = 1024 * 1024
 SECTOR = 512
@@ -101,12 +108,19 @@ def _python() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def userland_of(recipe: Recipe, requirements: list[str]) -> UserlandSpec | None:
+    """The real Debian userland the recipe's root is made of (None: host userland)."""
+    return spec_from_recipe(recipe.data, str(recipe.path), requirements)
+
+
 def _inputs_digest(recipe: Recipe, octoprint: str, requirements: list[str]) -> str:
     h = hashlib.sha256()
     h.update(recipe.path.read_bytes())
     for f in sorted(recipe.boot_dir.iterdir()):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    h.update(json.dumps([octoprint, requirements, _python()]).encode())
+    spec = userland_of(recipe, requirements)
+    python = spec.key() if spec else _python()
+    h.update(json.dumps([octoprint, requirements, python]).encode())
     h.update(Path(__file__).read_bytes())  # a builder change rebuilds
     h.update(Path(__file__).with_name("services.py").read_bytes())
     return h.hexdigest()
@@ -130,6 +144,17 @@ def build_image(name: str, recipe: str, out_dir: Path, *, octoprint: str | None 
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}-{digest[:12]}.img"
     if target.exists():
+        return target
+    shared = cache_root() / "virtual-images"
+    if userland_of(rec, requirements) is not None and out_dir.resolve() != shared.resolve():
+        # a real userland costs minutes: build it once per machine, copy per caller
+        cached = build_image(name, recipe, shared, octoprint=octoprint)
+        with open(out_dir / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not target.exists():
+                tmp = out_dir / f".{target.name}.copy"
+                _run(["cp", "--sparse=always", str(cached), str(tmp)])
+                os.replace(tmp, target)
         return target
     with open(out_dir / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -281,8 +306,13 @@ def _build_boot(rec: Recipe, disk_id: int, size: int, img: Path, tree: Path) -> 
     _run(["mcopy", "-m", "-i", str(img), *map(str, files), "::"])
 
 
-def _root_files(rec: Recipe, octoprint: str, requirements: list[str]) -> dict[str, Any]:
-    """Path -> content (str), or ("link", target), or ("dir",); plus owners/modes."""
+def _root_files(
+    rec: Recipe, octoprint: str, requirements: list[str], facts: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Path -> content (str), or ("link", target), or ("dir",); plus owners/modes.
+
+    ``facts`` describe a real userland the files go onto (rig.virtual.userland): its
+    own os-release, users and venv stay; the OctoPi files are added."""
     d = rec.data
     user = d["user"]
     name, uid = user["name"], int(user["uid"])
@@ -337,7 +367,8 @@ def _root_files(rec: Recipe, octoprint: str, requirements: list[str]) -> dict[st
             {
                 "octoprint": octoprint,
                 "requirements": requirements,
-                "python": _python(),
+                "python": facts["venv_python"] if facts else _python(),
+                "userland": facts or None,
                 "venv": d["octoprint"]["venv"],
                 "basedir": d["octoprint"]["basedir"],
                 "user": name,
@@ -351,6 +382,10 @@ def _root_files(rec: Recipe, octoprint: str, requirements: list[str]) -> dict[st
         ),
         "/var/lib/cloud": ("dir",),
     }
+    if facts:  # the userland's own files, made by Debian, useradd and the venv build
+        for own in ("/etc/os-release", "/etc/passwd", "/etc/group", "/etc/shadow"):
+            files.pop(own)
+        files.pop(f"{d['octoprint']['venv']}/pyvenv.cfg")
     files[SSH_WANTS.rsplit("/", 1)[0]] = ("dir",)
     if d["ssh"] == "enabled":
         files[SSH_WANTS] = ("link", SSH_UNIT)
@@ -385,25 +420,62 @@ def _build_root(
     user = d["user"]
     uid = int(user["uid"])
     home = f"/home/{user['name']}"
-    tree.mkdir()
-    for path, content in _root_files(rec, octoprint, requirements).items():
+    spec = userland_of(rec, requirements)
+    facts = None
+    if spec is not None:
+        # the cached userland, hard-linked: every file changed below is replaced, never
+        # written in place, so the cache stays as built
+        base = build_userland(spec)
+        _run(["cp", "-al", str(base), str(tree)])
+        (tree / ".rig-complete").unlink()
+        facts = describe(tree, d["octoprint"]["venv"])
+        _check_python(rec, facts)
+    else:
+        tree.mkdir()
+    written: list[Path] = []
+    for path, content in _root_files(rec, octoprint, requirements, facts).items():
         p = tree / path.lstrip("/")
         p.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, tuple) and content[0] == "link":
+            if p.is_symlink() or p.exists():
+                p.unlink()
             p.symlink_to(content[1])
         elif isinstance(content, tuple):
             p.mkdir(parents=True, exist_ok=True)
         else:
+            if p.is_symlink() or p.exists():
+                p.unlink()
             p.write_text(content)
+        written.append(p)
+    if spec is not None:
+        _set_shipped_password(tree, user)
+        for p in written:
+            rel = "/" + str(p.relative_to(tree))
+            if rel.startswith(d["octoprint"]["venv"] + "/"):
+                os.chown(p, uid, uid, follow_symlinks=False)
+            elif rel.startswith(home + "/"):
+                os.chown(p, uid, uid, follow_symlinks=False)
+                for parent in p.parents:  # directories made on the way (~/.octoprint)
+                    if parent == tree / home.lstrip("/") or parent == tree:
+                        break
+                    os.chown(parent, uid, uid)
     (tree / "etc/shadow").chmod(0o640)
     (tree / "etc/sudoers.d/010_pi-nopasswd").chmod(0o440)
     for p in (tree / "tmp", tree / "root"):
         p.mkdir(exist_ok=True)
     # Fixed timestamps; owners and the remaining ctimes are set with debugfs below
     # (mkfs.ext4 -d copies the source's ctime, which cannot be set with utime).
-    entries = sorted(tree.rglob("*"))
+    entries = sorted(tree.rglob("*")) if spec is None else sorted(written)
     for p in [*entries, tree]:
         os.utime(p, (EPOCH, EPOCH), follow_symlinks=False)
+    if spec is not None:
+        used = _tree_bytes(tree)
+        if used + 64 * MIB > size:
+            raise ConfigError(
+                f"the root partition ({size // MIB} MiB) cannot hold the userland "
+                f"({used // MIB} MiB) with room to update: raise disk.size_mib",
+                where=str(rec.path),
+            )
     uuid = str(d["root"]["uuid"])
     seed = hashlib.sha256(uuid.encode()).hexdigest()
     hash_seed = f"{seed[:8]}-{seed[8:12]}-{seed[12:16]}-{seed[16:20]}-{seed[20:32]}"
@@ -430,17 +502,56 @@ def _build_root(
         ]
     )
     cmds = []
-    for p in [tree, *entries, tree / "lost+found"]:
+    # every inode's times fixed (a real userland's too: ~20k entries take debugfs 2 s),
+    # so the same cached userland always assembles into the same bytes
+    stamped = entries if spec is None else sorted(tree.rglob("*"))
+    for p in [tree, *stamped, tree / "lost+found"]:
         rel = "/" + str(p.relative_to(tree)) if p != tree else "/"
         cmds += [f'sif "{rel}" ctime @{EPOCH}', f'sif "{rel}" atime @{EPOCH}']
         cmds.append(f'sif "{rel}" mtime @{EPOCH}')
         owned = rel.startswith(home) or rel.startswith(d["octoprint"]["venv"])
-        if owned and rel != "/home":
+        if spec is None and owned and rel != "/home":  # a userland's owners are its own
             cmds += [f'sif "{rel}" uid {uid}', f'sif "{rel}" gid {uid}']
     cmds.append('sif "/etc/shadow" gid 42')
     script = img.parent / "root.debugfs"
     script.write_text("\n".join(cmds) + "\n")
     _run(["debugfs", "-w", "-f", str(script), str(img)])
+    if spec is not None:
+        shutil.rmtree(tree)  # hard links into the cache: the work dir goes at once
+
+
+def _check_python(rec: Recipe, facts: dict[str, str]) -> None:
+    """The recipe says which Python its userland has; the built userland must agree."""
+    want = str(rec.data["userland"].get("python", ""))
+    if want and want != facts["python"]:
+        raise ConfigError(
+            f"userland.python says {want}, but the {rec.data['userland']['suite']} userland "
+            f"has Python {facts['python']}",
+            where=str(rec.path),
+        )
+
+
+def _set_shipped_password(tree: Path, user: dict[str, Any]) -> None:
+    """The default user's shadow entry as the image ships it (set, or locked for userconf)."""
+    shipped = user.get("password_in") == "shadow"
+    field = default_password_hash(user["password"]) if shipped else "!"
+    shadow = tree / "etc/shadow"
+    lines = shadow.read_text().splitlines()
+    for i, line in enumerate(lines):
+        f = line.split(":")
+        if f[0] == user["name"]:
+            f[1] = field
+            lines[i] = ":".join(f)
+    shadow.unlink()
+    shadow.write_text("\n".join(lines) + "\n")
+    os.chown(shadow, 0, 42)
+
+
+def _tree_bytes(tree: Path) -> int:
+    proc = subprocess.run(
+        ["du", "-sb", str(tree)], capture_output=True, text=True, check=False, timeout=300
+    )
+    return int(proc.stdout.split()[0]) if proc.returncode == 0 and proc.stdout else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rig.errors import InfraError
+from rig.virtual.hostpip import bwrap_binds
 
 UID = 1000
 GID = 1000
@@ -235,10 +236,16 @@ class Sandbox:
     mounts: dict[str, Path] = field(default_factory=dict)
     readonly: tuple[str, ...] = ("/etc",)
     share_net: bool = True
+    # the card's mounted root file system: the device's own userland becomes "/"
+    # (no user namespace: the card's owners are real, processes run as uid 1000)
+    rootfs: Path | None = None
+    host_binds: dict[str, str] = field(default_factory=dict)  # host path -> inside
     pid: int | None = None  # host pid of the namespace's pid 1
     _proc: subprocess.Popen[bytes] | None = None
 
     def bwrap_args(self) -> list[str]:
+        if self.rootfs is not None:
+            return self._rootfs_args(self.rootfs)
         args = [
             "bwrap",
             "--unshare-user",
@@ -281,6 +288,45 @@ class Sandbox:
         args += ["--ro-bind", str(SHIMS_DIR), shims_target()]
         return args
 
+    def _rootfs_args(self, rootfs: Path) -> list[str]:
+        """The card's root as "/": only the kernel's file systems and the bindings
+        listed here are not the card's; every mount point used exists on a Debian root
+        or lies on a tmpfs, so starting the device writes nothing to its card."""
+        args = [
+            "bwrap",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--hostname",
+            self.hostname,
+            "--die-with-parent",
+            "--bind",
+            str(rootfs),
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--perms",
+            "1777",
+            "--tmpfs",
+            "/tmp",
+            "--perms",
+            "0755",
+            "--tmpfs",
+            "/run",
+        ]
+        if (rootfs / "etc" / "resolv.conf").exists() and Path("/etc/resolv.conf").exists():
+            # what DHCP would tell the Pi: the network's name server
+            args += ["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]
+        args += bwrap_binds(self.host_binds)
+        for inside, host in sorted(self.mounts.items()):
+            args += ["--perms", "0755", "--dir", inside] if inside.startswith("/run/") else []
+            args += ["--bind", str(host), inside]
+        args += ["--ro-bind", str(SHIMS_DIR), "/usr/local/sbin"]
+        return args
+
     def start(self, init: list[str] | None = None) -> int:
         """Start the namespaces with a do-nothing pid 1; return its host pid."""
         require_sandbox()
@@ -314,9 +360,14 @@ class Sandbox:
                 f"sandbox did not start: {err.decode(errors='replace').strip()}",
                 where=f"device {self.name}",
             ) from e
-        # bwrap reports the pid before it has written the uid/gid maps
+        # bwrap reports the pid before it has written the uid/gid maps (or, on a
+        # card root, before it has set up the mounts: the shims are bound last)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while self.rootfs is not None and time.monotonic() < deadline:
+            if Path(f"/proc/{self.pid}/root/usr/local/sbin/rig-control").exists():
+                return self.pid
+            time.sleep(0.005)
+        while self.rootfs is None and time.monotonic() < deadline:
             try:
                 maps = Path(f"/proc/{self.pid}/uid_map").read_text()
                 maps += Path(f"/proc/{self.pid}/gid_map").read_text()
@@ -335,6 +386,30 @@ class Sandbox:
         if self.pid is None:
             raise InfraError("sandbox is not running", where=f"device {self.name}")
         envargs = [f"{k}={v}" for k, v in env.items()]
+        if self.rootfs is not None:
+            # the card's own setpriv: uid 1000 with the groups /etc/group on the card gives
+            return [
+                "nsenter",
+                "-t",
+                str(self.pid),
+                "-m",
+                "-p",
+                "-u",
+                "-i",
+                "-r",
+                "--",
+                "/usr/bin/setpriv",
+                "--reuid",
+                str(UID),
+                "--regid",
+                str(GID),
+                "--init-groups",
+                "/usr/bin/env",
+                "-i",
+                f"--chdir={cwd}",
+                *envargs,
+                *argv,
+            ]
         return [
             "nsenter",
             "-t",

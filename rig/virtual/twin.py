@@ -249,9 +249,17 @@ def stop_twin(config: Any) -> list[str]:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.02)
+    from rig.virtual.cardroot import unmount_root
     from rig.virtual.hw.state import cleanup
 
-    removed = cleanup(Path(config.paths.state) / "virtual")
+    removed = []
+    # a supervisor killed outright could not unmount its devices' cards (their
+    # processes died with it, so nothing holds them now)
+    for at in sorted((Path(config.paths.state) / "virtual" / "devices").glob("*/card-root")):
+        if os.path.ismount(at):
+            unmount_root(at)
+            removed.append(str(at))
+    removed += cleanup(Path(config.paths.state) / "virtual")
     (twin_dir(config) / "status.json").unlink(missing_ok=True)
     return removed
 

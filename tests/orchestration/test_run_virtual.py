@@ -114,6 +114,10 @@ def test_demo_matrix_passes_on_three_devices_in_parallel(rig_yaml, tmp_path) -> 
         assert phases[:6] == ["to-host", "write", "provision", "to-dut", "boot", "prepare"]
         if s["expect"] == "updated":
             assert "verify" in phases
+    # the virtual 0.18.0 runs Bullseye's Python 3.9, the real one ships 3.7: marked, not hidden
+    marks = {s["image"]: s["representative"] for s in data["scenarios"]}
+    assert "3.7" in marks["octopi-0.18.0"] and "3.9" in marks["octopi-0.18.0"]
+    assert marks["octopi-1.0.0"] == marks["octopi-1.1.0"] == ""
     suite = ET.parse(out / "junit.xml").getroot()
     assert suite.get("tests") == "3" and suite.get("failures") == "0" and suite.get("errors") == "0"
     html = (out / "report.html").read_text()

@@ -82,6 +82,25 @@ def test_offered_table(release, device, version, seen):
     assert offered(release, device, version) is seen
 
 
+@pytest.mark.parametrize(
+    ("release", "version", "device", "seen"),
+    [  # 2.x came after the branch rename (docs/development/branches.rst from 1.11.3): on
+        # GitHub under `next` only; OctoPrint 1.10.3's Maintenance RCs accept rc/maintenance only
+        ("next", "2.0.0rc7", "1.10.3", False),
+        ("maintenance", "2.0.0rc7", "1.10.3", False),
+        ("next", "2.0.0rc7", "1.11.8", True),  # 1.11.x lists `next` (softwareupdate __init__.py)
+        ("maintenance", "2.0.0rc7", "1.11.0", True),
+        ("maintenance", "1.11.0rc3", "1.10.3", True),  # a 1.x RC: under rc/maintenance too
+        ("maintenance", "1.11.8", "1.10.3", True),  # the demo's 1.x candidate as an RC
+    ],
+)
+def test_releases_after_the_branch_rename_keep_their_real_commitish(release, version, device, seen):
+    assert offered(release, "maintenance", device, release_version=version) is seen
+    entries = InjectedRelease(version, release).as_github(device_series=1)
+    accepted = {"1.10.3": {"rc/maintenance"}}.get(device, {"rc/maintenance", "next"})
+    assert any(e["target_commitish"] in accepted for e in entries) is seen
+
+
 def test_final_releases_pass_every_channel():
     assert offered("stable", "stable", "1.10.3", prerelease=False)
     assert offered("stable", "devel", "2.0.0rc3", prerelease=False)

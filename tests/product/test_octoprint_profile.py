@@ -8,6 +8,7 @@ a scenario does: prepare, channel switch, offer, update, verify.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -34,6 +35,11 @@ def test_prepare_brings_old_version_to_its_starting_state(old_rig):
     assert ctx.facts["octopi_version"] == "1.0.0"
     assert ctx.facts["python_version"].startswith("3.")
     assert ctx.facts["pip_version"]
+    # what the device says it runs (here: this machine, where the local device runs)
+    lines = Path("/etc/os-release").read_text().splitlines()
+    osr = dict(line.split("=", 1) for line in lines if "=" in line)
+    assert ctx.facts["os_release"] == osr["PRETTY_NAME"].strip('"')
+    assert ctx.facts["system_python_version"].count(".") == 2
     config = yaml.safe_load((old_rig.device.home / ".octoprint/config.yaml").read_text())
     assert config["server"]["firstRun"] is False
     check = config["plugins"]["softwareupdate"]["checks"]["octoprint"]

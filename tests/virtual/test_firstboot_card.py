@@ -10,17 +10,16 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from virtual_cards import AP, ENV, FIXTURES, flash, fsck_root, put, read
+from virtual_cards import AP, ENV, FIXTURES, cached_image, flash, fsck_root, put, read
 
 from rig.card.mbr import read_partition_table
 from rig.virtual.card import card_state_key, first_boot_done
 from rig.virtual.firstboot import boot_card
-from rig.virtual.images import build_image
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_image("octopi-1.0.0", "octopi-1.0.0", tmp_path_factory.mktemp("images"))
+def image() -> Path:
+    return cached_image("octopi-1.0.0")
 
 
 def test_no_partition_table(image, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -75,8 +74,8 @@ def test_wiped_root_file_system(image, tmp_path) -> None:  # type: ignore[no-unt
 
 
 def test_boot_partition_at_8_mib(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    img = build_image(
-        "plain-trixie", str(FIXTURES / "recipes/plain-trixie.yaml"), tmp_path, octoprint="1.11.7"
+    img = cached_image(
+        "plain-trixie", str(FIXTURES / "recipes/plain-trixie.yaml"), octoprint="1.11.7"
     )
     assert read_partition_table(str(img)).boot().start_lba == 16384
     card = flash(img, tmp_path / "card.img")
@@ -128,7 +127,7 @@ def test_card_wins_over_callers_belief(image, tmp_path) -> None:  # type: ignore
 def test_first_boot_grows_root_to_the_card(image, tmp_path) -> None:  # type: ignore[no-untyped-def]
     card = tmp_path / "card.img"
     with open(card, "wb") as f:
-        f.truncate(1024**3)  # a 1 GiB card, like the virtual muxes' sparse cards
+        f.truncate(2 * 1024**3)  # a 2 GiB card, like the virtual muxes' sparse cards
     subprocess.run(
         ["dd", f"if={image}", f"of={card}", "bs=1M", "conv=notrunc,sparse", "status=none"],
         check=True,
@@ -138,7 +137,7 @@ def test_first_boot_grows_root_to_the_card(image, tmp_path) -> None:  # type: ig
     assert out.booted, out.reason
     root = read_partition_table(str(card)).root()
     assert before is not None and root is not None
-    assert root.start_lba == before.start_lba and root.end == 1024**3
+    assert root.start_lba == before.start_lba and root.end == 2 * 1024**3
     assert any("grown" in ch for ch in out.first_boot_changes)
     info = subprocess.run(
         ["dumpe2fs", "-h", f"{card}?offset={root.offset}"], capture_output=True, text=True
@@ -170,7 +169,7 @@ def _write_data_extents(image: Path, card: Path) -> None:
 @pytest.mark.parametrize("gen", ["0.18.0", "1.1.0"])
 def test_image_holes_may_hold_garbage(tmp_path, gen) -> None:  # type: ignore[no-untyped-def]
     """Unused ext4 metadata is flagged uninitialised, so a writer may skip the holes."""
-    image = build_image(f"octopi-{gen}", f"octopi-{gen}", tmp_path)
+    image = cached_image(f"octopi-{gen}")
     card = tmp_path / "card.img"
     card.write_bytes(b"\xa5" * (image.stat().st_size + 32 * 1024 * 1024))
     _write_data_extents(image, card)

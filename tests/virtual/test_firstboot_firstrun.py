@@ -12,6 +12,7 @@ from virtual_cards import (
     AP,
     SECRET_HASH,
     append_cmdline,
+    cached_image,
     flash,
     fsck_root,
     names,
@@ -24,7 +25,6 @@ from rig.virtual.bootfiles import BootFileError
 from rig.virtual.bootfiles.firstrun import interpret_firstrun
 from rig.virtual.bootfiles.wifi import AccessPoint
 from rig.virtual.firstboot import boot_card, check_password
-from rig.virtual.images import build_image
 
 SUFFIX = (
     " systemd.run={path} systemd.run_success_action=reboot systemd.unit=kernel-command-line.target"
@@ -32,9 +32,8 @@ SUFFIX = (
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("images")
-    return {g: build_image(f"octopi-{g}", f"octopi-{g}", out) for g in ("1.0.0", "1.1.0")}
+def images() -> dict[str, Path]:
+    return {g: cached_image(f"octopi-{g}") for g in ("1.0.0", "1.1.0")}
 
 
 def _card(images, gen, tmp_path, script, path="/boot/firstrun.sh"):  # type: ignore[no-untyped-def]

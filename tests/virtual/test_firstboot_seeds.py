@@ -9,20 +9,29 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from virtual_cards import AP, FIXTURES, SECRET_HASH, flash, names, put, put_fixture, read, root_cat
+from virtual_cards import (
+    AP,
+    FIXTURES,
+    SECRET_HASH,
+    cached_image,
+    flash,
+    names,
+    put,
+    put_fixture,
+    read,
+    root_cat,
+)
 
 from rig.virtual.firstboot import boot_card, check_password
-from rig.virtual.images import build_image
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("images")
+def images() -> dict[str, Path]:
     return {
-        "1.1.0": build_image("octopi-1.1.0", "octopi-1.1.0", out),
-        "1.0.0": build_image("octopi-1.0.0", "octopi-1.0.0", out),
-        "plain": build_image(
-            "plain-trixie", str(FIXTURES / "recipes/plain-trixie.yaml"), out, octoprint="1.11.7"
+        "1.1.0": cached_image("octopi-1.1.0"),
+        "1.0.0": cached_image("octopi-1.0.0"),
+        "plain": cached_image(
+            "plain-trixie", str(FIXTURES / "recipes/plain-trixie.yaml"), octoprint="1.11.7"
         ),
     }
 

@@ -8,20 +8,26 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from virtual_cards import AP, FIXTURES, SECRET_HASH, flash, names, put, put_fixture, root_ls
+from virtual_cards import (
+    AP,
+    FIXTURES,
+    SECRET_HASH,
+    cached_image,
+    flash,
+    names,
+    put,
+    put_fixture,
+    root_ls,
+)
 
 from rig.virtual.firstboot import boot_card, check_password
-from rig.virtual.images import build_image
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("images")
-    built = {
-        g: build_image(f"octopi-{g}", f"octopi-{g}", out) for g in ("0.18.0", "1.0.0", "1.1.0")
-    }
-    built["plain"] = build_image(
-        "plain-trixie", str(FIXTURES / "recipes/plain-trixie.yaml"), out, octoprint="1.11.7"
+def images() -> dict[str, Path]:
+    built = {g: cached_image(f"octopi-{g}") for g in ("0.18.0", "1.0.0", "1.1.0")}
+    built["plain"] = cached_image(
+        "plain-trixie", str(FIXTURES / "recipes/plain-trixie.yaml"), octoprint="1.11.7"
     )
     return built
 

@@ -8,17 +8,25 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from virtual_cards import AP, FIXTURES, append_cmdline, flash, names, put, put_fixture, root_cat
+from virtual_cards import (
+    AP,
+    FIXTURES,
+    append_cmdline,
+    cached_image,
+    flash,
+    names,
+    put,
+    put_fixture,
+    root_cat,
+)
 
 from rig.virtual.bootfiles.wifi import AccessPoint, psk_key
 from rig.virtual.firstboot import boot_card
-from rig.virtual.images import build_image
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("images")
-    return {g: build_image(f"octopi-{g}", f"octopi-{g}", out) for g in ("0.18.0", "1.0.0", "1.1.0")}
+def images() -> dict[str, Path]:
+    return {g: cached_image(f"octopi-{g}") for g in ("0.18.0", "1.0.0", "1.1.0")}
 
 
 @pytest.fixture

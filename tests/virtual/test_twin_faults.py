@@ -32,12 +32,17 @@ def _twin(config: RigConfig) -> Iterator[Twin]:
         thread.join(timeout=60)
 
 
-def _power(twin: Twin, name: str, on: bool = True) -> None:
+def _flash(twin: Twin, name: str) -> None:
     dev = twin.config.devices[name]
     card = twin.hw.card_path(dev.mux.serial)
-    if on:
-        flash(image("octopi-1.0.0"), card)
-        provision(card, twin.config, name)
+    flash(image("octopi-1.0.0"), card)
+    provision(card, twin.config, name)
+
+
+def _power(twin: Twin, name: str, on: bool = True, flashed: bool = False) -> None:
+    dev = twin.config.devices[name]
+    if on and not flashed:
+        _flash(twin, name)
     twin.hw.set_mux_side(dev.mux.serial, "dut" if on else "off")
     twin.hw.set_port_power(dev.power.location, dev.power.port, on)
 
@@ -65,7 +70,7 @@ def faulty(tmp_path: Path) -> Iterator[Twin]:
         tmp_path,
         {
             "faults": {
-                "pi3-a": {"wifi_drops_after": 2},
+                "pi3-a": {"wifi_drops_after": 5},
                 "pi3-b": {"never_boots": True},
                 "pi3-c": {"power_glitch_after": 1},
             }
@@ -75,8 +80,12 @@ def faulty(tmp_path: Path) -> Iterator[Twin]:
 
 
 def test_never_boots_wifi_drops_and_power_glitch(faulty: Twin) -> None:
+    # every card first (a real userland is hundreds of MB to copy), then the power: pi3-a's
+    # few seconds on the network must not pass while the others' cards are being written
     for name in ("pi3-a", "pi3-b", "pi3-c"):
-        _power(faulty, name)
+        _flash(faulty, name)
+    for name in ("pi3-a", "pi3-b", "pi3-c"):
+        _power(faulty, name, flashed=True)
     _wait(faulty, "pi3-b", ("never",))
     _wait(faulty, "pi3-a", ("up",))
     assert not _refused(faulty, "pi3-a")

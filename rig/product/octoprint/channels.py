@@ -13,11 +13,17 @@ of ``octoprint/plugins/softwareupdate/__init__.py`` at each tag):
   ``prerelease``, ``next``. A device with ``prerelease: true`` but no
   ``prerelease_channel`` sees *every* prerelease, so 2.x needs both.
 
-Real releases are cut from ``main`` (final) and ``next`` (RCs). Like the original
-rig (OctoPrint/devtools ``fabfile.py``, ``OLD_BRANCH_LOOKUP``), the feed publishes a
-release under its real commitish and, for 1.x devices, under the old name too
-(``main`` as ``master``, ``next`` as ``rc/maintenance``), which is how those
-devices see them. The rig's channel names: stable, maintenance, devel, next.
+Real releases are cut from ``main`` (final) and ``next`` (RCs) since the branch
+rename of September 2025 (``docs/development/branches.rst`` from 1.11.3 on:
+``master`` became ``main``, ``rc/maintenance`` merged into ``next``, ``rc/devel``
+removed). Every 2.x release came after the rename (2.0.0rc1 is of April 2026), so
+the feed publishes it under its real commitish only, as GitHub has it: a 1.10.x
+device on "Maintenance RCs" (``rc/maintenance`` only) is not offered 2.0.0rcN. A 1.x
+release under test is published for 1.x devices under the old name too (``main``
+as ``master``, ``next`` as ``rc/maintenance``), like the original rig (OctoPrint/
+devtools ``fabfile.py``, ``OLD_BRANCH_LOOKUP``): that is how a 1.x candidate tried
+as a maintenance RC (the demo's 1.11.8 from 1.10.3) reaches them. The rig's
+channel names: stable, maintenance, devel, next.
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ REAL_COMMITISH = {
     "next": "next",
     "devel": "rc/devel",
 }
-# what a 1.x device knows those branches as
+# what a 1.x device knows those branches as, for a 1.x release under test
 OLD_NAMES = {"main": "master", "next": "rc/maintenance"}
+AFTER_RENAME = Version("2.0.0.dev0")  # every release from here on: the new names only
 
 
 def series(version: str) -> int:
@@ -63,10 +70,16 @@ def channel_settings(channel: str, version: str) -> dict[str, Any]:
     return {"prerelease": True, "prerelease_channel": V2_PRERELEASE}
 
 
-def published_commitish(release_channel: str, device_series: int = 1) -> list[str]:
-    """The commitish(es) the feed publishes a release under, for a device series."""
+def published_commitish(
+    release_channel: str, device_series: int = 1, release_version: str | None = None
+) -> list[str]:
+    """The commitish(es) the feed publishes a release under, for a device series.
+
+    The old names only for a 1.x release (``release_version``; None: such a release):
+    every 2.x release was cut after the branch rename."""
     real = REAL_COMMITISH[release_channel]
-    if device_series == 1 and real in OLD_NAMES:
+    renamed = release_version is not None and Version(release_version) >= AFTER_RENAME
+    if device_series == 1 and real in OLD_NAMES and not renamed:
         return [real, OLD_NAMES[real]]
     return [real]
 
@@ -88,7 +101,11 @@ def accepted_commitish(channel: str, device_version: str) -> list[str]:
 
 
 def offered(
-    release_channel: str, device_channel: str, device_version: str, prerelease: bool = True
+    release_channel: str,
+    device_channel: str,
+    device_version: str,
+    prerelease: bool = True,
+    release_version: str | None = None,
 ) -> bool:
     """Does a device on ``device_channel`` running ``device_version`` see the release?"""
     if not prerelease:
@@ -96,5 +113,5 @@ def offered(
     if device_channel == "stable":
         return False
     accepted = accepted_commitish(device_channel, device_version)
-    published = published_commitish(release_channel, series(device_version))
+    published = published_commitish(release_channel, series(device_version), release_version)
     return any(c in accepted for c in published)

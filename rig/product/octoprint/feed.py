@@ -61,7 +61,8 @@ class InjectedRelease:
                 "published_at": self.published_at,
                 "html_url": f"https://github.com/OctoPrint/OctoPrint/releases/tag/{self.version}",
             }
-            for commitish in self.commitish or published_commitish(self.channel, device_series)
+            for commitish in self.commitish
+            or published_commitish(self.channel, device_series, self.version)
         ]
 
 

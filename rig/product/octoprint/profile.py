@@ -342,7 +342,16 @@ class OctoPrintProfile(OctoPrintVocabulary):
         octopi = sh.run("cat /etc/octopi_version", check=False, quiet=True)
         python = sh.run(f'{PYTHON} -c "import sys; print(sys.version.split()[0])"', quiet=True)
         pip = sh.run(f"{PYTHON} -m pip --version", check=False, quiet=True)
+        # what the device itself runs, read from it (never from the catalogue)
+        osr = sh.run('. /etc/os-release && echo "$PRETTY_NAME"', check=False, quiet=True)
+        system = sh.run(
+            "/usr/bin/python3 -c 'import sys; print(sys.version.split()[0])'",
+            check=False,
+            quiet=True,
+        )
         return {
+            "os_release": osr.stdout.strip() if osr.ok else "",
+            "system_python_version": system.stdout.strip() if system.ok else "",
             "octopi_version": octopi.stdout.strip() if octopi.ok else "",
             "python_version": python.stdout.strip(),
             "pip_version": pip.stdout.split()[1] if pip.ok and pip.stdout.split() else "",

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 SIDES = ("host", "dut", "off")
 DEFAULT_CARD_SIZE = 2 * 1024**3
+# a powered-off virtual Pi unmounts its card within a second, unless the unmount must
+# first write back what the device just wrote (a pip update: hundreds of MB on a busy disk)
+RELEASE_TIMEOUT = 120.0
 SECTOR = 512
 
 
@@ -93,6 +96,24 @@ def _loop_backing(loop: str) -> str | None:
         return Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
     except OSError:
         return None
+
+
+def _mounted_loops(card: str) -> list[str]:
+    """Loop devices over ``card`` other than a mux's: a virtual Pi's mounted card root.
+
+    A loop device stays attached as long as its file system is alive, also after a
+    lazy unmount, whose final write-back could still land on the card: so every
+    such loop counts, mounted or not. (The mux's own loop is detached before this
+    is asked.)
+    """
+    loops: list[str] = []
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            if backing.read_text().strip() == card:
+                loops.append(f"/dev/{backing.parts[3]}")
+        except OSError:
+            continue
+    return sorted(loops)
 
 
 def _flush(dev: str) -> None:
@@ -257,9 +278,31 @@ class VirtualHardware:
             if mux.get("side") == side and (side != "host" or self._attached_ok(serial, mux)):
                 return
             self._detach(mux)
-            if side == "host":
-                self._attach(serial, mux)
-            mux["side"] = side
+            if side != "host":
+                mux["side"] = side
+                return
+            mux["side"] = "off"  # the card leaves the DUT before the host sees it
+        # a virtual Pi runs from its card's mounted root: the host may have the card only
+        # once that device has let go of it (unmounted after its power cut)
+        self._wait_released(serial)
+        with self._locked(write=True) as data:
+            mux = data["muxes"].setdefault(serial, {"side": "off"})
+            self._detach(mux)
+            self._attach(serial, mux)
+            mux["side"] = "host"
+
+    def _wait_released(self, serial: str, timeout: float = RELEASE_TIMEOUT) -> None:
+        card = str(self.card_path(serial).resolve())
+        deadline = time.monotonic() + timeout
+        while held := _mounted_loops(card):
+            if time.monotonic() > deadline:
+                raise InfraError(
+                    f"the card is still held by its virtual Pi after {timeout:.0f} s "
+                    f"(loop device {', '.join(held)} over it)",
+                    where=serial,
+                    hint="rig twin status shows the device; rig twin down releases every card",
+                )
+            time.sleep(0.02)
 
     def card_path(self, serial: str) -> Path:
         path = self.state_dir / "cards" / f"{serial}.img"
