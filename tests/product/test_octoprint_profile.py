@@ -287,7 +287,9 @@ def test_update_time_limit_follows_model_and_python():
 
 def test_update_in_the_browser_reaches_target(browser_rig):
     profile = browser_rig.profile
-    ctx = browser_rig.ctx(channel="maintenance", release_channel="maintenance", checks=(), update_mode="browser")
+    ctx = browser_rig.ctx(
+        channel="maintenance", release_channel="maintenance", update_mode="browser"
+    )
     browser_rig.inject(TARGET, "maintenance")
     profile.prepare(ctx)
     profile.update(ctx)
@@ -301,7 +303,7 @@ def test_update_in_the_browser_reaches_target(browser_rig):
 
 def test_a_failing_update_in_the_browser_is_a_product_failure(browser_rig):
     browser_rig.inject("1.11.9", "stable")  # offered, nothing to install: pip fails
-    ctx = browser_rig.ctx(target_version="1.11.9", start_version=None, checks=(), update_mode="browser")
+    ctx = browser_rig.ctx(target_version="1.11.9", start_version=None, update_mode="browser")
     ctx.results = browser_rig.results / "failing"
     with pytest.raises(ProductError, match="the update failed in the browser"):
         browser_rig.profile.update(ctx)
