@@ -138,7 +138,10 @@ def test_demo_matrix_passes_on_three_devices_in_parallel(rig_yaml, tmp_path) -> 
     )
     assert html.count("<rect ") == len(recorded)
     for s in data["scenarios"]:
-        log = (out / "scenarios" / s["id"] / "scenario.log").read_text()
+        # a retried scenario's later attempts log into attempt-N/scenario.log
+        logs = sorted((out / "scenarios" / s["id"]).glob("**/scenario.log"))
+        assert len(logs) == len(s["attempts"])
+        log = "".join(f.read_text() for f in logs)
         assert all(f"[{p}]" in log for p in logged.phases_of(s["id"]))
 
 
