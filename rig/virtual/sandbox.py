@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rig.errors import InfraError
-from rig.virtual.hostpip import bwrap_binds
+from rig.virtual.hostpip import NETWORK_ENV, bwrap_binds
 
 UID = 1000
 GID = 1000
@@ -186,20 +186,6 @@ def shims_target() -> str:
     return "/usr/local/sbin" if Path("/usr/local/sbin").is_dir() else "/.rig/bin"
 
 
-NETWORK_ENV = (
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-)
-
-
 def pip_environment() -> dict[str, str]:
     """The host's pip and network settings (index, certificate bundle, proxies), so pip
     and OctoPrint inside reach the package index exactly as the host does."""
@@ -301,21 +287,7 @@ class Sandbox:
             "--hostname",
             self.hostname,
             "--die-with-parent",
-            "--bind",
-            str(rootfs),
-            "/",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--perms",
-            "1777",
-            "--tmpfs",
-            "/tmp",
-            "--perms",
-            "0755",
-            "--tmpfs",
-            "/run",
+            *rootfs_args(rootfs),
         ]
         if (rootfs / "etc" / "resolv.conf").exists() and Path("/etc/resolv.conf").exists():
             # what DHCP would tell the Pi: the network's name server
@@ -474,3 +446,24 @@ def _placeholder(path: Path, is_dir: bool) -> None:
         path.mkdir()
     else:
         path.touch()
+
+
+def rootfs_args(tree: Path) -> list[str]:
+    """bwrap arguments that make ``tree`` the root: its own /proc, /dev, /tmp and /run."""
+    return [
+        "--bind",
+        str(tree),
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",
+        "--perms",
+        "0755",
+        "--tmpfs",
+        "/run",
+    ]

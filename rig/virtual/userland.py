@@ -36,6 +36,7 @@ from pathlib import Path
 
 from rig.errors import ConfigError, InfraError
 from rig.virtual.hostpip import bwrap_binds, host_pip
+from rig.virtual.sandbox import rootfs_args
 
 EPOCH = 1_700_000_000
 MIRROR = "http://deb.debian.org/debian"
@@ -236,21 +237,7 @@ def _install_octoprint(spec: UserlandSpec, tree: Path, log: Path) -> None:
         "bwrap",
         "--unshare-pid",
         "--die-with-parent",
-        "--bind",
-        str(tree),
-        "/",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--perms",
-        "1777",
-        "--tmpfs",
-        "/tmp",
-        "--perms",
-        "0755",
-        "--tmpfs",
-        "/run",
+        *rootfs_args(tree),
         "--ro-bind",
         "/etc/resolv.conf",
         "/etc/resolv.conf",
