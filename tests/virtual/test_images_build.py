@@ -200,3 +200,17 @@ def test_unknown_recipe_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"octopi-9\.9\.9"):
         build_image("octopi-1.0.0", "octopi-9.9.9", tmp_path)
+
+
+def test_rig_images_fetch_builds_a_catalogue_image_on_the_virtual_rig(capsys) -> None:
+    """A new user's `rig images fetch octopi-1.0.0` without hardware gets the virtual image
+    (built, or from the machine's cache), not a download from a host this machine may not
+    reach."""
+    from rig.cli import main
+
+    assert main(["images", "fetch", "octopi-1.0.0"]) == 0
+    out = capsys.readouterr().out.split()
+    path = Path(out[0])
+    assert path.is_file() and path.parent.name == "virtual", out
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert f"sha256={digest}" in out
