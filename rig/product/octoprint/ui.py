@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -107,3 +108,48 @@ def wait_ui_or_login(page: Any, timeout: float = UI_TIMEOUT) -> str:
 
 def footer_version(page: Any) -> str:
     return page.locator("#footer_version .version").inner_text().strip()
+
+
+def wait_new_ui(
+    page: Any,
+    base_url: str,
+    user: str,
+    password: str,
+    version: str,
+    timeout: float = UI_TIMEOUT,
+    trace: Trace | None = None,
+) -> str | None:
+    """After a server restart, the version the started-up UI shows: ``version`` as soon as
+    it does, else what it shows when ``timeout`` ends (None: no UI at all).
+
+    The old UI stays up, started, until its reload navigates away; the reload may then land
+    on the login page (the restart ended the session). So "a UI is up" proves nothing: the
+    wait is for the new version, logging in again wherever the page asks for it.
+    """
+    deadline = time.monotonic() + timeout
+    shown: str | None = None
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            where = wait_ui_or_login(page, left)
+        except InfraError:
+            break
+        if where == "login":
+            login(page, base_url, user, password, max(1.0, deadline - time.monotonic()), trace)
+            continue
+        shown = shown_version(page)
+        if shown == version:
+            return shown
+        page.wait_for_timeout(min(500, max(1, (deadline - time.monotonic()) * 1000)))
+    return shown_version(page) or shown
+
+
+def shown_version(page: Any) -> str | None:
+    """The footer's version if the UI is up, without waiting for it (None while navigating)."""
+    try:
+        return page.evaluate(
+            "() => { const e = document.querySelector('#footer_version .version');"
+            " return e && window.OctoPrint && OctoPrint.coreui && OctoPrint.coreui.startedUp"
+            " ? e.textContent.trim() : null }"
+        )
+    except Exception:  # the page is navigating: the evaluation's context went away
+        return None

@@ -15,13 +15,7 @@ from typing import TYPE_CHECKING
 from rig.device.browser import display_available, launch_chromium
 from rig.errors import InfraError, ProductError
 from rig.product.octoprint.api import refusal_hint
-from rig.product.octoprint.ui import (
-    Trace,
-    footer_version,
-    login,
-    wait_ui_or_login,
-    wait_ui_ready,
-)
+from rig.product.octoprint.ui import UI_TIMEOUT, Trace, login, shown_version, wait_new_ui
 from rig.product.profile import ScenarioContext
 
 if TYPE_CHECKING:
@@ -105,7 +99,7 @@ def update_in_browser(
                     shot(page, "login-after-restart")
                     ctx.log("browser: server restarted, session gone: logging in again")
                     break
-                if _shown_version(page) == ctx.target_version:
+                if shown_version(page) == ctx.target_version:
                     ctx.log("browser: the UI reloaded itself into the new version")
                     break
                 if not_started.count() and not_started.first.is_visible():
@@ -137,14 +131,23 @@ def update_in_browser(
                         where=where,
                     )
                 page.wait_for_timeout(500)
-            # "Reload now" (or the UI itself) navigates: a check of the login form right now
-            # would still see the old page, and then wait forever for a UI on /login/
-            if wait_ui_or_login(page) == "login":
-                login(page, ctx.device.base_url, ctx.admin_user, ctx.admin_password, trace=trace)
-            wait_ui_ready(page)
-            shown = footer_version(page)
+            # "Reload now" (or the UI itself) navigates: the old UI, still started up, is
+            # no answer; the new version is, after a login where the page asks for one
+            shown = wait_new_ui(
+                page,
+                ctx.device.base_url,
+                ctx.admin_user,
+                ctx.admin_password,
+                ctx.target_version,
+                trace=trace,
+            )
             shot(page, "reloaded")
             ctx.facts["ui_version_after_update"] = shown
+            if shown is None:
+                raise InfraError(
+                    f"OctoPrint's UI did not start up within {UI_TIMEOUT:.0f}s of the restart",
+                    where=where,
+                )
             if shown != ctx.target_version:
                 raise ProductError(
                     f"after the update the UI shows version {shown}, expected {ctx.target_version}",
@@ -159,15 +162,3 @@ def update_in_browser(
         profile.wait_for_version(ctx, api, timeout=60)
     finally:
         api.close()
-
-
-def _shown_version(page) -> str | None:
-    """The footer's version if the UI is up, without waiting for it."""
-    try:
-        return page.evaluate(
-            "() => { const e = document.querySelector('#footer_version .version');"
-            " return e && window.OctoPrint && OctoPrint.coreui && OctoPrint.coreui.startedUp"
-            " ? e.textContent.trim() : null }"
-        )
-    except Exception:  # navigating
-        return None
