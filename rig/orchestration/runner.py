@@ -37,6 +37,7 @@ from rig.orchestration.pipeline import (
 from rig.orchestration.report import RunReport, append_step_summary, assemble_report, write_report
 from rig.orchestration.representative import not_representative
 from rig.orchestration.scheduler import Job, Scheduler
+from rig.orchestration.writeslots import WriteSlots, parse_maximum
 from rig.product.profile import DeviceAddress, Profile, ScenarioContext
 
 KitFactory = Callable[[str, Scenario, Path, EventBus], DeviceKit]
@@ -110,7 +111,14 @@ class Runner:
         self.timeouts = {
             phase: float(configured[phase.value]) for phase in Phase if phase.value in configured
         }
-        self.write_slots = threading.Semaphore(int(run_cfg.get("max_parallel_writes", 2)))
+        self.write_slots = WriteSlots(
+            parse_maximum(
+                run_cfg.get("max_parallel_writes", 2),
+                len(options.devices or config.devices),
+                f"{config.where}: run.max_parallel_writes",
+            ),
+            lambda decision: self.bus.emit(Event("log", decision)),
+        )
         self.directory = options.report_dir or (
             config.paths.reports / f"{self.run_id}-{matrix.path.stem}"
         )
