@@ -69,6 +69,7 @@ class RunOptions:
     step_summary: Path | None = None  # append a Markdown summary here (CI: $GITHUB_STEP_SUMMARY)
     hold: bool = False  # `rig up`: stop at the starting state and keep the device up
     hold_seconds: float = 8 * 3600  # ... at most this long (nothing waits forever)
+    prepare_only: bool = False  # stop every scenario at its starting state (the daemon's warm-up)
 
 
 @dataclass
@@ -288,7 +289,7 @@ class Runner:
                 else self._interactive
                 if self.options.interactive
                 else None,
-                stop_after_prepare=self.options.hold,
+                stop_after_prepare=self.options.hold or self.options.prepare_only,
                 held=lambda device=device: device not in self.lost_devices,
             )
             attempt = pipeline.run()
