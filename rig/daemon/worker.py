@@ -591,8 +591,8 @@ class Worker:
                     raise
                 if detail.get("stopped"):
                     self.queue.step_end(step_id, "interrupted", detail)
-                    why = "daemon stopping" if self.stopping.is_set() else "a test job came"
-                    log.info("job %s: warming stopped in %s: %s first", job.id, step, why)
+                    why = "the daemon stops" if self.stopping.is_set() else "a test job goes first"
+                    log.info("job %s: warming stopped in %s: %s", job.id, step, why)
                     self.queue.update(job.id, state=QUEUED, error=f"pre-empted in {step}: {why}")
                     return
                 self.queue.step_end(step_id, "done", detail)
