@@ -41,6 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for busy devices"
     )
+    p.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="bring each scenario's device to its starting state (write, boot, prepare), "
+        "then power it off: no update (the daemon's warm-up)",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -54,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report_dir=args.report_dir,
         interactive=args.interactive,
         wait=args.wait,
+        prepare_only=args.prepare_only,
         command=shlex.join(["rig", *sys.argv[1:]]),
         # set by GitHub Actions for each step: the run's summary shows on the job's page
         step_summary=Path(os.environ["GITHUB_STEP_SUMMARY"])

@@ -147,7 +147,12 @@ def job_page(
     log_tail: str,
     live: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
 ) -> str:
-    facts = [["state", state(job)], *_image_facts(job), ["attempts", e(job.attempts)]]
+    facts = [
+        ["state", state(job)],
+        ["kind", e(job.kind)],
+        *_image_facts(job),
+        ["attempts", e(job.attempts)],
+    ]
     if job.error:
         facts.append(["error", f"<code>{e(job.error)}</code>"])
     if job.decision:

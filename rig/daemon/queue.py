@@ -89,7 +89,12 @@ FAILED = "failed"  # the image failed its acceptance tests (not published)
 ERROR = "error"  # could not test or publish (after retries)
 EXPIRED = "expired"  # nobody decided before the approval link expired
 UNCERTAIN = "uncertain"  # a non-idempotent publish was interrupted: a person checks
-FINAL = (PUBLISHED, REJECTED, FAILED, ERROR, EXPIRED, UNCERTAIN)
+WARMED = "warmed"  # a warm job is done (or was not needed any more)
+FINAL = (PUBLISHED, REJECTED, FAILED, ERROR, EXPIRED, UNCERTAIN, WARMED)
+
+# job kinds: a test job tests an image; a warm job prepares for one still being built
+TEST = "test"
+WARM = "warm"
 LEASE_SECONDS = 60.0
 
 
@@ -114,6 +119,7 @@ class Job:
     created: float
     updated: float
     decision: str | None
+    kind: str = TEST
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -137,6 +143,7 @@ class Job:
             created=row["created"],
             updated=row["updated"],
             decision=row["decision"],
+            kind=row["kind"],
         )
 
 
@@ -150,6 +157,7 @@ class JobRequest:
     image: dict[str, Any]
     repo: str | None = None
     sha: str | None = None
+    kind: str = TEST
 
 
 class Queue:
@@ -160,6 +168,18 @@ class Queue:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         ensure_schema(self.conn, "daemon", DDL)
+        self._add_kind()
+
+    def _add_kind(self) -> None:
+        """A state file from before warm jobs: every job it holds is a test job."""
+        columns = {r["name"] for r in self.conn.execute("PRAGMA table_info(daemon_jobs)")}
+        if "kind" not in columns:
+            with self.tx() as c:
+                columns = {r["name"] for r in c.execute("PRAGMA table_info(daemon_jobs)")}
+                if "kind" not in columns:  # another process may have added it meanwhile
+                    c.execute(
+                        f"ALTER TABLE daemon_jobs ADD COLUMN kind TEXT NOT NULL DEFAULT '{TEST}'"
+                    )
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -235,7 +255,7 @@ class Queue:
             else:
                 job_id = c.execute(
                     "INSERT INTO daemon_jobs (key, source, repo, sha, title, image, state,"
-                    " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " created, updated, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         request.key,
                         request.source,
@@ -246,6 +266,7 @@ class Queue:
                         QUEUED,
                         now,
                         now,
+                        request.kind,
                     ),
                 ).lastrowid
         c.execute(
@@ -258,13 +279,15 @@ class Queue:
     # leases -------------------------------------------------------------------
 
     def claim(self, owner: str, states: tuple[str, ...]) -> Job | None:
-        """Take the oldest job in one of ``states`` whose lease is free or stale."""
+        """Take the oldest job in one of ``states`` whose lease is free or stale: test jobs
+        before any warm job, whenever either came."""
         now = time.time()
         marks = ",".join("?" * len(states))
         with self.tx() as c:
             row = c.execute(
                 f"SELECT id FROM daemon_jobs WHERE state IN ({marks}) AND not_before <= ?"
-                " AND (lease_owner IS NULL OR lease_expires < ?) ORDER BY id LIMIT 1",
+                " AND (lease_owner IS NULL OR lease_expires < ?)"
+                f" ORDER BY kind = '{WARM}', id LIMIT 1",
                 (*states, now, now),
             ).fetchone()
             if row is None:
@@ -277,6 +300,27 @@ class Queue:
             return Job.from_row(
                 c.execute("SELECT * FROM daemon_jobs WHERE id = ?", (row["id"],)).fetchone()
             )
+
+    def test_waiting(self, states: tuple[str, ...]) -> bool:
+        """A test job in one of ``states`` that could be claimed now (it pre-empts warming)."""
+        now = time.time()
+        marks = ",".join("?" * len(states))
+        return (
+            self.conn.execute(
+                f"SELECT 1 FROM daemon_jobs WHERE kind = '{TEST}' AND state IN ({marks})"
+                " AND not_before <= ? AND (lease_owner IS NULL OR lease_expires < ?) LIMIT 1",
+                (*states, now, now),
+            ).fetchone()
+            is not None
+        )
+
+    def has_key_prefix(self, prefix: str) -> bool:
+        """Whether any job's key starts with ``prefix`` (e.g. a build's test job)."""
+        row = self.conn.execute(
+            "SELECT 1 FROM daemon_jobs WHERE substr(key, 1, length(?)) = ? LIMIT 1",
+            (prefix, prefix),
+        ).fetchone()
+        return row is not None
 
     def heartbeat(self, owner: str) -> None:
         now = time.time()

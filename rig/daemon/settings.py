@@ -93,6 +93,8 @@ class DaemonSettings:
     # to it as $RIG_SECRET_<NAME>: it gets neither the daemon's keys nor the credentials dir
     run_secrets: tuple[Secret, ...] = ()
     child_env: tuple[str, ...] = ()  # daemon.child_env: more variables children may see
+    # daemon.warm_ahead: on workflow_run requested/in_progress, warm what the test will need
+    warm_ahead: bool = True
     rig: RigConfig | None = field(default=None, compare=False, repr=False)
 
     def repo(self, name: str) -> RepoWatch | None:
@@ -289,6 +291,7 @@ def load_settings(config: RigConfig) -> DaemonSettings:
             if secret.name and "." not in secret.name and secret.name not in DAEMON_SECRETS
         ),
         child_env=tuple(d.get("child_env", ())),
+        warm_ahead=bool(d.get("warm_ahead", True)),
         rig=config,
     )
 

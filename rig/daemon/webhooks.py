@@ -15,7 +15,7 @@ from fnmatch import fnmatch
 from typing import Any
 
 from rig.daemon.egress import host_allowed, host_port
-from rig.daemon.queue import JobRequest
+from rig.daemon.queue import WARM, JobRequest
 from rig.daemon.settings import DaemonSettings
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")  # always fullmatch: "$" admits a newline
@@ -110,7 +110,7 @@ def job_request(event: str, payload: Any, settings: DaemonSettings) -> JobReques
     if event not in watch.events:
         raise Ignored(f"{event}: not an event configured for {repo_name}")
     if event == "workflow_run":
-        return _workflow_run(payload, watch, repo_name)
+        return _workflow_run(payload, watch, repo_name, settings.warm_ahead)
     if event == "release":
         return _release(payload, watch, repo_name)
     if event == "repository_dispatch":
@@ -126,13 +126,18 @@ def job_request(event: str, payload: Any, settings: DaemonSettings) -> JobReques
     raise AssertionError(event)
 
 
-def _workflow_run(payload: dict[str, Any], watch: Any, repo: str) -> JobRequest:
+WARM_ACTIONS = ("requested", "in_progress")  # CI started building: warm what the test needs
+
+
+def _workflow_run(
+    payload: dict[str, Any], watch: Any, repo: str, warm_ahead: bool = True
+) -> JobRequest:
     run = _obj(payload.get("workflow_run"))
-    if payload.get("action") != "completed":
-        raise Ignored(
-            f"workflow_run: action {_text(payload.get('action'))!r}, waiting for 'completed'"
-        )
-    if run.get("conclusion") != "success":
+    action = payload.get("action")
+    warm = action in WARM_ACTIONS and warm_ahead
+    if action != "completed" and not warm:
+        raise Ignored(f"workflow_run: action {_text(action)!r}, waiting for 'completed'")
+    if not warm and run.get("conclusion") != "success":
         raise Ignored(f"workflow_run: conclusion {_text(run.get('conclusion'))!r}, not 'success'")
     head_repo = _obj(run.get("head_repository")).get("full_name")
     if not isinstance(head_repo, str | None):
@@ -154,8 +159,19 @@ def _workflow_run(payload: dict[str, Any], watch: Any, repo: str) -> JobRequest:
     attempt = _int(run.get("run_attempt", 1))
     if run_id is None or attempt is None:
         raise Ignored("workflow_run: run id or run_attempt is not a positive integer")
+    if warm:  # one per workflow run: requested, in_progress and re-runs name the same build
+        return JobRequest(
+            key=f"warm:{repo}:{run_id}",
+            source="workflow_run",
+            title=f"warm ahead: {repo} run {run_id} ({_text(run.get('name')) or 'workflow'}, "
+            f"{_text(run.get('head_branch'))}, {_text(action)})",
+            repo=repo,
+            sha=_commit(run.get("head_sha")),
+            image={"kind": "warm", "repo": repo, "run_id": run_id, "tests": test_key(repo, run_id)},
+            kind=WARM,
+        )
     return JobRequest(
-        key=f"workflow_run:{repo}:{run_id}:{attempt}",
+        key=f"{test_key(repo, run_id)}{attempt}",
         source="workflow_run",
         title=f"{repo} run {run_id} ({_text(run.get('name')) or 'workflow'}, "
         f"{_text(run.get('head_branch'))})",
@@ -168,6 +184,11 @@ def _workflow_run(payload: dict[str, Any], watch: Any, repo: str) -> JobRequest:
             "pattern": watch.artifact,
         },
     )
+
+
+def test_key(repo: str, run_id: int) -> str:
+    """What the test jobs of a workflow run's attempts have their keys start with."""
+    return f"workflow_run:{repo}:{run_id}:"
 
 
 def _release(payload: dict[str, Any], watch: Any, repo: str) -> JobRequest:

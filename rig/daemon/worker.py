@@ -46,10 +46,19 @@ from rig.daemon.queue import (
     QUEUED,
     RUNNING,
     UNCERTAIN,
+    WARM,
+    WARMED,
     Job,
     Queue,
 )
 from rig.daemon.settings import DaemonSettings, acceptance_argv
+from rig.daemon.warm import (
+    WARM_STEPS,
+    load_acceptance,
+    pinned_requirements,
+    prepare_argv,
+    prepared_scenarios,
+)
 from rig.errors import ConfigError, InfraError, RigError
 
 log = logging.getLogger(__name__)
@@ -233,7 +242,14 @@ class Worker:
     # lanes --------------------------------------------------------------------------
 
     def _lane_test(self) -> None:
-        self._lane("test", (QUEUED, RUNNING), self._run_test, 2.0)
+        self._lane("test", (QUEUED, RUNNING), self._run_job, 2.0)
+
+    def _run_job(self, job: Job) -> None:
+        """The test lane runs test jobs and, when none waits, warm jobs (rig.daemon.warm)."""
+        if job.kind == WARM:
+            self._run_warm(job)
+        else:
+            self._run_test(job)
 
     def _lane_publish(self) -> None:
         self._lane("publish", (APPROVED,), self._run_publish, 1.0)
@@ -420,17 +436,7 @@ class Worker:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group: stoppable as a whole
-                    env=child_env(
-                        {
-                            "RIG_DAEMON_JOB": str(job.id),
-                            "RIG_DAEMON_RUN": run,
-                            **{
-                                SECRET_ENV_PREFIX + s.name.upper(): s.reveal()
-                                for s in self.settings.run_secrets
-                            },
-                        },
-                        passthrough=self.settings.child_env,
-                    ),
+                    env=self._run_env(job, run),
                 )
             except OSError as e:
                 raise ConfigError(
@@ -491,6 +497,20 @@ class Worker:
         self.queue.update(job.id, result=result)
         return {**result, "argv": [mask(a) for a in argv]}
 
+    def _run_env(self, job: Job, run: str) -> dict[str, str]:
+        """A `rig run` child's environment: its markers and its own secrets, nothing more."""
+        return child_env(
+            {
+                "RIG_DAEMON_JOB": str(job.id),
+                "RIG_DAEMON_RUN": run,
+                **{
+                    SECRET_ENV_PREFIX + s.name.upper(): s.reveal()
+                    for s in self.settings.run_secrets
+                },
+            },
+            passthrough=self.settings.child_env,
+        )
+
     def _step_notify(self, job: Job, gh: GitHub, step_id: int) -> dict[str, Any]:
         result = job.result or {}
         report = self.report_url(job)
@@ -531,6 +551,146 @@ class Worker:
 
     def report_url(self, job: Job) -> str:
         return f"{self.settings.public_url}/jobs/{job.id}/report/report.html"
+
+    # warm jobs -------------------------------------------------------------------------
+
+    def _test_waiting(self) -> bool:
+        """Stop warming: the daemon stops, or a test job can be claimed (it goes first)."""
+        return self.stopping.is_set() or self.queue.test_waiting((QUEUED, RUNNING))
+
+    def _run_warm(self, job: Job) -> None:
+        """Warm what the build's acceptance run will need (rig.daemon.warm). Best effort:
+        a failure ends the warm job in ``error`` with the reason, mails nobody, and is not
+        retried (the test job does the same work itself, only later)."""
+        tests = job.image.get("tests")
+        if tests and self.queue.has_key_prefix(str(tests)):
+            self.queue.update(
+                job.id,
+                state=WARMED,
+                phase=None,
+                result={"summary": "not needed any more: the build's test job came first"},
+            )
+            return
+        attempt = job.attempts + 1
+        self.queue.update(job.id, state=RUNNING, attempts=attempt, error=None)
+        log.info("job %s: warming ahead: %s", job.id, job.title)
+        done = self.queue.done_steps(job.id)
+        summaries = []
+        try:
+            matrix = load_acceptance(self.settings)
+            for step in WARM_STEPS:
+                if step in done:
+                    summaries.append(str(done[step].get("summary", "")))
+                    continue
+                self.queue.update(job.id, phase=step)
+                step_id = self.queue.step_start(job.id, step, attempt)
+                try:
+                    detail = getattr(self, f"_warm_{step}")(job, matrix, step_id)
+                except BaseException as e:
+                    self.queue.step_end(step_id, "failed", {"error": str(e)})
+                    raise
+                if detail.get("stopped"):
+                    self.queue.step_end(step_id, "interrupted", detail)
+                    why = "the daemon stops" if self.stopping.is_set() else "a test job goes first"
+                    log.info("job %s: warming stopped in %s: %s", job.id, step, why)
+                    self.queue.update(job.id, state=QUEUED, error=f"pre-empted in {step}: {why}")
+                    return
+                self.queue.step_end(step_id, "done", detail)
+                summaries.append(str(detail.get("summary", "")))
+        except RigError as e:
+            log.warning("job %s: warming failed: %s", job.id, e)
+            self.queue.update(job.id, state=ERROR, phase=None, error=f"warming: {e}"[:500])
+            return
+        self.queue.update(
+            job.id, state=WARMED, phase=None, result={"summary": "; ".join(summaries)}
+        )
+
+    def _warm_packages(self, job: Job, matrix: Any, step_id: int) -> dict[str, Any]:
+        """Step ``packages``: each pinned start version's requirements into the cache."""
+        from rig.packages.settings import package_settings
+        from rig.packages.warm import warm_cache
+
+        groups = pinned_requirements(matrix)
+        if not groups:
+            return {"summary": "packages: the matrix pins no start version"}
+        config = self.settings.rig
+        cache = package_settings(config) if config is not None else None
+        if cache is None:
+            return {"summary": "packages: the package cache is off (run.package_index)"}
+        report_dir = self.settings.reports_dir / f"job-{job.id}"
+        report_dir.mkdir(parents=True, exist_ok=True)
+        fetched: list[str] = []
+        for requirements in groups:
+            warmed = warm_cache(
+                cache, requirements, report_dir / "warm.log", stop=self._test_waiting
+            )
+            fetched += warmed.files
+            if warmed.stopped:
+                return {"stopped": True, "files": fetched, "summary": warmed.summary()}
+        self.queue.update(job.id, report_dir=str(report_dir))
+        return {
+            "requirements": groups,
+            "files": fetched,
+            "summary": f"packages: {len(fetched)} file(s) for {len(groups)} start version(s)",
+        }
+
+    def _warm_prepare(self, job: Job, matrix: Any, step_id: int) -> dict[str, Any]:
+        """Step ``prepare``: the hook for starting-state snapshots (see rig.daemon.warm)."""
+        scenarios = prepared_scenarios(matrix)
+        if not scenarios:
+            return {"summary": "prepare: every scenario starts from the image being built"}
+        return self.prepare_starting_states(job, scenarios, step_id)
+
+    def prepare_starting_states(
+        self, job: Job, scenarios: list[str], step_id: int
+    ) -> dict[str, Any]:
+        """The hook for starting-state snapshots: run ``scenarios`` up to prepare
+        (`rig run --prepare-only`), stopped at once when a test job comes."""
+        report_dir = self.settings.reports_dir / f"job-{job.id}" / f"prepare-{job.attempts + 1}"
+        report_dir.mkdir(parents=True, exist_ok=True)
+        argv = prepare_argv(self.settings, scenarios, report_dir)
+        run = uuid.uuid4().hex
+        self.queue.step_detail(step_id, {"run": run})
+        with open(report_dir / "prepare.log", "wb") as out:
+            out.write(f"$ {mask(' '.join(argv))}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=self._run_env(job, run),
+            )
+            self._proc = proc
+            self.queue.step_detail(
+                step_id, {"run": run, "pid": proc.pid, "start": _proc_start(proc.pid)}
+            )
+            deadline = time.monotonic() + self.settings.acceptance_timeout
+            stopped = False
+            try:
+                while proc.poll() is None:
+                    if self._test_waiting() or time.monotonic() > deadline:
+                        stopped = True
+                        os.killpg(proc.pid, signal.SIGTERM)  # it powers its devices off
+                        try:
+                            proc.wait(60)
+                        except subprocess.TimeoutExpired:
+                            os.killpg(proc.pid, signal.SIGKILL)
+                            proc.wait()
+                        break
+                    time.sleep(0.5)
+            finally:
+                self._proc = None
+        stopped = stopped or self.stopping.is_set()
+        summary = f"prepare: {len(scenarios)} scenario(s) exit {proc.returncode}"
+        if stopped and time.monotonic() > deadline:
+            raise InfraError(
+                f"the prepare run did not finish in {self.settings.acceptance_timeout:.0f}s",
+                where=str(report_dir / "prepare.log"),
+            )
+        return {"stopped": stopped, "scenarios": scenarios, "exit_code": proc.returncode,
+                "report_dir": str(report_dir), "summary": summary}  # fmt: skip
 
     # the publish lane --------------------------------------------------------------
 

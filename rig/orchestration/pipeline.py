@@ -20,6 +20,7 @@ from typing import Any
 from rig.checks.run import run_user_checks
 from rig.errors import InfraError, ProductError, RigError
 from rig.events import Event, EventBus, StepLog
+from rig.orchestration.writeslots import WriteSlots
 from rig.product.profile import Profile, ScenarioContext
 
 
@@ -140,7 +141,7 @@ class ScenarioPipeline:
         bus: EventBus,
         *,
         timeouts: dict[Phase, float] | None = None,
-        write_slots: threading.Semaphore | None = None,
+        write_slots: WriteSlots | None = None,
         cancel: threading.Event | None = None,
         on_prepared: Callable[[ScenarioContext], None] | None = None,
         stop_after_prepare: bool = False,
@@ -152,7 +153,7 @@ class ScenarioPipeline:
         self.bus = bus
         self.configured = dict(timeouts or {})  # rig.yaml's run.timeouts: these win
         self.timeouts = {**DEFAULT_TIMEOUTS, **self.configured}
-        self.write_slots = write_slots or threading.Semaphore(8)
+        self.write_slots = write_slots or WriteSlots(8)
         self.cancel = cancel or threading.Event()
         self.on_prepared = on_prepared
         self.stop_after_prepare = stop_after_prepare  # `rig up`: the starting state is the goal
@@ -248,9 +249,10 @@ class ScenarioPipeline:
         try:
             disk = self._run_phase(Phase.TO_HOST, lambda: kit.to_host(log))
 
-            def write() -> None:
-                with self.write_slots:
+            def write() -> None:  # the slot is held for the write only: others boot meanwhile
+                with self.write_slots.slot() as slot:
                     ctx.facts["write"] = kit.write(disk, log)
+                    slot.measured(ctx.facts["write"])
 
             self._run_phase(Phase.WRITE, write)
             self._run_phase(

@@ -37,6 +37,7 @@ from rig.orchestration.pipeline import (
 from rig.orchestration.report import RunReport, append_step_summary, assemble_report, write_report
 from rig.orchestration.representative import not_representative
 from rig.orchestration.scheduler import Job, Scheduler
+from rig.orchestration.writeslots import WriteSlots, parse_maximum
 from rig.product.profile import DeviceAddress, Profile, ScenarioContext
 
 KitFactory = Callable[[str, Scenario, Path, EventBus], DeviceKit]
@@ -68,6 +69,7 @@ class RunOptions:
     step_summary: Path | None = None  # append a Markdown summary here (CI: $GITHUB_STEP_SUMMARY)
     hold: bool = False  # `rig up`: stop at the starting state and keep the device up
     hold_seconds: float = 8 * 3600  # ... at most this long (nothing waits forever)
+    prepare_only: bool = False  # stop every scenario at its starting state (the daemon's warm-up)
 
 
 @dataclass
@@ -110,7 +112,14 @@ class Runner:
         self.timeouts = {
             phase: float(configured[phase.value]) for phase in Phase if phase.value in configured
         }
-        self.write_slots = threading.Semaphore(int(run_cfg.get("max_parallel_writes", 2)))
+        self.write_slots = WriteSlots(
+            parse_maximum(
+                run_cfg.get("max_parallel_writes", 2),
+                len(options.devices or config.devices),
+                f"{config.where}: run.max_parallel_writes",
+            ),
+            lambda decision: self.bus.emit(Event("log", decision)),
+        )
         self.directory = options.report_dir or (
             config.paths.reports / f"{self.run_id}-{matrix.path.stem}"
         )
@@ -280,7 +289,7 @@ class Runner:
                 else self._interactive
                 if self.options.interactive
                 else None,
-                stop_after_prepare=self.options.hold,
+                stop_after_prepare=self.options.hold or self.options.prepare_only,
                 held=lambda device=device: device not in self.lost_devices,
             )
             attempt = pipeline.run()

@@ -112,6 +112,8 @@ class Profile(Protocol):
 
     # optional: def leave(self, ctx) -> None -- undo the rig's test settings before power-off,
     # so a card powered on again after its run is in a state a user could have
+    # optional: def requirements_for(self, version) -> list[str] -- the pip requirements
+    # that pinning start ``version`` installs (what the daemon's warm job fetches ahead)
 
     def release_feed(
         self, version: str, channel: str, options: Mapping[str, Any], *, name: str | None = None

@@ -190,6 +190,11 @@ class OctoPrintProfile(OctoPrintVocabulary):
         """The update's time limit for this device and starting state (after prepare)."""
         return update_timeout(ctx.model, ctx.facts.get("python_version"))
 
+    def requirements_for(self, version: str) -> list[str]:
+        """What pinning start ``version`` installs with pip (the daemon warms the package
+        cache with it while the image under test is still being built)."""
+        return requirements_for(version)
+
     # -- plumbing ---------------------------------------------------------------
 
     def shell(self, ctx: ScenarioContext) -> DeviceShell:
