@@ -42,8 +42,12 @@ class ScenarioResult:
     report: str  # the run's report.html
 
 
-def store(state_dir: Path, report: RunReport, report_html: Path) -> None:
-    """Record a finished (or interrupted) run and each of its scenarios."""
+def store(state_dir: Path, report: RunReport, report_html: Path, *, partial: bool = False) -> None:
+    """Record a finished (or interrupted) run and each of its scenarios.
+
+    A ``partial`` run (`rig up`, a warm-up's --prepare-only) stopped at the starting state:
+    its scenarios are kept as ``prepared``, never as ``passed``, whose durations order the
+    next run's scenarios (a half scenario would look like a short one)."""
     conn = state.connect(state_dir)
     try:
         state.ensure_schema(conn, "results", SCHEMA)
@@ -67,7 +71,7 @@ def store(state_dir: Path, report: RunReport, report_html: Path) -> None:
                         report.run_id,
                         s.id,
                         s.device,
-                        s.outcome,
+                        "prepared" if partial and s.outcome == "passed" else s.outcome,
                         s.message,
                         report.started,
                         report.finished,

@@ -399,7 +399,12 @@ class Runner:
             report = self._report(jobs, started, interrupted)
             write_report(report, self.directory)
             self._append_summary(report)
-            results_store.store(self.config.paths.state, report, self.directory / "report.html")
+            results_store.store(
+                self.config.paths.state,
+                report,
+                self.directory / "report.html",
+                partial=self.options.hold or self.options.prepare_only,
+            )
             self.leases.close()
             self.events.close()
         return RunOutcome(report, self.directory)

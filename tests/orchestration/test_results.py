@@ -51,6 +51,18 @@ def test_the_estimate_reads_the_newest_passed_duration(tmp_path: Path) -> None:
     assert results.last_on_device(state, "pi3-c") is None
 
 
+def test_a_run_stopped_at_the_starting_state_is_no_passed_duration(tmp_path: Path) -> None:
+    """`rig up` and a warm-up's --prepare-only end after prepare: the estimate must not
+    take their half scenario for the whole one."""
+    state = tmp_path / "state"
+    results.store(state, _run("r1", 1000.0, ("s1", "passed", "pi3-a", 300.0)), tmp_path / "1")
+    partial = _run("r2", 2000.0, ("s1", "passed", "pi3-b", 40.0))
+    results.store(state, partial, tmp_path / "2", partial=True)
+    assert results.last_passed_duration(state, "s1") == 300.0
+    newest_b = results.last_on_device(state, "pi3-b")
+    assert newest_b is not None and newest_b.outcome == "prepared"
+
+
 def test_storing_a_run_again_replaces_it(tmp_path: Path) -> None:
     state = tmp_path / "state"
     results.store(state, _run("r1", 1000.0, ("s1", "interrupted", "pi3-a", 10.0)), tmp_path)
