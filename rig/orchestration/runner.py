@@ -68,6 +68,7 @@ class RunOptions:
     step_summary: Path | None = None  # append a Markdown summary here (CI: $GITHUB_STEP_SUMMARY)
     hold: bool = False  # `rig up`: stop at the starting state and keep the device up
     hold_seconds: float = 8 * 3600  # ... at most this long (nothing waits forever)
+    snapshots: bool = True  # --no-snapshots: the pristine image, nothing kept
 
 
 @dataclass
@@ -111,6 +112,8 @@ class Runner:
             phase: float(configured[phase.value]) for phase in Phase if phase.value in configured
         }
         self.write_slots = threading.Semaphore(int(run_cfg.get("max_parallel_writes", 2)))
+        # a real Pi says nothing when its halt is done; a virtual one is done when sshd is gone
+        self.halt_grace = 0.0 if config.virtual else float(run_cfg.get("snapshot_halt_seconds", 10))
         self.directory = options.report_dir or (
             config.paths.reports / f"{self.run_id}-{matrix.path.stem}"
         )
@@ -282,6 +285,8 @@ class Runner:
                 else None,
                 stop_after_prepare=self.options.hold,
                 held=lambda device=device: device not in self.lost_devices,
+                snapshots=self.options.snapshots,
+                halt_grace=self.halt_grace,
             )
             attempt = pipeline.run()
         finally:

@@ -235,7 +235,12 @@ class OctoPrintProfile(OctoPrintVocabulary):
             # leaves OctoPrint's flag, and the next start would be safe mode.
             sh.run(f"rm -f {INCOMPLETE_STARTUP}", quiet=True)
         self.point_pip(ctx)
-        if ctx.start_version:
+        if ctx.start_version and self._snapshot_has_start(ctx, sh):
+            ctx.log(
+                f"OctoPrint {ctx.start_version} is on the card (snapshot {ctx.snapshot[:12]}): "
+                "no pin"
+            )
+        elif ctx.start_version:
             reqs = requirements_for(ctx.start_version)
             with log.step(f"pin OctoPrint {ctx.start_version}", requirements=reqs):
                 start = time.monotonic()
@@ -314,6 +319,43 @@ class OctoPrintProfile(OctoPrintVocabulary):
         # where verify starts reading if a person, not the rig, does the update
         ctx.facts["log_offset"] = len(sh.read_bytes(LOG) or b"")
         log("prepared", **{k: v for k, v in ctx.facts.items() if isinstance(v, str | int | float)})
+
+    def _snapshot_has_start(self, ctx: ScenarioContext, sh: DeviceShell) -> bool:
+        """The card is a snapshot keyed on this start version and its venv has it."""
+        if not ctx.snapshot:
+            return False
+        found = sh.run(
+            f'{PYTHON} -c "import octoprint; print(octoprint.__version__)"', quiet=True, check=False
+        )
+        return found.ok and found.stdout.strip() == ctx.start_version
+
+    # -- starting-state snapshots -------------------------------------------------
+
+    def snapshot_inputs(self, ctx: ScenarioContext) -> dict[str, Any] | None:
+        """What of the scenario shapes the prepared card beyond what every prepare applies
+        again (the feed, the target version, the admin password are per run): the pinned
+        version with its constraints, the channel and the plugins the config names."""
+        if ctx.interactive:
+            return None  # a person may change anything on the device: nothing to keep
+        start = ctx.start_version
+        return {
+            "product": self.name,
+            "start_version": start,  # None: the image's own
+            "requirements": requirements_for(start) if start else [],
+            "channel": ctx.channel,
+            "plugins": sorted(BUNDLED_PLUGINS[key][2] for key in _plugins(ctx)),
+        }
+
+    def before_snapshot(self, ctx: ScenarioContext) -> None:
+        """OctoPrint stopped, the run's feed, injection, pip.conf, logs and files off."""
+        sh = self.shell(ctx)
+        with ctx.log.step("stop OctoPrint for the snapshot"):
+            sh.run(f"{SERVICE} stop", timeout=120)
+            sh.run(f"rm -f {INCOMPLETE_STARTUP}", quiet=True)
+        self.leave(ctx)
+        # this run's logs are not the next run's; ~/.rig held the merge script and overlay
+        sh.run(f"rm -rf ~/.rig {BASEDIR}/logs/*", quiet=True, check=False)
+        self.close_shell(ctx)
 
     def _wait_settled(self, ctx: ScenarioContext, attempts: int = 3) -> None:
         """Work only on a finished boot: a first boot may reboot once after sshd is up
