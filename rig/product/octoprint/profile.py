@@ -286,7 +286,9 @@ class OctoPrintProfile(OctoPrintVocabulary):
             octo = f"{PYTHON} -m octoprint --basedir {BASEDIR}"
             try:
                 added = sh.run(f"{octo} user add {user} --password {pw} --admin", check=False)
-                if not added.ok:
+                # an existing user (a card from a snapshot, a second prepare) is not an error
+                # to the CLI: it says so and exits 0, and the password stays the old one
+                if not added.ok or "already exist" in added.stdout + added.stderr:
                     sh.run(f"{octo} user password {user} --password {pw}")
                     sh.run(f"{octo} user activate {user}", check=False)
             finally:
@@ -353,6 +355,10 @@ class OctoPrintProfile(OctoPrintVocabulary):
             sh.run(f"{SERVICE} stop", timeout=120)
             sh.run(f"rm -f {INCOMPLETE_STARTUP}", quiet=True)
         self.leave(ctx)
+        # the admin with this run's password is made again by every prepare
+        octo = f"{PYTHON} -m octoprint --basedir {BASEDIR}"
+        # (the CLI asks for "yes" on its stdin)
+        sh.run(f"echo yes | {octo} user remove {quote(ctx.admin_user)}", check=False, timeout=60)
         # this run's logs are not the next run's; ~/.rig held the merge script and overlay
         sh.run(f"rm -rf ~/.rig {BASEDIR}/logs/*", quiet=True, check=False)
         self.close_shell(ctx)
