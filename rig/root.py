@@ -163,6 +163,7 @@ class Rig:
             return self.provision_card(device, disk, log).summary()
 
         return DeviceKit(
+            snapshots=self.snapshots(device, image, mux),
             name=device,
             power=power,
             mux=mux,
@@ -173,6 +174,58 @@ class Rig:
             write=write,
             provision=provision,
         )
+
+    # --- starting-state snapshots ---------------------------------------------------
+
+    def snapshots(self, device: str, image: Path, mux: CardMux | None = None) -> Any:
+        """The device's view of the snapshot store for ``image`` (None: run.snapshots off).
+
+        The key's rig-side inputs: the image file's hash, every provisioning input that
+        the first boot puts into the root file system (not the hostname: that is written
+        fresh with the host keys and machine id), the device model, the rig's source."""
+        from rig.card.identity import refresh_identity
+        from rig.card.provision import ProvisionSettings
+        from rig.card.snapshots import CardSnapshots, rig_fingerprint, snapshot_settings
+        from rig.device.ssh import learn_host_keys
+
+        enabled, store = snapshot_settings(self.config)
+        if not enabled:
+            return None
+        dev = self.config.device(device)
+        settings = ProvisionSettings.from_config(self.config, device)
+
+        def base() -> dict[str, Any]:
+            return {
+                "image": {"name": Path(image).name, "sha256": store.image_sha256(Path(image))},
+                "provision": {
+                    "scheme": settings.scheme,
+                    "user": settings.user,
+                    "password": store.secret(settings.password.reveal()),
+                    "ssh_keys": sorted(settings.ssh_keys),
+                    "ssid": settings.ssid,
+                    "psk": store.secret(settings.psk.reveal()),
+                    "country": settings.country,
+                    "hidden": settings.hidden,
+                    "config_txt": list(settings.config_txt),
+                },
+                "model": dev.model,
+                "rig": rig_fingerprint(),
+            }
+
+        def write(snap_image: Path, bmap: Path, disk: Path, log: StepLog) -> dict[str, Any]:
+            return _plain(self.write_card(device, snap_image, disk, log, mux=mux, bmap=bmap))
+
+        def refresh(disk: Path, log: StepLog) -> dict[str, Any]:
+            with log.step("fresh identity: SSH host keys, machine id, hostname"):
+                ident = refresh_identity(disk, settings.hostname)
+            learn_host_keys(dev.host or f"{device}.local", dev.ssh_port, ident.host_keys.values())
+            log(
+                f"hostname {ident.hostname}, machine id {ident.machine_id}, "
+                f"host keys {', '.join(sorted(ident.host_keys)) or 'none on the card'}"
+            )
+            return {"hostname": ident.hostname, "host_keys": sorted(ident.host_keys.values())}
+
+        return CardSnapshots(store, base, write, refresh)
 
     # --- the rest -----------------------------------------------------------------
 

@@ -147,3 +147,30 @@ def parse_bmap(path: Path) -> BlockMap:
             raise ConfigError(f"bmap range {text!r} overlaps or is out of order", where=where)
         extents.append(Extent(start, end, digest))
     return BlockMap(image_size, extents, "bmap", checksum_type=ctype)
+
+
+def render_bmap(image_size: int, extents: list[Extent], checksum_type: str = "sha256") -> str:
+    """A bmaptool 2.0 file for ``extents`` (each with its digest), with its own checksum.
+
+    Extents must be block-aligned (the end of the last may be the image's end)."""
+    blocks = -(-image_size // BLOCK)
+    mapped = sum(-(-e.size // BLOCK) for e in extents)
+    ranges = []
+    for e in extents:
+        if e.start % BLOCK or (e.end % BLOCK and e.end != image_size) or e.digest is None:
+            raise ValueError(f"extent {e.start}..{e.end} is not block-aligned or has no digest")
+        first, last = e.start // BLOCK, -(-e.end // BLOCK) - 1
+        span = f"{first}" if first == last else f"{first}-{last}"
+        ranges.append(f'    <Range chksum="{e.digest}"> {span} </Range>')
+    zeros = "0" * len(hashlib.new(checksum_type).hexdigest())
+    text = (
+        '<?xml version="1.0" ?>\n<bmap version="2.0">\n'
+        f"  <ImageSize> {image_size} </ImageSize>\n  <BlockSize> {BLOCK} </BlockSize>\n"
+        f"  <BlocksCount> {blocks} </BlocksCount>\n  <MappedBlocksCount> {mapped} "
+        f"</MappedBlocksCount>\n  <ChecksumType> {checksum_type} </ChecksumType>\n"
+        f"  <BmapFileChecksum> {zeros} </BmapFileChecksum>\n  <BlockMap>\n"
+        + "\n".join(ranges)
+        + "\n  </BlockMap>\n</bmap>\n"
+    )
+    digest = hashlib.new(checksum_type, text.encode()).hexdigest()
+    return text.replace(zeros, digest, 1)

@@ -29,9 +29,10 @@ class Unknown(Exception):
 
 
 def derive_map(image: Path) -> BlockMap:
-    """The used-block map of a raw image file (seekable, uncompressed)."""
+    """The used-block map of a raw image file or a card's block device (seekable, raw)."""
     with open(image, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+        size = f.seek(0, os.SEEK_END)  # a block device's fstat size is 0: ask its end
+        f.seek(0)
         try:
             table = parse_mbr(f.read(SECTOR), str(image))
         except ConfigError as e:

@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--report-dir", type=Path, metavar="DIR", help="where to write the report")
     p.add_argument(
+        "--no-snapshots",
+        dest="snapshots",
+        action="store_false",
+        help="start from the pristine image: neither use nor keep starting-state snapshots",
+    )
+    p.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for busy devices"
     )
     p.add_argument(
@@ -59,6 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         candidate=args.candidate,
         report_dir=args.report_dir,
         interactive=args.interactive,
+        snapshots=args.snapshots,
         wait=args.wait,
         prepare_only=args.prepare_only,
         command=shlex.join(["rig", *sys.argv[1:]]),

@@ -74,6 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--report-dir", type=Path, metavar="DIR", help="where to write the report")
     p.add_argument(
+        "--no-snapshots",
+        dest="snapshots",
+        action="store_false",
+        help="start from the pristine image: neither use nor keep starting-state snapshots",
+    )
+    p.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="wait for a busy device"
     )
     p.set_defaults(func=cmd_up)
@@ -150,6 +156,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         report_dir=args.report_dir,
         wait=args.wait,
         hold=True,
+        snapshots=args.snapshots,
         hold_seconds=args.hours * 3600,
         command=shlex.join(["rig", *sys.argv[1:]]),
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import paramiko
@@ -43,6 +44,24 @@ def forget_host_key(host: str, port: int = 22, known_hosts: Path | None = None) 
     if hid in keys:
         del keys[hid]
         keys.save(str(path))
+
+
+def learn_host_keys(
+    host: str, port: int, public_keys: Iterable[str], known_hosts: Path | None = None
+) -> None:
+    """Remember a device's host keys the rig wrote to its card itself ("ssh-ed25519 AAAA...")
+    in place of whatever was known: the first connection is then checked, not trusted."""
+    path = known_hosts or default_known_hosts()
+    keys = paramiko.HostKeys(str(path)) if path.exists() else paramiko.HostKeys()
+    hid = _host_id(host, port)
+    if hid in keys:
+        del keys[hid]
+    for line in public_keys:
+        entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{hid} {line}")
+        if entry is not None and entry.key is not None:
+            keys.add(hid, entry.key.get_name(), entry.key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys.save(str(path))
 
 
 class _AcceptNew(paramiko.MissingHostKeyPolicy):

@@ -31,6 +31,7 @@ class Phase(enum.Enum):
     TO_DUT = "to-dut"
     BOOT = "boot"
     PREPARE = "prepare"
+    SNAPSHOT = "snapshot"  # keep the prepared card as a starting-state snapshot
     UPDATE = "update"
     VERIFY = "verify"
     CHECKS = "checks"
@@ -46,6 +47,7 @@ DEFAULT_TIMEOUTS: dict[Phase, float] = {
     Phase.TO_DUT: 60,
     Phase.BOOT: 600,
     Phase.PREPARE: 900,
+    Phase.SNAPSHOT: 1800,
     Phase.UPDATE: 900,
     Phase.VERIFY: 300,
     Phase.CHECKS: 900,
@@ -92,6 +94,8 @@ class DeviceKit:
     to_dut: Callable[[StepLog], None]
     write: Callable[[Path, StepLog], dict[str, Any]]  # (disk, log) -> write facts
     provision: Callable[[Path, StepLog], dict[str, Any]]
+    # rig.card.snapshots.CardSnapshots of this device and image; None: snapshots are off
+    snapshots: Any = None
 
 
 class Cancelled(RigError):
@@ -130,6 +134,25 @@ def wait_reachable(
         delay = min(delay * 1.5, 1.0)
 
 
+def wait_closed(
+    host: str, port: int, timeout: float, stop: Callable[[], bool] = lambda: False
+) -> float:
+    """Poll a TCP port until it stops accepting (the device's sshd is gone)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if stop():
+            raise Cancelled("stopped while waiting for the device to shut down")
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                pass
+        except OSError:
+            return time.monotonic() - start
+        time.sleep(0.25)
+    raise InfraError(
+        f"{host}:{port} still answers {timeout:.0f}s after poweroff", hint="is sudo allowed?"
+    )
+
+
 class ScenarioPipeline:
     """Runs the phases of one scenario attempt on one device."""
 
@@ -146,6 +169,8 @@ class ScenarioPipeline:
         on_prepared: Callable[[ScenarioContext], None] | None = None,
         stop_after_prepare: bool = False,
         held: Callable[[], bool] = lambda: True,
+        snapshots: bool = True,
+        halt_grace: float = 0.0,
     ) -> None:
         self.kit = kit
         self.ctx = ctx
@@ -162,6 +187,12 @@ class ScenarioPipeline:
         self.abandoned = threading.Event()  # a phase timed out: its thread must stop waiting
         self.log = ctx.log
         self.phase: Phase | None = None
+        # --no-snapshots: neither use nor capture (the pristine image, as always)
+        self.snapshots = kit.snapshots if snapshots else None
+        self.halt_grace = halt_grace  # seconds a halting device needs after sshd is gone
+        self.snapshot_key: str | None = None
+        self.halted = False  # shut down for a snapshot and not booted since
+        self.snapshot_inputs: dict[str, Any] = {}
 
     # --- one phase -------------------------------------------------------------
 
@@ -251,7 +282,7 @@ class ScenarioPipeline:
 
             def write() -> None:  # the slot is held for the write only: others boot meanwhile
                 with self.write_slots.slot() as slot:
-                    ctx.facts["write"] = kit.write(disk, log)
+                    ctx.facts["write"] = self._write(disk)
                     slot.measured(ctx.facts["write"])
 
             self._run_phase(Phase.WRITE, write)
@@ -262,6 +293,16 @@ class ScenarioPipeline:
             self._run_phase(Phase.TO_DUT, lambda: kit.to_dut(log))
             self._run_phase(Phase.BOOT, self._boot)
             self._run_phase(Phase.PREPARE, lambda: self.profile.prepare(ctx))
+            if self.snapshot_key and ctx.snapshot is None:
+                captured = self._run_phase(Phase.SNAPSHOT, self._capture)
+                if self.stop_after_prepare and self.on_prepared is None:
+                    # a warm-up (--prepare-only) wanted the snapshot, not a running device
+                    self.attempt.outcome = "passed"
+                    return self.attempt
+                ctx.snapshot = captured  # the card is the snapshot now: prepare needs no pin
+                self._run_phase(Phase.TO_DUT, lambda: kit.to_dut(log))
+                self._run_phase(Phase.BOOT, self._boot)
+                self._run_phase(Phase.PREPARE, lambda: self.profile.prepare(ctx))
             if self.on_prepared is not None:
                 self.on_prepared(ctx)
             if self.stop_after_prepare:
@@ -290,6 +331,77 @@ class ScenarioPipeline:
             self._finish()
         return self.attempt
 
+    # --- starting-state snapshots ---------------------------------------------------
+
+    def _write(self, disk: Path) -> dict[str, Any]:
+        """The scenario's starting-state snapshot when there is one, else the image."""
+        from rig.card.snapshots import SnapshotCorrupt
+
+        ctx, log = self.ctx, self.log
+        record = ctx.facts.setdefault("snapshot", {"used": None, "captured": None})
+        wants = getattr(self.profile, "snapshot_inputs", None)
+        product = wants(ctx) if wants is not None and self.snapshots is not None else None
+        if product is None or self.snapshots is None:
+            record["why_not"] = (
+                "snapshots are off" if self.snapshots is None else "the product keeps none"
+            )
+            return self.kit.write(disk, log)
+        self.snapshot_key, self.snapshot_inputs = self.snapshots.key(product)
+        found = self.snapshots.lookup(self.snapshot_key)
+        if found is not None:
+            log(f"writing starting-state snapshot {self.snapshot_key[:12]}", key=self.snapshot_key)
+            try:
+                facts = self.snapshots.write(found, disk, log)
+            except SnapshotCorrupt as e:
+                log(f"{e}; writing the image instead")
+            else:
+                ctx.snapshot = record["used"] = self.snapshot_key
+                return facts
+        log(f"no starting-state snapshot {self.snapshot_key[:12]} yet: writing the image")
+        return self.kit.write(disk, log)
+
+    def _capture(self) -> str | None:
+        """Bring the product to a state worth keeping, shut the device down, read its card.
+
+        A card that cannot be kept (not cleanly unmounted, a read error) is said and not
+        kept: the scenario goes on from the card as it is."""
+        from rig.card.snapshots import NotCapturable
+
+        ctx, kit, log = self.ctx, self.kit, self.log
+        before = getattr(self.profile, "before_snapshot", None)
+        if before is not None:
+            before(ctx)
+        self._halt()
+        disk = kit.to_host(log)
+        assert self.snapshot_key is not None and self.snapshots is not None
+        try:
+            self.snapshots.capture(self.snapshot_key, self.snapshot_inputs, disk, log)
+        except (NotCapturable, OSError) as e:
+            log(f"starting state not kept: {e}")
+            ctx.facts["snapshot"]["error"] = str(e)
+            return None
+        ctx.facts["snapshot"]["captured"] = self.snapshot_key
+        return self.snapshot_key
+
+    def _halt(self) -> None:
+        """A clean shutdown (a real Pi must not lose power while it writes): sync, poweroff,
+        wait for sshd to go, then the time a halt takes after it."""
+        from rig.product.profile import ssh_shell
+
+        host, port = self.kit.host, self.kit.ssh_port
+        with self.log.step("shut the device down"):
+            shell = ssh_shell(self.ctx)
+            try:
+                shell.run("sync && sudo -n poweroff", check=False, timeout=60)
+            except InfraError:
+                pass  # the connection may go with the shutdown
+            finally:
+                shell.close()
+            wait_closed(host, port, 120, self._stopped)
+            self.halted = True
+            if self.halt_grace:  # a real Pi gives no sign when its halt is done
+                self.cancel.wait(self.halt_grace)
+
     def _stopped(self) -> bool:
         return self.cancel.is_set() or self.abandoned.is_set()
 
@@ -311,6 +423,7 @@ class ScenarioPipeline:
                     where=f"{self.kit.name}: boot",
                     hint=second.hint,
                 ) from None
+        self.halted = False
         self.ctx.facts["boot_seconds"] = round(took, 2)
         self.log(f"{host}:{port} reachable after {took:.1f}s")
 
@@ -350,6 +463,7 @@ class ScenarioPipeline:
             self.log("the device's lease was lost: not collecting, not powering it off")
             return
         booted = any(p.phase == Phase.BOOT.value and p.outcome == "ok" for p in self.attempt.phases)
+        booted = booted and not self.halted  # a device shut down for its snapshot answers no one
         if booted:  # nothing to collect from a device that never answered
             try:
                 self._run_phase(Phase.COLLECT, self._collect)

@@ -44,6 +44,7 @@ PHASE_COLOURS = {
     "to-dut": "#90a4ae",
     "boot": "#ab47bc",
     "prepare": "#ffca28",
+    "snapshot": "#8d6e63",
     "update": "#66bb6a",
     "verify": "#9ccc65",
     "checks": "#ff7043",
@@ -70,6 +71,8 @@ class ScenarioReport:
     facts: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # relative to the report directory
     representative: str = ""  # why not, when the device differs from the real image
+    # the starting-state snapshot the card was written from / kept as (keys, or None)
+    snapshot: dict[str, Any] = field(default_factory=lambda: {"used": None, "captured": None})
 
 
 @dataclass
@@ -156,6 +159,9 @@ def assemble_report(
                 facts=job.facts,
                 files=files,
                 representative=representative(s, job.facts) if representative else "",
+                snapshot={
+                    k: (job.facts.get("snapshot") or {}).get(k) for k in ("used", "captured")
+                },
             )
         )
     order = {s.id: i for i, s in enumerate(matrix.scenarios)}
@@ -453,6 +459,15 @@ def _log_tail(directory: Path | None, name: str, lines: int = 300) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _snapshot_line(snapshot: dict[str, Any]) -> str:
+    used, captured = snapshot.get("used"), snapshot.get("captured")
+    if used:
+        return f"from snapshot {used[:12]} (first boot and pin skipped; identity fresh)"
+    if captured:
+        return f"from the image; kept as snapshot {captured[:12]}"
+    return "from the image"
+
+
 def render_html(report: RunReport, directory: Path | None = None) -> str:
     """The report page; its timeline and per-phase table come from directory/events.jsonl."""
     e = html.escape
@@ -502,6 +517,7 @@ def render_html(report: RunReport, directory: Path | None = None) -> str:
             f"<p>{e(s.description)}</p>"
             + (f'<p class="warn"><b>{e(s.representative)}</b></p>' if s.representative else "")
             + f"<p>Re-run: <code>{e(s.command)}</code></p>"
+            + f"<p>Starting state: {e(_snapshot_line(s.snapshot))}</p>"
             f"<p>Attempts:</p><ul>{attempts}</ul>"
             + (f"<details><summary>facts</summary><pre>{facts}</pre></details>" if facts else "")
             + shots

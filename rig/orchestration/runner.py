@@ -70,6 +70,7 @@ class RunOptions:
     hold: bool = False  # `rig up`: stop at the starting state and keep the device up
     hold_seconds: float = 8 * 3600  # ... at most this long (nothing waits forever)
     prepare_only: bool = False  # stop every scenario at its starting state (the daemon's warm-up)
+    snapshots: bool = True  # --no-snapshots: the pristine image, nothing kept
 
 
 @dataclass
@@ -120,6 +121,8 @@ class Runner:
             ),
             lambda decision: self.bus.emit(Event("log", decision)),
         )
+        # a real Pi says nothing when its halt is done; a virtual one is done when sshd is gone
+        self.halt_grace = 0.0 if config.virtual else float(run_cfg.get("snapshot_halt_seconds", 10))
         self.directory = options.report_dir or (
             config.paths.reports / f"{self.run_id}-{matrix.path.stem}"
         )
@@ -291,6 +294,8 @@ class Runner:
                 else None,
                 stop_after_prepare=self.options.hold or self.options.prepare_only,
                 held=lambda device=device: device not in self.lost_devices,
+                snapshots=self.options.snapshots,
+                halt_grace=self.halt_grace,
             )
             attempt = pipeline.run()
         finally:

@@ -63,6 +63,9 @@ class ScenarioContext:
     admin_password: str = "rig-admin-password"  # the runner passes rig.yaml's or a per-run one
     manual_update: bool = False  # the person updated in their browser: update() only waits
     facts: dict[str, Any] = field(default_factory=dict)  # versions read by prepare, etc.
+    # the card was written from (or has just been kept as) this starting-state snapshot:
+    # what the profile's snapshot_inputs named (e.g. the pinned version) is already on it
+    snapshot: str | None = None
 
     @property
     def image_python(self) -> str | None:
@@ -114,6 +117,12 @@ class Profile(Protocol):
     # so a card powered on again after its run is in a state a user could have
     # optional: def requirements_for(self, version) -> list[str] -- the pip requirements
     # that pinning start ``version`` installs (what the daemon's warm job fetches ahead)
+
+    # optional, both or neither: starting-state snapshots (rig.card.snapshots)
+    # def snapshot_inputs(self, ctx) -> dict | None -- everything of the scenario that shapes
+    #     the prepared card and is not re-applied by every prepare (None: keep no snapshot)
+    # def before_snapshot(self, ctx) -> None -- leave the device in a state worth keeping
+    #     (service stopped, per-run settings and secrets off); the rig then shuts it down
 
     def release_feed(
         self, version: str, channel: str, options: Mapping[str, Any], *, name: str | None = None

@@ -71,6 +71,7 @@ def test_release_to_published_through_rig_run_on_the_virtual_rig(rig, tmp_path, 
         for name, dev in copy.deepcopy(VIRTUAL_CONFIG["devices"]).items()
     }
     config["virtual"] = {}
+    config["run"] = {"snapshots": False}  # the acceptance run starts from the image
     rig.config_path.write_text(yaml.safe_dump(config))
 
     def stop_virtual_rig() -> None:  # `rig run` started it; it must not outlive the test

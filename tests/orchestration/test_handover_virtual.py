@@ -49,7 +49,7 @@ def rig_yaml(tmp_path):
             "devices": devices,
             "paths": {"state": str(tmp_path / "state"), "reports": str(tmp_path / "reports")},
             "virtual": {},
-            "run": {"handover_bind": BIND},
+            "run": {"handover_bind": BIND, "snapshots": False},  # each run from the image
             **extra,
         }
         path = tmp_path / "rig.yaml"

@@ -13,7 +13,10 @@ from rig.orchestration.leases import Leases
 @pytest.fixture
 def config(tmp_path):
     path = tmp_path / "rig.yaml"
-    path.write_text(yaml.safe_dump({"paths": {"state": str(tmp_path / "state")}, "virtual": {}}))
+    # no starting-state snapshots: each run starts from the image (tests/orchestration/
+    # test_snapshots_virtual.py tests them)
+    data = {"paths": {"state": str(tmp_path / "state")}, "virtual": {}, "run": {"snapshots": False}}
+    path.write_text(yaml.safe_dump(data))
     return path
 
 

@@ -22,7 +22,9 @@ def virtual_rig_yaml(tmp_path: Path, first_host: int) -> Iterator[Path]:
     }
     path = tmp_path / "rig.yaml"
     paths = {"state": str(tmp_path / "state"), "reports": str(tmp_path / "reports")}
-    path.write_text(yaml.safe_dump({"devices": devices, "paths": paths, "virtual": {}}))
+    # no starting-state snapshots: each test's run starts from the image
+    run = {"snapshots": False}
+    path.write_text(yaml.safe_dump({"devices": devices, "paths": paths, "virtual": {}, "run": run}))
     yield path
     from rig.virtual.hw.state import cleanup
     from rig.virtual.twin import stop_twin

@@ -240,7 +240,12 @@ class OctoPrintProfile(OctoPrintVocabulary):
             # leaves OctoPrint's flag, and the next start would be safe mode.
             sh.run(f"rm -f {INCOMPLETE_STARTUP}", quiet=True)
         self.point_pip(ctx)
-        if ctx.start_version:
+        if ctx.start_version and self._snapshot_has_start(ctx, sh):
+            ctx.log(
+                f"OctoPrint {ctx.start_version} is on the card (snapshot {ctx.snapshot[:12]}): "
+                "no pin"
+            )
+        elif ctx.start_version:
             reqs = requirements_for(ctx.start_version)
             with log.step(f"pin OctoPrint {ctx.start_version}", requirements=reqs):
                 start = time.monotonic()
@@ -286,7 +291,9 @@ class OctoPrintProfile(OctoPrintVocabulary):
             octo = f"{PYTHON} -m octoprint --basedir {BASEDIR}"
             try:
                 added = sh.run(f"{octo} user add {user} --password {pw} --admin", check=False)
-                if not added.ok:
+                # an existing user (a card from a snapshot, a second prepare) is not an error
+                # to the CLI: it says so and exits 0, and the password stays the old one
+                if not added.ok or "already exist" in added.stdout + added.stderr:
                     sh.run(f"{octo} user password {user} --password {pw}")
                     sh.run(f"{octo} user activate {user}", check=False)
             finally:
@@ -319,6 +326,47 @@ class OctoPrintProfile(OctoPrintVocabulary):
         # where verify starts reading if a person, not the rig, does the update
         ctx.facts["log_offset"] = len(sh.read_bytes(LOG) or b"")
         log("prepared", **{k: v for k, v in ctx.facts.items() if isinstance(v, str | int | float)})
+
+    def _snapshot_has_start(self, ctx: ScenarioContext, sh: DeviceShell) -> bool:
+        """The card is a snapshot keyed on this start version and its venv has it."""
+        if not ctx.snapshot:
+            return False
+        found = sh.run(
+            f'{PYTHON} -c "import octoprint; print(octoprint.__version__)"', quiet=True, check=False
+        )
+        return found.ok and found.stdout.strip() == ctx.start_version
+
+    # -- starting-state snapshots -------------------------------------------------
+
+    def snapshot_inputs(self, ctx: ScenarioContext) -> dict[str, Any] | None:
+        """What of the scenario shapes the prepared card beyond what every prepare applies
+        again (the feed, the target version, the admin password are per run): the pinned
+        version with its constraints, the channel and the plugins the config names."""
+        if ctx.interactive:
+            return None  # a person may change anything on the device: nothing to keep
+        start = ctx.start_version
+        return {
+            "product": self.name,
+            "start_version": start,  # None: the image's own
+            "requirements": requirements_for(start) if start else [],
+            "channel": ctx.channel,
+            "plugins": sorted(BUNDLED_PLUGINS[key][2] for key in _plugins(ctx)),
+        }
+
+    def before_snapshot(self, ctx: ScenarioContext) -> None:
+        """OctoPrint stopped, the run's feed, injection, pip.conf, logs and files off."""
+        sh = self.shell(ctx)
+        with ctx.log.step("stop OctoPrint for the snapshot"):
+            sh.run(f"{SERVICE} stop", timeout=120)
+            sh.run(f"rm -f {INCOMPLETE_STARTUP}", quiet=True)
+        self.leave(ctx)
+        # the admin with this run's password is made again by every prepare
+        octo = f"{PYTHON} -m octoprint --basedir {BASEDIR}"
+        # (the CLI asks for "yes" on its stdin)
+        sh.run(f"echo yes | {octo} user remove {quote(ctx.admin_user)}", check=False, timeout=60)
+        # this run's logs are not the next run's; ~/.rig held the merge script and overlay
+        sh.run(f"rm -rf ~/.rig {BASEDIR}/logs/*", quiet=True, check=False)
+        self.close_shell(ctx)
 
     def _wait_settled(self, ctx: ScenarioContext, attempts: int = 3) -> None:
         """Work only on a finished boot: a first boot may reboot once after sshd is up
