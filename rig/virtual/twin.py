@@ -69,6 +69,9 @@ class Twin:
         self.dir = twin_dir(config)
         self.dir.mkdir(parents=True, exist_ok=True)
         ap = access_point(config)
+        from rig.virtual.pi3 import for_settings
+
+        throttle = for_settings(self.settings, self.hw.state_dir, sweep=True)
         self.devices: dict[str, VirtualPi] = {}
         for name, dev in config.devices.items():
             spec = DeviceSpec.from_config(dev)
@@ -81,6 +84,7 @@ class Twin:
                 faults=self.settings.faults_for(name),
                 venv_cache=venv_cache,
                 say=lambda msg, name=name: log.info("%s: %s", name, msg),
+                throttle=throttle,
             )
         self._wiring: dict[str, tuple[bool, str]] = {}
         self.stop_event = threading.Event()
