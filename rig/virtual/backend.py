@@ -85,12 +85,10 @@ class VirtualBackend:
     def start(self) -> None:
         """The virtual Pis' supervisor, started if it is not running."""
         from rig.virtual.faults import settings_from_config
+        from rig.virtual.pi3 import check
         from rig.virtual.twin import ensure_twin
 
-        if settings_from_config(self.config).throttled:
-            from rig.virtual import throttle
-
-            throttle.detect()  # what is missing for pi3, here rather than in the supervisor's log
+        check(settings_from_config(self.config))  # pi3: what is missing, said here
         ensure_twin(self.config)
 
     def system_checks(self) -> list[Any]:

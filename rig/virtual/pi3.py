@@ -189,6 +189,16 @@ class Throttle:
         return DeviceGroup(self.cg, self.state_dir, name, self.speed)
 
 
+def check(settings: Any) -> None:
+    """What the pi3 profile needs from this machine, as an InfraError saying how to get it
+    (before the supervisor starts, so the user sees it rather than its log)."""
+    if not settings.throttled:
+        return
+    throttle.detect()
+    if settings.pi3_core is None and shutil.which("sysbench") is None:
+        host_sysbench_events()  # raises with the hint
+
+
 def for_settings(settings: Any, state_dir: Path, *, sweep: bool = False) -> Throttle | None:
     """None for the fast profile; for pi3 the machine's cgroups, calibrated, or an
     InfraError saying what is missing (pi3 never runs unthrottled)."""
