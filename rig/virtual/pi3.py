@@ -150,8 +150,10 @@ class DeviceGroup:
         return throttle.join_argv(self.cg, leaf, argv)
 
     def release(self, leaf: str) -> None:
-        """A session ended: its group goes, unless something it started lives on."""
-        throttle.remove(self.cg, leaf, timeout=0.2)
+        """A session ended: its group goes, unless something it started lives on (then it
+        goes with the device)."""
+        if not self.cg.pids(leaf):
+            throttle.remove(self.cg, leaf, timeout=0.2)
 
     def stop(self) -> None:
         """Power off: every process is gone (or going); remove the groups."""

@@ -31,7 +31,7 @@ from rig.virtual.throttle import IoLimit
 
 def _config(tmp_path: Path, virtual: str) -> object:
     path = tmp_path / "rig.yaml"
-    path.write_text("virtual:\n" + virtual)
+    path.write_text(f"paths: {{state: {tmp_path / 'state'}}}\nvirtual:\n" + virtual)
     return load_config(path, search=False)
 
 
