@@ -356,6 +356,13 @@ class VirtualHardware:
         mux.pop("loop", None)
         mux.pop("dm", None)
         if not self.use_loop:
+            if self.mux_limit is not None:
+                raise InfraError(
+                    "virtual.profile pi3 throttles host-side card writes on a loop device, "
+                    "and this machine has none (not root, or no /dev/loop-control)",
+                    where=f"virtual mux {serial}",
+                    hint="run as root where loop devices work, or use `virtual.profile: fast`",
+                )
             return
         loop = _run("losetup", "--find", "--show", str(card))
         mux["loop"] = loop
