@@ -24,6 +24,7 @@ a shell that writes its own pid into the group and then ``exec``s the command.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -83,6 +84,23 @@ def _write(path: Path, value: str) -> None:
         ) from None
 
 
+def _mkdir(d: Path, *, parents: bool) -> None:
+    # another device's power off may prune an empty parent at the same moment: try again
+    for attempt in range(5):
+        try:
+            d.mkdir(parents=parents, exist_ok=True)
+            return
+        except FileNotFoundError:
+            if attempt == 4 or not parents:
+                raise InfraError(
+                    f"cannot create cgroup {d}: its parent went away", where="cgroups"
+                ) from None
+        except OSError as e:
+            raise InfraError(
+                f"cannot create cgroup {d}: {e.strerror}", where="cgroups", hint=HINT
+            ) from None
+
+
 def _read_pids(path: Path) -> list[int]:
     try:
         return [int(x) for x in path.read_text().split()]
@@ -104,12 +122,7 @@ class V1:
 
     def create(self, rel: str, *, parent_of_limits: bool = False) -> None:
         for d in self.dirs(rel):
-            try:
-                d.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise InfraError(
-                    f"cannot create cgroup {d}: {e.strerror}", where="cgroups", hint=HINT
-                ) from None
+            _mkdir(d, parents=True)
 
     def set_cpu(self, rel: str, cores: float) -> None:
         d = self.bases["cpu"] / rel
@@ -156,18 +169,19 @@ class V2:
         # that passes controllers down holds no processes itself: hence the leaves)
         enable = " ".join(f"+{c}" for c in V2_CONTROLLERS)
         parts = Path(BASE, rel).parts
-        here = self.root
-        for i, part in enumerate(parts):
-            _write(here / "cgroup.subtree_control", enable)
-            here = here / part
+        for attempt in range(5):  # a parent pruned by another device's power off: again
+            here = self.root
             try:
-                here.mkdir(exist_ok=True)
-            except OSError as e:
-                raise InfraError(
-                    f"cannot create cgroup {here}: {e.strerror}", where="cgroups", hint=HINT
-                ) from None
-            if i == len(parts) - 1 and parent_of_limits:
-                _write(here / "cgroup.subtree_control", enable)
+                for i, part in enumerate(parts):
+                    _write(here / "cgroup.subtree_control", enable)
+                    here = here / part
+                    _mkdir(here, parents=False)
+                    if i == len(parts) - 1 and parent_of_limits:
+                        _write(here / "cgroup.subtree_control", enable)
+                return
+            except InfraError:
+                if attempt == 4 or here.parent.exists():
+                    raise
 
     def set_cpu(self, rel: str, cores: float) -> None:
         quota = max(MIN_QUOTA_US, round(cores * CPU_PERIOD_US))
@@ -317,6 +331,9 @@ def remove(cg: Cgroups, rel: str, *, timeout: float = 5.0) -> bool:
         for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
             ok = _rmdir(d, deadline) and ok
         ok = _rmdir(top, deadline) and ok
+        if ok and len(Path(rel).parts) == 2:  # <tag>/dev-x: the state directory's, once empty
+            with contextlib.suppress(OSError):
+                top.parent.rmdir()
     return ok
 
 

@@ -264,6 +264,15 @@ def stop_twin(config: Any) -> list[str]:
             unmount_root(at)
             removed.append(str(at))
     removed += cleanup(Path(config.paths.state) / "virtual")
+    if settings_from_config(config).throttled:  # pi3: the host group, once nobody is in it
+        from rig.virtual import pi3, throttle
+
+        with contextlib.suppress(RigError):
+            cg = throttle.detect()
+            rel = pi3.host_rel(Path(config.paths.state) / "virtual")
+            held = cg.pids(rel)  # a rig process still running (it writes cards) keeps it
+            if any(d.is_dir() for d in cg.dirs(rel)) and not held and throttle.remove(cg, rel):
+                removed.append(f"cgroup {rel}")
     (twin_dir(config) / "status.json").unlink(missing_ok=True)
     return removed
 
