@@ -54,6 +54,11 @@ class VirtualBackend:
         from rig.virtual.hw.usb import virtual_bus
 
         hw = self.state
+        if hw.mux_limit is not None:
+            from rig.virtual import pi3, throttle
+
+            # pi3: this process writes the cards; the host group limits only their devices
+            pi3.join_host(throttle.detect(), hw.state_dir, os.getpid())
         return HardwareBackend(
             usb=virtual_bus(hw),
             sysfs=None,  # never the host's own sysfs for the emulated hubs
@@ -79,8 +84,11 @@ class VirtualBackend:
 
     def start(self) -> None:
         """The virtual Pis' supervisor, started if it is not running."""
+        from rig.virtual.faults import settings_from_config
+        from rig.virtual.pi3 import check
         from rig.virtual.twin import ensure_twin
 
+        check(settings_from_config(self.config))  # pi3: what is missing, said here
         ensure_twin(self.config)
 
     def system_checks(self) -> list[Any]:

@@ -85,6 +85,11 @@ def unmount_root(at: Path, timeout: float = BUSY_TIMEOUT) -> None:
         time.sleep(0.05)
 
 
+def loop_of(at: Path) -> str | None:
+    """The loop device the card's root is mounted from (its I/O is throttled, pi3)."""
+    return _source(at)
+
+
 def _source(at: Path) -> str | None:
     """The loop device mounted at ``at`` (from this process's mount table)."""
     target = str(at.resolve())

@@ -31,6 +31,7 @@ from typing import Any
 from rig.errors import RigError
 from rig.virtual.faults import DeviceFaults, VirtualSettings
 from rig.virtual.firstboot import BootOutcome
+from rig.virtual.pi3 import DeviceGroup, Throttle
 from rig.virtual.proxy import HttpFront
 from rig.virtual.rootlayout import Layout, check_card_root, for_outcome, lay_out_state
 from rig.virtual.sandbox import Sandbox
@@ -85,6 +86,7 @@ class VirtualPi:
         faults: DeviceFaults | None = None,
         venv_cache: Path | None = None,
         say: Callable[[str], None] | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.spec = spec
         self.card = card
@@ -114,6 +116,8 @@ class VirtualPi:
         self._console_lock = threading.Lock()
         self._powered = time.monotonic()  # the console's clock starts at power on
         self._card_root: Path | None = None  # where the card's root is mounted while powered
+        self.throttle = throttle  # the pi3 profile: as slow as a Pi 3 (rig.virtual.pi3)
+        self.cgroup: DeviceGroup | None = None  # while powered
 
     @property
     def basedir(self) -> str:
@@ -297,6 +301,12 @@ class VirtualPi:
         card_rooted = self._card_root is not None
         control = self.systemd.open_control(shared=card_rooted)
         hostname = outcome.hostname or "octopi"
+        if self.throttle is not None:
+            from rig.virtual.cardroot import loop_of
+
+            # a Pi 3's CPU, memory and SD card for everything the device will run
+            self.cgroup = self.throttle.device(self.spec.name)
+            self.cgroup.start(loop_of(self._card_root) if self._card_root else None)
         if card_rooted:
             from rig.virtual.hostpip import host_pip
 
@@ -307,6 +317,7 @@ class VirtualPi:
                 mounts={"/run/rig": control},
                 rootfs=self._card_root,
                 host_binds=host_pip().binds,
+                cgroup=self.cgroup,
             )
         else:
             box = Sandbox(
@@ -320,6 +331,7 @@ class VirtualPi:
                     "/var": root / "var",
                     "/run/rig": control,
                 },
+                cgroup=self.cgroup,
             )
         box.start()
         self.sandbox = box
@@ -420,6 +432,9 @@ class VirtualPi:
 
             unmount_root(self._card_root)  # every process of the device is gone
             self._card_root = None
+        if self.cgroup is not None:
+            self.cgroup.stop()
+            self.cgroup = None
         self.booted_at = None
 
     # -- status ---------------------------------------------------------------------

@@ -6,7 +6,11 @@ Keys (all optional)::
       boot_delay: 1.0            # seconds from power on (card on the DUT side) to sshd/OctoPrint
       first_boot_reboot: false   # the first boot reboots as the real one does (resize,
                                  # firstrun.sh: BootOutcome.reboots, at least 1): +boot_delay each
-      profile: fast              # fast | pi3: pi3 only feeds schedule estimates, never sleeps
+      profile: fast              # fast | pi3: pi3 makes each virtual Pi as slow as a Pi 3
+                                 # (cgroups: rig.virtual.pi3, rig.virtual.throttle)
+      time_scale: 1              # pi3 only: N times faster than a Pi 3 (rates x N, delays / N)
+      pi3_core: 0.13             # pi3 only: one Pi 3 core as a share of one host core
+                                 # (default: calibrated with sysbench)
       access_point: {ssid: ..., psk: ..., country: DE}   # the virtual Wi-Fi; default: `wifi:`
       card_size: 2147483648      # bytes per virtual card (read by the virtual hardware)
       faults:
@@ -24,8 +28,10 @@ Keys (all optional)::
                                      # `systemctl is-system-running` says starting/stopping
 
 Defaults are fast (a boot takes about a second plus OctoPrint's start), so
-tests and newcomers see results quickly; the ``pi3`` profile's magnitudes
-come from real Raspberry Pi 3s and are for estimating a matrix's wall time.
+tests and newcomers see results quickly. The ``pi3`` profile throttles CPU,
+memory and card I/O to a Pi 3's and boots as slowly as one: its own delays
+(boot, the first boot's reboot) are Pi 3 seconds divided by ``time_scale``;
+numbers set here (``boot_delay``, the faults) are wall seconds in any profile.
 """
 
 from __future__ import annotations
@@ -79,6 +85,12 @@ class VirtualSettings:
     first_boot_reboot: bool = False
     profile: str = "fast"
     faults: dict[str, DeviceFaults] = field(default_factory=dict)
+    time_scale: float = 1.0
+    pi3_core: float | None = None  # None: calibrate (rig.virtual.pi3.core_share)
+
+    @property
+    def throttled(self) -> bool:
+        return self.profile == "pi3"
 
     def faults_for(self, device: str) -> DeviceFaults:
         return self.faults.get(device, DeviceFaults())
@@ -109,11 +121,39 @@ def settings_from_config(config: Any) -> VirtualSettings:
             undervoltage=bool(raw.get("undervoltage", False)),
             reboot_after_up=_opt_float(raw.get("reboot_after_up")),
         )
+    time_scale = _opt_float(section.get("time_scale"))
+    pi3_core = _opt_float(section.get("pi3_core"))
+    for key, value in (("time_scale", time_scale), ("pi3_core", pi3_core)):
+        if value is not None and profile != "pi3":
+            raise ConfigError(
+                f"{key} applies to the pi3 profile only",
+                where=f"{where}.{key}",
+                hint="add `profile: pi3`, or drop the key",
+            )
+    if time_scale is not None and time_scale < 1:
+        raise ConfigError(
+            f"must be at least 1 (1: as fast as a Pi 3), not {time_scale}",
+            where=f"{where}.time_scale",
+        )
+    if pi3_core is not None and not 0 < pi3_core <= 1:
+        raise ConfigError(
+            f"must be above 0 and at most 1 (a share of one host core), not {pi3_core}",
+            where=f"{where}.pi3_core",
+        )
+    scale = time_scale or 1.0
+    boot_delay = 1.0
+    if profile == "pi3":
+        from rig.virtual.pi3 import BOOT_SECONDS
+
+        boot_delay = BOOT_SECONDS / scale
     return VirtualSettings(
-        boot_delay=float(section.get("boot_delay", 1.0)),
-        first_boot_reboot=bool(section.get("first_boot_reboot", False)),
+        boot_delay=float(section.get("boot_delay", boot_delay)),
+        # the real first boot resizes the root file system and reboots
+        first_boot_reboot=bool(section.get("first_boot_reboot", profile == "pi3")),
         profile=profile,
         faults=faults,
+        time_scale=scale,
+        pi3_core=pi3_core,
     )
 
 

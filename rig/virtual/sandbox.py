@@ -42,9 +42,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rig.errors import InfraError
 from rig.virtual.hostpip import NETWORK_ENV, bwrap_binds
+
+if TYPE_CHECKING:
+    from rig.virtual.pi3 import DeviceGroup
 
 UID = 1000
 GID = 1000
@@ -226,8 +230,11 @@ class Sandbox:
     # (no user namespace: the card's owners are real, processes run as uid 1000)
     rootfs: Path | None = None
     host_binds: dict[str, str] = field(default_factory=dict)  # host path -> inside
+    # the pi3 profile's cgroup (rig.virtual.pi3): every process of the device starts in it
+    cgroup: DeviceGroup | None = None
     pid: int | None = None  # host pid of the namespace's pid 1
     _proc: subprocess.Popen[bytes] | None = None
+    _init_group: str = ""
 
     def bwrap_args(self) -> list[str]:
         if self.rootfs is not None:
@@ -305,6 +312,9 @@ class Sandbox:
         init = init or ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600; done"]
         read_fd, write_fd = os.pipe()
         cmd = [*self.bwrap_args(), "--info-fd", str(write_fd), "--clearenv", *init]
+        if self.cgroup is not None:
+            self._init_group = self.cgroup.leaf("init")
+            cmd = self.cgroup.argv(self._init_group, cmd)
 
         def spawn() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
@@ -353,10 +363,20 @@ class Sandbox:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def command(self, argv: list[str], *, cwd: str = "/", env: dict[str, str]) -> list[str]:
-        """A host command line that runs ``argv`` inside the running sandbox as uid 1000."""
+    def command(
+        self, argv: list[str], *, cwd: str = "/", env: dict[str, str], group: str | None = None
+    ) -> list[str]:
+        """A host command line that runs ``argv`` inside the running sandbox as uid 1000,
+        in the device's cgroup ``group`` (a leaf from ``cgroup.leaf``; default: init's)
+        before it runs anything."""
         if self.pid is None:
             raise InfraError("sandbox is not running", where=f"device {self.name}")
+        cmd = self._command(argv, cwd=cwd, env=env)
+        if self.cgroup is None:
+            return cmd
+        return self.cgroup.argv(group or self._init_group, cmd)
+
+    def _command(self, argv: list[str], *, cwd: str, env: dict[str, str]) -> list[str]:
         envargs = [f"{k}={v}" for k, v in env.items()]
         if self.rootfs is not None:
             # the card's own setpriv: uid 1000 with the groups /etc/group on the card gives

@@ -69,18 +69,23 @@ class Sessions:
     ) -> None:
         """One session's command in the device; the exit status goes back to the client."""
         box, layout = self._pi.sandbox, self._pi.layout
+        group = None
         try:
             if box is None or box.pid is None or layout is None:
                 channel.close()
                 return
             env = layout.environment(user)
             cwd = layout.home_of(user)
+            # one Pi 3 core per session (pi3 profile): a single-threaded pip is as slow as there
             if pty is not None:
                 env["TERM"] = pty.term
-                rc = _run_on_pty(box, box.command(argv, cwd=cwd, env=env), channel, pty)
+            group = box.cgroup.leaf("session") if box.cgroup else None
+            cmd = box.command(argv, cwd=cwd, env=env, group=group)
+            if pty is not None:
+                rc = _run_on_pty(box, cmd, channel, pty)
             else:
                 proc = subprocess.Popen(
-                    box.command(argv, cwd=cwd, env=env),
+                    cmd,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
@@ -96,6 +101,9 @@ class Sessions:
             log.warning("%s: session ended: %s", self._pi.spec.name, e)
             with contextlib.suppress(Exception):
                 channel.close()
+        finally:
+            if group is not None and box is not None and box.cgroup is not None:
+                box.cgroup.release(group)
 
 
 def _run_on_pty(box: Sandbox, cmd: list[str], channel: paramiko.Channel, pty: Pty) -> int | None:

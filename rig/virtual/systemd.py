@@ -100,7 +100,12 @@ class FakeSystemd:
         logfile = open(layout.root / "var" / "log" / "octoprint.service.log", "ab")  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(
-                box.command(argv, cwd=layout.home, env=layout.environment(layout.user)),
+                box.command(
+                    argv,
+                    cwd=layout.home,
+                    env=layout.environment(layout.user),
+                    group=box.cgroup.leaf("octoprint") if box.cgroup else None,
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,

@@ -69,6 +69,9 @@ class Twin:
         self.dir = twin_dir(config)
         self.dir.mkdir(parents=True, exist_ok=True)
         ap = access_point(config)
+        from rig.virtual.pi3 import for_settings
+
+        throttle = for_settings(self.settings, self.hw.state_dir, sweep=True)
         self.devices: dict[str, VirtualPi] = {}
         for name, dev in config.devices.items():
             spec = DeviceSpec.from_config(dev)
@@ -81,6 +84,7 @@ class Twin:
                 faults=self.settings.faults_for(name),
                 venv_cache=venv_cache,
                 say=lambda msg, name=name: log.info("%s: %s", name, msg),
+                throttle=throttle,
             )
         self._wiring: dict[str, tuple[bool, str]] = {}
         self.stop_event = threading.Event()
@@ -260,6 +264,15 @@ def stop_twin(config: Any) -> list[str]:
             unmount_root(at)
             removed.append(str(at))
     removed += cleanup(Path(config.paths.state) / "virtual")
+    if settings_from_config(config).throttled:  # pi3: the host group, once nobody is in it
+        from rig.virtual import pi3, throttle
+
+        with contextlib.suppress(RigError):
+            cg = throttle.detect()
+            rel = pi3.host_rel(Path(config.paths.state) / "virtual")
+            held = cg.pids(rel)  # a rig process still running (it writes cards) keeps it
+            if any(d.is_dir() for d in cg.dirs(rel)) and not held and throttle.remove(cg, rel):
+                removed.append(f"cgroup {rel}")
     (twin_dir(config) / "status.json").unlink(missing_ok=True)
     return removed
 

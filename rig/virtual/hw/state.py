@@ -170,8 +170,11 @@ class VirtualHardware:
         faults: dict[str, dict[str, Any]] | None = None,
         card_size: int = DEFAULT_CARD_SIZE,
         use_loop: bool | None = None,
+        mux_limit: Any = None,
     ) -> None:
         self.state_dir = Path(state_dir)
+        # pi3 profile: the card on the host side at a USB 2.0 SD mux's rates (a pi3.IoLimit)
+        self.mux_limit = mux_limit
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.file = self.state_dir / "hardware.json"
         self._lockfile = self.state_dir / "hardware.lock"
@@ -191,7 +194,14 @@ class VirtualHardware:
             if name in config.devices and isinstance(fault, dict):
                 faults[config.devices[name].mux.serial] = fault
         size = int(section.get("card_size", DEFAULT_CARD_SIZE))
-        return cls(config.paths.state / "virtual", faults=faults, card_size=size)
+        mux_limit = None
+        if section.get("profile") == "pi3":
+            from rig.virtual.pi3 import MUX, scaled
+
+            mux_limit = scaled(MUX, float(section.get("time_scale", 1.0)))
+        return cls(
+            config.paths.state / "virtual", faults=faults, card_size=size, mux_limit=mux_limit
+        )
 
     # -- the shared JSON file -------------------------------------------------
 
@@ -346,11 +356,19 @@ class VirtualHardware:
         mux.pop("loop", None)
         mux.pop("dm", None)
         if not self.use_loop:
+            if self.mux_limit is not None:
+                raise InfraError(
+                    "virtual.profile pi3 throttles host-side card writes on a loop device, "
+                    "and this machine has none (not root, or no /dev/loop-control)",
+                    where=f"virtual mux {serial}",
+                    hint="run as root where loop devices work, or use `virtual.profile: fast`",
+                )
             return
         loop = _run("losetup", "--find", "--show", str(card))
         mux["loop"] = loop
         error_at = self.faults.get(serial, {}).get("write_error_at")
         if error_at is None:
+            self._limit(mux, on=True)
             return
         if not dm_available():
             # no device-mapper here: serve the card through a FUSE file that fails from the offset
@@ -378,6 +396,7 @@ class VirtualHardware:
             self._detach(mux)
             raise InfraError(f"dmsetup create {name} failed: {e}", where=serial) from e
         mux["dm"] = f"/dev/mapper/{name}"
+        self._limit(mux, on=True)
 
     def _attach_faultfs(self, serial: str, mux: dict[str, Any], error_at: int) -> None:
         if not Path("/dev/fuse").exists():
@@ -416,11 +435,33 @@ class VirtualHardware:
             time.sleep(0.02)
         try:
             mux["loop"] = _run("losetup", "--find", "--show", str(mnt / "card"))
+            self._limit(mux, on=True)
         except InfraError:
             self._detach(mux)
             raise
 
+    def _limit(self, mux: dict[str, Any], *, on: bool) -> None:
+        """pi3 profile: the host group's limit on the block device the writer opens.
+
+        Applied by whichever process switches the mux; it throttles the processes in
+        the host group (the rig's, rig.virtual.pi3.join_host) and names only this
+        device, so nothing else of theirs slows down.
+        """
+        dev = mux.get("dm") or mux.get("loop")
+        if self.mux_limit is None or not dev:
+            return
+        from rig.virtual import pi3, throttle
+
+        try:
+            pi3.limit_host_card(
+                throttle.detect(), self.state_dir, dev, self.mux_limit if on else None
+            )
+        except (InfraError, OSError):
+            if on:
+                raise  # pi3 asked for: never silently unthrottled
+
     def _detach(self, mux: dict[str, Any]) -> None:
+        self._limit(mux, on=False)  # a loop number is reused: its next card is not ours
         dm = mux.pop("dm", None)
         loop = mux.pop("loop", None)
         faultfs = mux.pop("faultfs", None)
