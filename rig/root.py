@@ -159,8 +159,10 @@ class Rig:
         def write(disk: Path, log: StepLog) -> dict[str, Any]:
             return _plain(self.write_card(device, image, disk, log, mux=mux))
 
-        def provision(disk: Path, log: StepLog) -> dict[str, Any]:
-            return self.provision_card(device, disk, log).summary()
+        def provision(disk: Path, log: StepLog, hostname_on_root: bool = False) -> dict[str, Any]:
+            return self.provision_card(
+                device, disk, log, hostname_on_root=hostname_on_root
+            ).summary()
 
         return DeviceKit(
             snapshots=self.snapshots(device, image, mux),

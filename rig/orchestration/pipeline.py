@@ -93,7 +93,7 @@ class DeviceKit:
     to_host: Callable[[StepLog], Path]
     to_dut: Callable[[StepLog], None]
     write: Callable[[Path, StepLog], dict[str, Any]]  # (disk, log) -> write facts
-    provision: Callable[[Path, StepLog], dict[str, Any]]
+    provision: Callable[..., dict[str, Any]]  # (disk, log, hostname_on_root=False) -> facts
     # rig.card.snapshots.CardSnapshots of this device and image; None: snapshots are off
     snapshots: Any = None
 
@@ -288,7 +288,7 @@ class ScenarioPipeline:
             self._run_phase(Phase.WRITE, write)
             self._run_phase(
                 Phase.PROVISION,
-                lambda: ctx.facts.__setitem__("provision", kit.provision(disk, log)),
+                lambda: ctx.facts.__setitem__("provision", self._provision(disk)),
             )
             self._run_phase(Phase.TO_DUT, lambda: kit.to_dut(log))
             self._run_phase(Phase.BOOT, self._boot)
@@ -359,6 +359,13 @@ class ScenarioPipeline:
                 return facts
         log(f"no starting-state snapshot {self.snapshot_key[:12]} yet: writing the image")
         return self.kit.write(disk, log)
+
+    def _provision(self, disk: Path) -> dict[str, Any]:
+        """The boot partition's files; a snapshot's root already has the device's hostname
+        (written with its fresh identity), so no file whose only work is to set it."""
+        if self.ctx.snapshot is not None:
+            return self.kit.provision(disk, self.log, hostname_on_root=True)
+        return self.kit.provision(disk, self.log)
 
     def _capture(self) -> str | None:
         """Bring the product to a state worth keeping, shut the device down, read its card.

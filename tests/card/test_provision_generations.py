@@ -241,6 +241,24 @@ def test_octopi_password_only_for_pi(tmp_path):
     assert any("services run as pi" in w for w in result.warnings)
 
 
+@pytest.mark.parametrize("generation", ["octopi-1.0.0", "octopi-1.1.0"])
+def test_no_hostname_file_when_the_root_already_has_the_hostname(tmp_path, generation):
+    """A starting-state snapshot got its hostname written into its root file system; OctoPi's
+    change_hostname reboots whenever octopi-hostname.txt exists (even with the same name,
+    guysoft/OctoPi src/modules/octopi/filesystem/root/etc/init.d/change_hostname): a Pi 3
+    boot for nothing. The other files are written as always."""
+    card = cards.build_card(tmp_path, generation=generation, fat=32)
+    s = settings(tmp_path)
+    said: list[str] = []
+    provision_card(card.path, s, hostname_on_root=True, log=said.append)
+    assert "octopi-hostname.txt" not in card.names()
+    assert "ssh" in card.names() and "userconf.txt" in card.names()
+    assert any("octopi-hostname.txt" in line for line in said), said
+    # and without it the file is there, as for a card from the pristine image
+    provision_card(card.path, s)
+    assert card.mtype("octopi-hostname.txt") == b"octo-test\n"
+
+
 def test_hostname_defaults_to_the_device_name(tmp_path):
     cfg = tmp_path / "rig.yaml"
     cfg.write_text("wifi: {ssid: IEEE, psk: password, country: GB}\n")

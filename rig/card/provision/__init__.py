@@ -182,8 +182,12 @@ def provision_card(
     scheme: str | None = None,
     dry_run: bool = False,
     log: Callable[[str], None] | logging.Logger | None = None,
+    hostname_on_root: bool = False,
 ) -> ProvisionResult:
-    """Provision the card or image at `target`; with dry_run, only say what would change."""
+    """Provision the card or image at `target`; with dry_run, only say what would change.
+
+    ``hostname_on_root``: the card's root file system already has the hostname (a
+    starting-state snapshot's fresh identity wrote it): no file that only sets it."""
     emit: Callable[[str], None]
     if log is None:
         emit = _log.info
@@ -196,7 +200,7 @@ def provision_card(
     with open_boot_partition(target, write=not dry_run) as vol:
         card = CardView(vol)
         name, reason, _ = _choose(card, settings, scheme)
-        ctx = Context(settings, card)
+        ctx = Context(settings, card, hostname_on_root=hostname_on_root)
         changes = SCHEMES[name].plan(ctx)
         txt = config_txt_change(card, settings)
         if txt is not None:
@@ -224,6 +228,8 @@ def provision_card(
         f"{target}: scheme {name} ({reason}); "
         + (", ".join(f"{f.path} {f.action}" for f in files) or "nothing to do")
     )
+    for note in ctx.notes:
+        emit(note)
     for w in ctx.warnings:
         emit(f"warning: {w}")
     return result

@@ -89,6 +89,8 @@ class Context:
     settings: ProvisionSettings
     card: CardView
     warnings: list[str] = field(default_factory=list)
+    hostname_on_root: bool = False  # the root file system already has the hostname (snapshot)
+    notes: list[str] = field(default_factory=list)
     _hash: str | None = field(default=None, init=False)
 
     def warn(self, message: str) -> None:
@@ -259,6 +261,17 @@ def cmdline_line(card: CardView) -> str:
 def userconf_change(ctx: Context) -> FileChange:
     line = f"{ctx.settings.user}:{ctx.password_hash}\n"
     return FileChange("userconf.txt", line.encode(), (ctx.password_hash,), "first user")
+
+
+def octopi_hostname_change(ctx: Context) -> FileChange | None:
+    """OctoPi's ``octopi-hostname.txt``, unless the root already has the name: its
+    change_hostname (guysoft/OctoPi, etc/init.d/change_hostname) reboots whenever the file
+    exists, the same name or not, and on a Pi 3 that is a boot for nothing."""
+    name = ctx.settings.hostname
+    if ctx.hostname_on_root:
+        ctx.notes.append(f"no octopi-hostname.txt: the root file system already says {name}")
+        return None
+    return FileChange("octopi-hostname.txt", f"{name}\n".encode(), note="hostname")
 
 
 def ssh_change() -> FileChange:

@@ -18,6 +18,7 @@ from .common import (
     FileChange,
     cmdline_line,
     keyfile_ssid,
+    octopi_hostname_change,
     ssh_change,
     userconf_change,
 )
@@ -86,8 +87,9 @@ def plan(ctx: Context) -> list[FileChange]:
         userconf_change(ctx),
     ]
     if ctx.card.exists("octopi.txt"):
-        hostname = FileChange("octopi-hostname.txt", f"{s.hostname}\n".encode(), note="hostname")
-        changes.insert(2, hostname)
+        hostname = octopi_hostname_change(ctx)
+        if hostname is not None:
+            changes.insert(2, hostname)
     else:
         ctx.warn(f"{NAME}: not an OctoPi card, the hostname is not set by this scheme")
     return changes

@@ -9,7 +9,16 @@ and our network block plus ``country=`` go in a marked block before the
 
 from __future__ import annotations
 
-from .common import BEGIN, END, Context, FileChange, replace_block, ssh_change, userconf_change
+from .common import (
+    BEGIN,
+    END,
+    Context,
+    FileChange,
+    octopi_hostname_change,
+    replace_block,
+    ssh_change,
+    userconf_change,
+)
 from .wpa_supplicant import network_block
 
 NAME = "octopi-legacy"
@@ -59,10 +68,12 @@ def plan(ctx: Context) -> list[FileChange]:
             (ctx.psk_hex,),
             "Wi-Fi (template filled in)",
         ),
-        FileChange("octopi-hostname.txt", f"{s.hostname}\n".encode(), note="hostname"),
         ssh_change(),
         userconf_change(ctx),
     ]
+    hostname = octopi_hostname_change(ctx)
+    if hostname is not None:
+        changes.insert(1, hostname)
     if s.user == "pi":
         password = s.password.reveal()
         changes.append(
