@@ -71,8 +71,10 @@ PI3_SECONDS = {
     "write": 1900 / 15 + 1900 / 25,
     "provision": 2,
     "boot": 240,
+    "boot-again": 60,  # a boot that is not the first (from a snapshot, after a capture)
     "prepare-pinned": 240,
     "prepare": 60,
+    "snapshot": 15 + 1900 / 30,  # halt, then the used blocks read back through the mux
     "update": 240,
     "verify": 20,
 }
@@ -84,13 +86,23 @@ def pi3_work(
     checks: tuple[str, ...],
     expect: str,
     product: Any = None,
+    snapshot: str = "none",
 ) -> Work:
     """A scenario's device time on a real Pi 3, by phase: PI3_SECONDS, with the product
-    profile's own magnitudes (``phase_seconds``, ``checks``) where it has them."""
+    profile's own magnitudes (``phase_seconds``, ``checks``) where it has them.
+
+    ``snapshot``: ``none`` (the pristine image), ``keep`` (the image, then the prepared
+    card is captured: halt, read back, boot again, prepare without the pin) or ``use``
+    (a starting-state snapshot: no first boot, no pin)."""
     s = {**PI3_SECONDS, **dict(getattr(product, "phase_seconds", {}))}
     costs = dict(getattr(product, "checks", {}))
     write = s["to-host"] + s["write"]
-    rest = s["provision"] + s["boot"] + (s["prepare-pinned"] if pinned else s["prepare"])
+    if snapshot == "use":
+        rest = s["provision"] + s["boot-again"] + s["prepare"]
+    else:
+        rest = s["provision"] + s["boot"] + (s["prepare-pinned"] if pinned else s["prepare"])
+    if snapshot == "keep":
+        rest += s["snapshot"] + s["boot-again"] + s["prepare"]
     rest += s["update"] if expect == "updated" else 30
     if expect == "updated":
         rest += s["verify"] + sum(costs.get(c, 60) for c in checks)

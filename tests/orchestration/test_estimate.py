@@ -1,3 +1,5 @@
+import pytest
+
 from rig.orchestration.estimate import Work, simulate
 
 
@@ -18,3 +20,16 @@ def test_longest_first_beats_the_bound_ratio_of_a_bad_order() -> None:
     est = simulate(work, devices=3, write_slots=3)
     assert est.lower_bound == 90
     assert est.wall == 90
+
+
+def test_a_snapshot_takes_the_first_boot_and_the_pin_off_and_keeping_one_costs() -> None:
+    from rig.orchestration.estimate import PI3_SECONDS, pi3_work
+
+    s = PI3_SECONDS
+    plain = pi3_work("a", True, (), "updated")
+    used = pi3_work("a", True, (), "updated", snapshot="use")
+    kept = pi3_work("a", True, (), "updated", snapshot="keep")
+    assert plain.write == used.write == kept.write
+    saved = s["boot"] - s["boot-again"] + s["prepare-pinned"] - s["prepare"]
+    assert plain.rest - used.rest == saved > 0
+    assert kept.rest - plain.rest == pytest.approx(s["snapshot"] + s["boot-again"] + s["prepare"])
