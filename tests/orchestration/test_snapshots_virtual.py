@@ -3,7 +3,8 @@
 One test, three runs of the same pinned scenario on one device (each run is a
 minute or more here): the first starts from the image and keeps its prepared card;
 the second starts from that snapshot (no first boot, no pin, a new host key, the
-device's own hostname); ``--no-snapshots`` starts from the image again.
+device's own hostname); a warm-up (``--prepare-only``) of another channel keeps a
+snapshot of its own and stops; ``--no-snapshots`` starts from the image again.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def test_a_prepared_card_is_kept_reused_with_fresh_identity_and_refused_when_tol
     log2 = _log(tmp_path / "r2")
     assert "pin OctoPrint" not in log2 and "no pin" in log2
     assert "hostname pi3-a" in log2
+    # the root has its hostname: no octopi-hostname.txt, whose change_hostname would reboot
+    assert "no octopi-hostname.txt" in log2
     phases = [p["phase"] for p in second["attempts"][-1]["phases"]]
     assert "snapshot" not in phases and phases.count("boot") == 1
     html = (tmp_path / "r2" / "report.html").read_text()
@@ -93,6 +96,17 @@ def test_a_prepared_card_is_kept_reused_with_fresh_identity_and_refused_when_tol
     key2 = _known_key(config)
     assert key2 != key1 and any(key2 in line for line in written["host_keys"])
 
-    third = _run(config, matrix, tmp_path / "r3", "--no-snapshots")
-    assert third["snapshot"] == {"used": None, "captured": None}
+    # another channel is another starting state: not this snapshot. A warm-up
+    # (--prepare-only, as the daemon runs it while CI builds) keeps its own and stops there
+    (tmp_path / "next").mkdir()
+    other = _matrix(tmp_path / "next", [{**SCENARIO, "channel": "next"}])
+    third = _run(config, other, tmp_path / "r3", "--prepare-only")
+    assert third["snapshot"]["used"] is None
+    assert third["snapshot"]["captured"] not in (None, key)
+    phases = [p["phase"] for p in third["attempts"][-1]["phases"]]
+    assert phases[-3:] == ["prepare", "snapshot", "power-off"], phases
     assert "pin OctoPrint 1.10.3" in _log(tmp_path / "r3")
+
+    fourth = _run(config, matrix, tmp_path / "r4", "--no-snapshots", "--prepare-only")
+    assert fourth["snapshot"] == {"used": None, "captured": None}
+    assert "pin OctoPrint 1.10.3" in _log(tmp_path / "r4")
