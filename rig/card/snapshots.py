@@ -50,6 +50,7 @@ from rig.card.mbr import SECTOR, parse_mbr
 from rig.card.usedmap import derive_map
 from rig.errors import ConfigError, InfraError
 from rig.events import StepLog
+from rig.procs import pid_alive
 
 IMAGE, BMAP, META = "card.img", "card.img.bmap", "meta.json"
 CHUNK = 8 << 20
@@ -262,7 +263,7 @@ class SnapshotStore:
         """Captures that died half-way (their process is gone) are removed."""
         for p in self.root.glob(".incomplete-*"):
             pid = p.name.split("-")[2] if p.name.count("-") >= 3 else ""
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 shutil.rmtree(p, ignore_errors=True)
 
     # --- size ------------------------------------------------------------------
@@ -433,16 +434,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 DEFAULT_LIMIT_GB = 20.0

@@ -60,6 +60,7 @@ from rig.daemon.warm import (
     prepared_scenarios,
 )
 from rig.errors import ConfigError, InfraError, RigError
+from rig.procs import wait_unless
 
 log = logging.getLogger(__name__)
 
@@ -667,19 +668,10 @@ class Worker:
                 step_id, {"run": run, "pid": proc.pid, "start": _proc_start(proc.pid)}
             )
             deadline = time.monotonic() + self.settings.acceptance_timeout
-            stopped = False
-            try:
-                while proc.poll() is None:
-                    if self._test_waiting() or time.monotonic() > deadline:
-                        stopped = True
-                        os.killpg(proc.pid, signal.SIGTERM)  # it powers its devices off
-                        try:
-                            proc.wait(60)
-                        except subprocess.TimeoutExpired:
-                            os.killpg(proc.pid, signal.SIGKILL)
-                            proc.wait()
-                        break
-                    time.sleep(0.5)
+            try:  # a stopped run powers its devices off (SIGTERM), within a minute
+                stopped = wait_unless(
+                    proc, lambda: self._test_waiting() or time.monotonic() > deadline, grace=60
+                )
             finally:
                 self._proc = None
         stopped = stopped or self.stopping.is_set()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from rig import state
 from rig.errors import ConfigError
+from rig.procs import pid_alive
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS leases (
@@ -63,16 +64,6 @@ class Lease:
     expires: float
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _locked(method):
     """One connection is shared by the run's threads: one statement at a time."""
 
@@ -102,7 +93,7 @@ class Leases:
 
     def _stale(self, row: sqlite3.Row, now: float) -> bool:
         if row["host"] == self.host:  # here we know: the holder's pid tells
-            return not _pid_alive(row["pid"])
+            return not pid_alive(row["pid"])
         return row["expires"] < now
 
     @_locked

@@ -24,6 +24,7 @@ from rig.asgi import BackgroundServer
 from rig.errors import InfraError
 from rig.packages.serve import index_app
 from rig.packages.settings import PackageSettings
+from rig.procs import wait_unless
 
 
 @dataclass
@@ -87,19 +88,14 @@ def warm_cache(
                 start_new_session=True,  # its build subprocesses stop with it
             )
             timed_out = False
+
+            def stopping() -> bool:
+                nonlocal timed_out
+                timed_out = time.monotonic() - start > timeout
+                return stop() or timed_out
+
             try:
-                while proc.poll() is None:
-                    timed_out = time.monotonic() - start > timeout
-                    if stop() or timed_out:
-                        warmed.stopped = True
-                        os.killpg(proc.pid, signal.SIGTERM)
-                        try:
-                            proc.wait(10)
-                        except subprocess.TimeoutExpired:
-                            os.killpg(proc.pid, signal.SIGKILL)
-                            proc.wait()
-                        break
-                    time.sleep(0.5)
+                warmed.stopped = wait_unless(proc, stopping, grace=10)
             finally:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)

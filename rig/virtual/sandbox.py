@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rig.errors import InfraError
+from rig.procs import pid_alive
 from rig.virtual.hostpip import NETWORK_ENV, bwrap_binds
 
 if TYPE_CHECKING:
@@ -441,20 +442,10 @@ class Sandbox:
                     self._proc.wait(timeout=5)
         # the namespace is gone once its last process is reaped
         deadline = time.monotonic() + 5
-        while self.pid is not None and _exists(self.pid) and time.monotonic() < deadline:
+        while self.pid is not None and pid_alive(self.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         self.pid = None
         self._proc = None
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _placeholder(path: Path, is_dir: bool) -> None:
