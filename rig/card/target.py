@@ -168,6 +168,13 @@ def open_checked(target: Path, *, allow_fixed: bool = True, create: bool = False
         flags |= os.O_CREAT | os.O_EXCL
     try:
         fd = os.open(resolved, flags, 0o644)
+    except FileExistsError:
+        # another writer created it between the look and the open: open what is there, as
+        # if it had existed (the card lock, taken after the open, orders the two writers)
+        try:
+            fd = os.open(resolved, flags & ~(os.O_CREAT | os.O_EXCL))
+        except OSError as e:
+            raise ConfigError(f"cannot open: {e.strerror}", where=str(target)) from None
     except OSError as e:
         raise ConfigError(f"cannot open: {e.strerror}", where=str(target)) from None
     try:

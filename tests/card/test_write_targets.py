@@ -190,3 +190,48 @@ def test_provision_image_refuses_a_fixed_or_mounted_disk(tmp_path, loops, capsys
     assert main(["provision", "--image", str(disk.dev), "--allow-fixed"]) == 0
     assert f"{disk.dev}" in capsys.readouterr().out
     assert _sha(card.path) != before
+
+
+def _race_at_the_open(monkeypatch, make_it: object) -> None:
+    """Let the look say "missing" and have `make_it` create the path before the open, as
+    another writer of the same card would."""
+    from rig.card import target as target_mod
+
+    real_open = os.open
+    done = []
+
+    def open_after_the_other(path, flags, *args):
+        if not done and flags & os.O_CREAT:
+            done.append(True)
+            make_it()
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(target_mod.os, "open", open_after_the_other)
+
+
+def test_a_target_file_created_by_another_writer_before_the_open_is_written(
+    tmp_path, image, monkeypatch
+):
+    """Two writers of one new image file: both see it missing, one creates it first. The
+    second opens what is there (and waits for the card lock) instead of failing with
+    'File exists' (a CI failure of test_one_writer_per_card_different_cards_in_parallel)."""
+    target = tmp_path / "new.img"
+    _race_at_the_open(monkeypatch, lambda: target.write_bytes(b""))
+    result = write_image(image, target)
+    assert result.verified and result.bytes_written > 0
+    assert target.read_bytes()[: 1 << 20] == image.read_bytes()[: 1 << 20]
+
+
+def test_a_symlink_planted_before_the_open_of_a_new_target_is_not_followed(
+    tmp_path, image, loops, monkeypatch
+):
+    other = loops(_blank(tmp_path / "other-disk.bin", image.stat().st_size + (1 << 20)))
+    before = _sha(other.backing)
+    target = tmp_path / "new.img"
+    _race_at_the_open(monkeypatch, lambda: target.symlink_to(other.dev))
+    from rig.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot open") as e:
+        write_image(image, target)
+    assert str(target) in str(e.value)
+    assert _sha(other.backing) == before
