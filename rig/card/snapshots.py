@@ -316,14 +316,24 @@ class CardSnapshots:
         self._write_card = write_card
         self._refresh = refresh
 
-    def inputs(self, product: Mapping[str, Any]) -> dict[str, Any]:
-        """Every input of the key, in clear (secrets already hashed by the store)."""
+    def inputs(self, product: Mapping[str, Any], disk: Path) -> dict[str, Any]:
+        """Every input of the key, in clear (secrets already hashed by the store).
+
+        The card's size is one: the first boot grew the root file system to fill the
+        card, so the snapshot's partition table and image are as big as that card (a
+        smaller card cannot take it; a larger one would boot with space it never had)."""
         if self._base_inputs is None:
             self._base_inputs = dict(self._base())
-        return {"format": FORMAT, **self._base_inputs, "product": dict(product)}
+        return {
+            "format": FORMAT,
+            **self._base_inputs,
+            "card_bytes": card_bytes(disk),
+            "product": dict(product),
+        }
 
-    def key(self, product: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        inputs = self.inputs(product)
+    def key(self, product: Mapping[str, Any], disk: Path) -> tuple[str, dict[str, Any]]:
+        """The key and its inputs for the product's state on the card at ``disk``."""
+        inputs = self.inputs(product, disk)
         return key_of(inputs), inputs
 
     def lookup(self, key: str) -> Snapshot | None:
@@ -335,7 +345,10 @@ class CardSnapshots:
         caller writes the pristine image instead)."""
         try:
             facts = dict(self._write_card(snap.image, snap.bmap, disk, log))
-        except ConfigError as e:  # the bmap's per-range sha256 did not match the stored image
+        except ConfigError as e:
+            if not str(e.where or "").startswith(str(snap.directory)):
+                raise  # about the card (e.g. too small), not the snapshot: keep it
+            # the stored image does not match its bmap's per-range sha256
             self.store.discard(snap.key)
             raise SnapshotCorrupt(
                 f"snapshot {snap.key[:12]} refused and removed: {e.message}", where=e.where
@@ -345,6 +358,15 @@ class CardSnapshots:
 
     def capture(self, key: str, inputs: Mapping[str, Any], disk: Path, log: StepLog) -> Snapshot:
         return self.store.capture(key, inputs, disk, log)
+
+
+def card_bytes(disk: Path) -> int:
+    """The size of the card (block device or image file) at ``disk``."""
+    fd = os.open(disk, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
 
 
 def card_map(disk: Path) -> BlockMap:

@@ -346,7 +346,7 @@ class ScenarioPipeline:
                 "snapshots are off" if self.snapshots is None else "the product keeps none"
             )
             return self.kit.write(disk, log)
-        self.snapshot_key, self.snapshot_inputs = self.snapshots.key(product)
+        self.snapshot_key, self.snapshot_inputs = self.snapshots.key(product, disk)
         found = self.snapshots.lookup(self.snapshot_key)
         if found is not None:
             log(f"writing starting-state snapshot {self.snapshot_key[:12]}", key=self.snapshot_key)

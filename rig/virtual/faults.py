@@ -13,6 +13,7 @@ Keys (all optional)::
                                  # (default: calibrated with sysbench)
       access_point: {ssid: ..., psk: ..., country: DE}   # the virtual Wi-Fi; default: `wifi:`
       card_size: 2147483648      # bytes per virtual card (read by the virtual hardware)
+      card_sizes: {pi3-c: 1073741824}   # one device's card of another size
       faults:
         pi3-b:
           never_boots: true          # powered, card in place, nothing ever answers
@@ -121,6 +122,13 @@ def settings_from_config(config: Any) -> VirtualSettings:
             undervoltage=bool(raw.get("undervoltage", False)),
             reboot_after_up=_opt_float(raw.get("reboot_after_up")),
         )
+    for name in section.get("card_sizes") or {}:
+        if name not in config.devices:
+            raise ConfigError(
+                f"a card size for unknown device {name!r}",
+                where=f"{where}.card_sizes.{name}",
+                hint=f"devices are: {', '.join(sorted(config.devices))}",
+            )
     time_scale = _opt_float(section.get("time_scale"))
     pi3_core = _opt_float(section.get("pi3_core"))
     for key, value in (("time_scale", time_scale), ("pi3_core", pi3_core)):

@@ -26,6 +26,7 @@ from rig.card.snapshots import (
 )
 from rig.card.writer import write_image
 from rig.config import load_config
+from rig.errors import ConfigError
 from rig.events import StepLog
 from rig.product.octoprint.profile import OctoPrintProfile
 from rig.product.profile import DeviceAddress, ScenarioContext
@@ -137,7 +138,7 @@ def test_a_snapshot_is_never_reused_after_any_of_its_inputs_changes(
     snaps = _snapshots(tmp_path, card)
     product = OctoPrintProfile().snapshot_inputs(_ctx(tmp_path))
     assert product is not None
-    key, inputs = snaps.key(product)
+    key, inputs = snaps.key(product, card)
     snaps.capture(key, inputs, card, StepLog())
     assert snaps.lookup(key) is not None
     leaves = _leaves(inputs)
@@ -155,6 +156,7 @@ def test_a_snapshot_is_never_reused_after_any_of_its_inputs_changes(
         "provision/country",
         "provision/ssh_keys/[]",
         "model",
+        "card_bytes",
         "rig/version",
         "rig/source_sha256",
     ):
@@ -183,7 +185,7 @@ def test_per_run_values_do_not_enter_the_key(tmp_path: Path) -> None:
 
 def test_secrets_are_not_in_the_meta_in_clear(card: Path, tmp_path: Path) -> None:
     snaps = _snapshots(tmp_path, card)
-    key, inputs = snaps.key({"x": 1})
+    key, inputs = snaps.key({"x": 1}, card)
     snap = snaps.capture(key, inputs, card, StepLog())
     text = (snap.directory / "meta.json").read_text()
     assert json.loads(text)["inputs"]["provision"]["psk"].startswith("hmac-sha256:")
@@ -206,6 +208,42 @@ def test_capture_then_write_gives_the_card_back(card: Path, tmp_path: Path) -> N
             a.seek(e[0])
             b.seek(e[0])
             assert a.read(e[1] - e[0]) == b.read(e[1] - e[0])
+
+
+def test_a_card_of_another_size_has_its_own_snapshot_and_a_smaller_one_keeps_it(
+    card: Path, tmp_path: Path
+) -> None:
+    """The first boot grew the root to fill its card, so a snapshot is as big as the card it
+    was taken from. A card of another size is another key; a card too small for a snapshot
+    is refused as a card (ConfigError about the card) and the snapshot stays."""
+    snaps = _snapshots(tmp_path, card)
+    key, inputs = snaps.key({"x": 1}, card)
+    snap = snaps.capture(key, inputs, card, StepLog())
+    bigger = tmp_path / "bigger.img"
+    shutil.copyfile(card, bigger)
+    os.truncate(bigger, card.stat().st_size + (8 << 20))
+    assert snaps.key({"x": 1}, bigger)[0] != key
+    assert snaps.lookup(snaps.key({"x": 1}, bigger)[0]) is None
+
+    if os.geteuid() != 0 or shutil.which("losetup") is None:
+        pytest.skip("a card smaller than the snapshot needs a loop device (root, losetup)")
+    backing = tmp_path / "small.bin"
+    backing.write_bytes(b"")
+    os.truncate(backing, card.stat().st_size - (1 << 20))
+    loop = subprocess.run(
+        ["losetup", "-f", "--show", str(backing)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+
+        def write(image: Path, bmap: Path, disk: Path, log: StepLog) -> dict[str, Any]:
+            return {"written": write_image(image, disk, bmap=bmap, log=log).bytes_written}
+
+        small = CardSnapshots(snaps.store, lambda: {}, write, lambda disk, log: {})
+        with pytest.raises(ConfigError, match="larger than the card"):
+            small.write(snap, Path(loop), StepLog())
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+    assert snaps.lookup(key) is not None, "a good snapshot was thrown away for a small card"
 
 
 def _extents(bmap: Path) -> list[tuple[int, int]]:
@@ -248,7 +286,7 @@ def test_a_half_written_snapshot_directory_is_not_a_snapshot(card: Path, tmp_pat
 
 def test_a_corrupted_snapshot_is_refused_and_removed(card: Path, tmp_path: Path) -> None:
     snaps = _snapshots(tmp_path, card)
-    key, inputs = snaps.key({"a": 1})
+    key, inputs = snaps.key({"a": 1}, card)
     snap = snaps.capture(key, inputs, card, StepLog())
     first = _extents(snap.bmap)[-1]
     with open(snap.image, "r+b") as f:  # one flipped byte inside a mapped range

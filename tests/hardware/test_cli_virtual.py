@@ -54,6 +54,39 @@ def test_mux_host_dut_status(rig_yaml: Path, capsys) -> None:
     assert state(rig_yaml).host_disk("000000000043") is None
 
 
+def test_a_card_of_another_size_is_that_size_on_the_host_and_another_snapshot_key(
+    tmp_path: Path, capsys
+) -> None:
+    """Cards of one batch differ (a "32 GB" card is 29.7 or 31.9 GB): the virtual rig can
+    have one card of another size, the host sees that size, and the snapshot key of a card
+    differs with it (a snapshot is as big as the card it was taken from)."""
+    cfg = tmp_path / "rig.yaml"
+    cfg.write_text(
+        f"paths:\n  state: {tmp_path / 'state'}\n"
+        "virtual:\n  card_size: 8388608\n  card_sizes: {pi3-b: 6291456}\n"
+    )
+    try:
+        disks = {}
+        for name in ("pi3-a", "pi3-b"):
+            assert main(["--config", str(cfg), "mux", name, "host"]) == 0
+            serial = load_config(cfg).device(name).mux.serial
+            disk = state(cfg).host_disk(serial)
+            assert disk is not None
+            with open(disk, "rb") as f:
+                disks[name] = (disk, f.seek(0, os.SEEK_END))
+        assert disks["pi3-a"][1] == 8 << 20 and disks["pi3-b"][1] == 6 << 20
+        image = tmp_path / "octopi.img"
+        image.write_bytes(b"image")
+        rig = Rig(load_config(cfg), backend=None)  # type: ignore[arg-type]
+        keys = {
+            name: rig.snapshots(name, image, mux=object()).key({"x": 1}, disk)[1]  # type: ignore[arg-type]
+            for name, (disk, _) in disks.items()
+        }
+        assert keys["pi3-a"]["card_bytes"] == 8 << 20 and keys["pi3-b"]["card_bytes"] == 6 << 20
+    finally:
+        cleanup(tmp_path / "state" / "virtual")
+
+
 def test_unknown_device_is_a_usage_error(rig_yaml: Path, capsys) -> None:
     assert main(["--config", str(rig_yaml), "power", "pi3-z", "on"]) == 2
     assert "no device 'pi3-z'" in capsys.readouterr().err

@@ -60,6 +60,8 @@ def test_fast_profile_is_unchanged(tmp_path: Path) -> None:
         ("  profile: pi3\n  pi3_core: 2\n", "virtual.pi3_core", "maximum of 1"),
         ("  time_scale: 2\n", "virtual.time_scale", "pi3 profile only"),
         ("  profile: fast\n  pi3_core: 0.2\n", "virtual.pi3_core", "pi3 profile only"),
+        ("  card_sizes: {pi3-z: 8388608}\n", "virtual.card_sizes.pi3-z", "unknown device"),
+        ("  card_sizes: {pi3-a: 12}\n", "virtual.card_sizes.pi3-a", "minimum of 1048576"),
     ],
 )
 def test_config_errors_are_located(tmp_path: Path, virtual: str, where: str, says: str) -> None:

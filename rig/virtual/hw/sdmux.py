@@ -131,7 +131,7 @@ class EmulatedUsbSdMux:
 
     def csd(self) -> bytes:
         # CSD 2.0 (SDHC), C_SIZE from the card image size
-        c_size = max(0, self.hw.card_size // (512 * 1024) - 1)
+        c_size = max(0, self.hw.size_of(self.serial) // (512 * 1024) - 1)
         raw = (1 << 126) | (0x0E << 112) | (0x32 << 96) | (0x5B5 << 84) | (9 << 80)
         raw |= (c_size & 0x3FFFFF) << 48
         raw |= (1 << 46) | (0x7F << 39) | (2 << 26) | (9 << 22) | 1

@@ -169,6 +169,7 @@ class VirtualHardware:
         *,
         faults: dict[str, dict[str, Any]] | None = None,
         card_size: int = DEFAULT_CARD_SIZE,
+        card_sizes: dict[str, int] | None = None,
         use_loop: bool | None = None,
         mux_limit: Any = None,
     ) -> None:
@@ -180,6 +181,7 @@ class VirtualHardware:
         self._lockfile = self.state_dir / "hardware.lock"
         self.faults = faults or {}  # keyed by mux serial
         self.card_size = card_size
+        self.card_sizes = card_sizes or {}  # keyed by mux serial: cards of another size
         self.use_loop = loop_available() if use_loop is None else use_loop
         # dm names are global to the machine: tie them to this state dir
         self._tag = hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:8]
@@ -194,13 +196,22 @@ class VirtualHardware:
             if name in config.devices and isinstance(fault, dict):
                 faults[config.devices[name].mux.serial] = fault
         size = int(section.get("card_size", DEFAULT_CARD_SIZE))
+        sizes = {
+            config.devices[name].mux.serial: int(n)
+            for name, n in (section.get("card_sizes", {}) or {}).items()
+            if name in config.devices
+        }
         mux_limit = None
         if section.get("profile") == "pi3":
             from rig.virtual.pi3 import MUX, scaled
 
             mux_limit = scaled(MUX, float(section.get("time_scale", 1.0)))
         return cls(
-            config.paths.state / "virtual", faults=faults, card_size=size, mux_limit=mux_limit
+            config.paths.state / "virtual",
+            faults=faults,
+            card_size=size,
+            card_sizes=sizes,
+            mux_limit=mux_limit,
         )
 
     # -- the shared JSON file -------------------------------------------------
@@ -320,8 +331,13 @@ class VirtualHardware:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "ab") as f:  # sparse: costs nothing until written
                 if f.tell() == 0:
-                    f.truncate(self.card_size)
+                    f.truncate(self.size_of(serial))
         return path
+
+    def size_of(self, serial: str) -> int:
+        """The bytes of the card in mux ``serial`` (cards of one batch differ: 29.7 or 31.9
+        GB for a "32 GB" card)."""
+        return self.card_sizes.get(serial, self.card_size)
 
     def host_disk(self, serial: str) -> Path | None:
         with self._locked(write=False) as data:
