@@ -21,6 +21,7 @@ COMMANDS = {
     "devices": "rig.cli.devices",
     "flash": "rig.cli.flash",
     "images": "rig.cli.images",
+    "snapshots": "rig.cli.snapshots",
     "matrix": "rig.cli.matrix",
     "e2e": "rig.cli.e2e",
     "serve": "rig.cli.serve",
