@@ -57,7 +57,7 @@ def test_mux_host_dut_status(rig_yaml: Path, capsys) -> None:
 def test_a_card_of_another_size_is_that_size_on_the_host_and_another_snapshot_key(
     tmp_path: Path, capsys
 ) -> None:
-    """Cards of one batch differ (a "32 GB" card is 29.7 or 31.9 GB): the virtual rig can
+    """Cards sold as one size differ in bytes from model to model: the virtual rig can
     have one card of another size, the host sees that size, and the snapshot key of a card
     differs with it (a snapshot is as big as the card it was taken from)."""
     cfg = tmp_path / "rig.yaml"

@@ -335,8 +335,8 @@ class VirtualHardware:
         return path
 
     def size_of(self, serial: str) -> int:
-        """The bytes of the card in mux ``serial`` (cards of one batch differ: 29.7 or 31.9
-        GB for a "32 GB" card)."""
+        """The bytes of the card in mux ``serial`` (cards sold as one size hold different
+        byte counts, from one maker or model to the next)."""
         return self.card_sizes.get(serial, self.card_size)
 
     def host_disk(self, serial: str) -> Path | None:
