@@ -199,6 +199,13 @@ class SnapshotStore:
     def discard(self, key: str) -> None:
         shutil.rmtree(self.root / key, ignore_errors=True)
 
+    def meta(self, key: str) -> dict[str, Any]:
+        """A snapshot's meta.json as stored, without counting as a use ({} if unreadable)."""
+        try:
+            return json.loads((self.root / key / META).read_text())
+        except (OSError, ValueError):
+            return {}
+
     def keys(self) -> list[str]:
         if not self.root.is_dir():
             return []

@@ -38,7 +38,7 @@ def listing(store: SnapshotStore) -> dict[str, Any]:
     """The store as data, most recently used first (what `--json` prints)."""
     entries = []
     for used, size, key in reversed(store.usage()):
-        meta = json.loads((store.root / key / "meta.json").read_text())
+        meta = store.meta(key)
         inputs = meta.get("inputs", {})
         entries.append(
             {
